@@ -1,0 +1,26 @@
+"""The front end in one call: file → resolved → checked → RunSpecs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dsl.check import check
+from dsl.resolve import load, resolve
+from ncsn_core.spec import RunSpec
+
+
+def compile_file(
+    path: str | Path,
+    *,
+    experiments: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
+    compute_auto: bool = True,
+    data_cache: dict[str, Any] | None = None,
+) -> list[RunSpec]:
+    """Compile every experiment defined in ``path`` (or the named ones), one RunSpec per
+    sweep point. Raises :class:`dsl.errors.DiagnosticError` listing every mistake."""
+    program = load(path)
+    resolved = resolve(program, experiments, sets)
+    return check(resolved, compute_auto=compute_auto, data_cache=data_cache)

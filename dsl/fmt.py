@@ -1,0 +1,158 @@
+"""`repro fmt`: the canonical layout of a `.exp` file.
+
+Canonical means: 4-space indentation; `key = value` with single spaces; values spelled as
+written (numbers keep `1e-3`, `200_000`) with canonical spacing; a block whose items fit
+on one line (≤ 88 columns, no comments inside) is printed on one line with commas,
+otherwise one item per line; at most one blank line kept between statements; comments
+kept where they were (own-line or trailing). Idempotent: fmt(parse(fmt(x))) == fmt(x).
+"""
+
+from __future__ import annotations
+
+from dsl.ast import Assign, Block, Comment, Experiment, Import, Module, Published, Stage, Sweep
+
+WIDTH = 88
+IND = "    "
+
+
+class _Printer:
+    def __init__(self, comments: tuple[Comment, ...]) -> None:
+        self.comments = list(comments)
+        self.out: list[str] = []
+
+    def take_before(self, line: int) -> list[Comment]:
+        got = [c for c in self.comments if c.line < line]
+        self.comments = [c for c in self.comments if c.line >= line]
+        return got
+
+    def take_range(self, lo: int, hi: int) -> list[Comment]:
+        got = [c for c in self.comments if lo <= c.line <= hi]
+        self.comments = [c for c in self.comments if not (lo <= c.line <= hi)]
+        return got
+
+    def has_range(self, lo: int, hi: int) -> bool:
+        return any(lo <= c.line <= hi for c in self.comments)
+
+    def emit(self, indent: int, text: str, trailing: list[Comment] = ()) -> None:  # type: ignore[assignment]
+        line = IND * indent + text
+        if trailing:
+            line += "  " + " ".join(c.text.rstrip() for c in trailing)
+        self.out.append(line.rstrip())
+
+    def lead(self, indent: int, start: int, prev_end: int) -> None:
+        cs = self.take_before(start)
+        first = cs[0].line if cs else start
+        if prev_end and first - prev_end > 1 and self.out and self.out[-1].strip():
+            self.out.append("")
+        last = None
+        for c in cs:
+            if last is not None and c.line - last > 1:
+                self.out.append("")
+            self.emit(indent, c.text.rstrip())
+            last = c.line
+        if cs and start - cs[-1].line > 1:
+            self.out.append("")
+
+    # ---- statements
+    def stmt(self, s: object, indent: int, prev_end: int) -> int:
+        start, end = _span(s)
+        self.lead(indent, start, prev_end)
+        if isinstance(s, (Assign, Sweep)):
+            kw = "sweep " if isinstance(s, Sweep) else ""
+            self.emit(indent, f"{kw}{'.'.join(s.path)} = {s.value.text}", self.take_range(start, end))
+            return end
+        if isinstance(s, Published):
+            header = "published" + (f" {_quote(s.label)}" if s.label else "")
+            items = [f"{e.name} = {e.text}" for e in s.entries]
+            self.block_like(header, items, [], s.entries, indent, start, end)
+            return end
+        if isinstance(s, Stage):
+            items = [f"{a.path[0]} = {a.value.text}" for a in s.items]
+            self.block_like(f"stage {s.name}", items, [], s.items, indent, start, end)
+            return end
+        if isinstance(s, Block):
+            header = s.kind + (f" {s.name}" if s.name else "")
+            one_line_ok = not any(isinstance(i, Stage) for i in s.items)
+            items = [f"{'.'.join(i.path)} = {i.value.text}" for i in s.items if isinstance(i, Assign)]
+            self.block_like(header, items if one_line_ok else None, [], s.items, indent, start, end)
+            return end
+        raise TypeError(s)  # pragma: no cover
+
+    def block_like(
+        self,
+        header: str,
+        flat: list[str] | None,
+        _unused: list,
+        children: tuple,
+        indent: int,
+        start: int,
+        end: int,
+    ) -> None:
+        inner_comments = self.has_range(start, end - 1) if end > start else False
+        if flat is not None and not inner_comments:
+            text = f"{header} {{ {', '.join(flat)} }}" if flat else f"{header} {{ }}"
+            if len(IND * indent + text) <= WIDTH:
+                self.emit(indent, text, self.take_range(start, end))
+                return
+        self.emit(indent, header + " {", self.take_range(start, start))
+        prev = start
+        for c in children:
+            prev = self.stmt(c, indent + 1, prev)
+        rest = self.take_before(end)
+        for c in rest:
+            self.emit(indent + 1, c.text.rstrip())
+        self.emit(indent, "}", self.take_range(end, end))
+
+
+def _span(s: object) -> tuple[int, int]:
+    if isinstance(s, (Assign, Sweep)):
+        return s.pos.line, max(s.value.pos.end_line, s.pos.line)
+    if isinstance(s, Published):
+        return s.pos.line, s.end_line or s.pos.line
+    if isinstance(s, Stage):
+        return s.pos.line, s.end_line or s.pos.line
+    if isinstance(s, Block):
+        return s.pos.line, s.end_line or s.pos.line
+    if isinstance(s, Experiment):
+        return s.pos.line, s.end_line or s.pos.line
+    if isinstance(s, Import):
+        return s.pos.line, s.pos.line
+    raise TypeError(s)  # pragma: no cover
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+
+def format_module(mod: Module) -> str:
+    p = _Printer(mod.comments)
+    prev_end = 0
+    prev_kind = None
+    for item in mod.order:
+        start, end = _span(item)
+        if isinstance(item, Import):
+            p.lead(0, start, prev_end)
+            p.emit(0, f"import {_quote(item.path)}", p.take_range(start, end))
+        else:
+            if p.out and p.out[-1].strip() and prev_kind is not None:
+                p.out.append("")  # experiments are separated by a blank line
+            p.lead(0, start, prev_end)
+            ext = f" extends {item.extends}" if item.extends else ""
+            p.emit(0, f"experiment {item.name}{ext} {{", p.take_range(start, start))
+            prev = start
+            for s in item.body:
+                prev = p.stmt(s, 1, prev)
+            for c in p.take_before(end):
+                p.emit(1, c.text.rstrip())
+            p.emit(0, "}", p.take_range(end, end))
+        prev_end, prev_kind = end, type(item)
+    for c in p.comments:
+        p.emit(0, c.text.rstrip())
+    text = "\n".join(p.out).strip("\n")
+    return text + "\n" if text else ""
+
+
+def format_text(text: str, file: str = "<string>") -> str:
+    from dsl.parser import parse_text
+
+    return format_module(parse_text(text, file))

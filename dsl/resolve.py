@@ -1,0 +1,465 @@
+"""Resolve imports, `extends`, dotted overrides, `--set` and sweeps.
+
+The result is one :class:`Resolved` per run (a sweep grid gives several): every value
+still raw (unchecked) but carrying the position where it was written and, when it came
+from elsewhere, a note saying where (``inherited from papers/x.exp:12``, ``set by --set``).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dsl.ast import Assign, Block, Experiment, Module, Pos, PubEntry, Published, Stage, Sweep, Value
+from dsl.errors import Diagnostic, DiagnosticError, register_source
+from dsl.parser import parse_file, parse_value
+from ncsn_core.registry import did_you_mean
+from ncsn_core.values import Call, Ident
+
+COMPONENT_BLOCKS = ("data", "noise", "network", "loss")
+FIXED_BLOCKS = ("train", "sample", "evaluate")
+BLOCK_KINDS = COMPONENT_BLOCKS + FIXED_BLOCKS
+EXPERIMENT_FIELDS = ("seed", "paper", "description")
+
+
+@attrs.define
+class Entry:
+    value: Any
+    text: str
+    pos: Pos  # the value
+    key_pos: Pos  # the key
+    origin: str = ""  # note: where it came from when not written in this experiment
+
+    def notes(self) -> tuple[str, ...]:
+        return (self.origin,) if self.origin else ()
+
+
+@attrs.define
+class RStage:
+    name: str
+    name_pos: Pos
+    params: dict[str, Entry]
+    origin: str = ""
+
+
+@attrs.define
+class RBlock:
+    kind: str
+    name: str | None
+    pos: Pos
+    params: dict[str, Entry] = attrs.Factory(dict)
+    stages: list[RStage] = attrs.Factory(list)
+    origin: str = ""
+
+
+@attrs.define
+class Resolved:
+    name: str
+    pos: Pos
+    file: str
+    fields: dict[str, Entry] = attrs.Factory(dict)
+    blocks: dict[str, RBlock] = attrs.Factory(dict)
+    sweeps: list[tuple[tuple[str, ...], list[Entry], Pos]] = attrs.Factory(list)
+    published: list[Published] = attrs.Factory(list)
+    sweep_point: dict[str, Any] = attrs.Factory(dict)  # dotted key -> raw value text
+    parent: str | None = None
+
+
+@attrs.define
+class Program:
+    """All experiments reachable from a root file (imports followed)."""
+
+    root: str
+    experiments: dict[str, tuple[Experiment, Module]]
+    root_names: list[str]
+    sources: dict[str, str]
+
+
+# ----------------------------------------------------------------------------- loading
+def load(path: str | Path) -> Program:
+    diags: list[Diagnostic] = []
+    experiments: dict[str, tuple[Experiment, Module]] = {}
+    sources: dict[str, str] = {}
+    loaded: set[Path] = set()
+
+    def visit(p: Path, display: str, stack: list[Path], at: Pos | None) -> Module | None:
+        real = p.resolve()
+        if real in stack:
+            chain = " → ".join(str(s.name) for s in stack[stack.index(real) :] + [real])
+            diags.append(Diagnostic(at, f"import cycle: {chain}"))
+            return None
+        if real in loaded:
+            return None
+        if not p.exists():
+            if at is None:
+                raise DiagnosticError([Diagnostic(None, f"{display}: no such file")])
+            diags.append(Diagnostic(at, f"cannot import '{display}': no such file (looked for {p})"))
+            return None
+        mod = parse_file(display if at is None else p)  # syntax errors stop at once
+        loaded.add(real)
+        sources[mod.file] = mod.source
+        for imp in mod.imports:
+            target = p.parent / imp.path
+            visit(target, str(target), stack + [real], imp.pos)
+        for exp in mod.experiments:
+            if exp.name in experiments:
+                first = experiments[exp.name][0].pos
+                diags.append(
+                    Diagnostic(
+                        exp.pos, f"experiment '{exp.name}' is defined twice", (f"first defined at {first}",)
+                    )
+                )
+                continue
+            experiments[exp.name] = (exp, mod)
+        return mod
+
+    root = Path(path)
+    mod = visit(root, str(path), [], None)
+    if diags:
+        raise DiagnosticError(diags)
+    assert mod is not None
+    return Program(str(path), experiments, [e.name for e in mod.experiments], sources)
+
+
+# ----------------------------------------------------------------------------- resolving
+class _Resolver:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.diags: list[Diagnostic] = []
+        self.cache: dict[str, Resolved] = {}
+
+    def err(self, pos: Pos | None, msg: str, *notes: str) -> None:
+        self.diags.append(Diagnostic(pos, msg, tuple(n for n in notes if n)))
+
+    def resolve(self, name: str, chain: tuple[str, ...] = ()) -> Resolved | None:
+        if name in self.cache:
+            return copy.deepcopy(self.cache[name])
+        exp, mod = self.program.experiments[name]
+        if exp.extends is not None:
+            if exp.extends in chain + (name,):
+                self.err(exp.extends_pos, f"'extends' cycle: {' → '.join(chain + (name, exp.extends))}")
+                return None
+            if exp.extends not in self.program.experiments:
+                hint = did_you_mean(exp.extends, self.program.experiments)
+                self.err(
+                    exp.extends_pos,
+                    f"unknown experiment '{exp.extends}'{hint}",
+                    'import the file that defines it: import "path.exp"',
+                )
+                return None
+            parent = self.resolve(exp.extends, chain + (name,))
+            if parent is None:
+                return None
+            res = _inherit(parent, name, exp.pos, mod.file)
+        else:
+            res = Resolved(name, exp.pos, mod.file)
+        self.apply_body(res, exp)
+        self.cache[name] = copy.deepcopy(res)
+        return res
+
+    # ---- body
+    def apply_body(self, res: Resolved, exp: Experiment) -> None:
+        seen: dict[tuple[str, ...], Pos] = {}
+        for item in exp.body:
+            if isinstance(item, Block):
+                self.apply_block(res, item)
+            elif isinstance(item, Assign):
+                if item.path in seen:
+                    self.err(
+                        item.pos, f"duplicate key '{'.'.join(item.path)}'", f"first set at {seen[item.path]}"
+                    )
+                    continue
+                seen[item.path] = item.pos
+                self.apply_assign(res, item.path, _entry(item.value, item.pos), item.pos)
+            elif isinstance(item, Sweep):
+                self.apply_sweep(res, item)
+            elif isinstance(item, Published):
+                res.published = [p for p in res.published if p.label != item.label] + [item]
+
+    def apply_block(self, res: Resolved, b: Block) -> None:
+        if b.kind not in BLOCK_KINDS:
+            hint = did_you_mean(b.kind, BLOCK_KINDS)
+            self.err(b.pos, f"unknown block '{b.kind}'{hint}", f"blocks are: {', '.join(BLOCK_KINDS)}")
+            return
+        if b.kind in COMPONENT_BLOCKS and b.name is None:
+            self.err(b.pos, f"a {b.kind} block needs a name, e.g. `{b.kind} {_example(b.kind)} {{ ... }}`")
+            return
+        if b.kind in FIXED_BLOCKS and b.name is not None:
+            self.err(b.name_pos, f"the {b.kind} block takes no name; write `{b.kind} {{ ... }}`")
+            return
+        cur = res.blocks.get(b.kind)
+        if cur is None or cur.name != b.name:
+            cur = RBlock(b.kind, b.name, b.name_pos or b.pos)
+            res.blocks[b.kind] = cur
+        else:
+            cur.pos = b.name_pos or b.pos
+            cur.origin = ""
+        seen: dict[tuple[str, ...], Pos] = {}
+        new_stages: list[RStage] = []
+        for it in b.items:
+            if isinstance(it, Stage):
+                if b.kind != "sample":
+                    self.err(it.pos, f"'stage' belongs in the sample block, not in {b.kind}")
+                    continue
+                params: dict[str, Entry] = {}
+                for a in it.items:
+                    if len(a.path) != 1:
+                        self.err(a.pos, f"stage parameters are plain names; got '{'.'.join(a.path)}'")
+                        continue
+                    if a.path[0] in params:
+                        self.err(
+                            a.pos, f"duplicate key '{a.path[0]}'", f"first set at {params[a.path[0]].key_pos}"
+                        )
+                        continue
+                    params[a.path[0]] = _entry(a.value, a.pos)
+                new_stages.append(RStage(it.name, it.name_pos, params))
+                continue
+            if it.path in seen:
+                self.err(it.pos, f"duplicate key '{'.'.join(it.path)}'", f"first set at {seen[it.path]}")
+                continue
+            seen[it.path] = it.pos
+            self.set_param(cur, it.path, _entry(it.value, it.pos), it.pos)
+        if new_stages:
+            cur.stages = new_stages
+
+    def set_param(self, blk: RBlock, path: tuple[str, ...], e: Entry, pos: Pos) -> None:
+        if len(path) == 1:
+            blk.params[path[0]] = e
+            return
+        if blk.kind == "sample" and len(path) == 2:
+            st = self.find_stage(blk, path[0], pos)
+            if st is not None:
+                st.params[path[1]] = e
+            return
+        if len(path) == 2 and path[0] in blk.params:
+            # `train.optimizer.lr = 1e-4`: change one argument of a call-valued parameter.
+            cur = blk.params[path[0]].value
+            if isinstance(cur, (Ident, Call)):
+                name = cur.name
+                kw = dict(cur.params) if isinstance(cur, Call) else {}
+                kw[path[1]] = e.value
+                blk.params[path[0]] = Entry(
+                    Call(name, tuple(kw.items())),
+                    _call_text(name, kw, blk.params[path[0]], path[1], e),
+                    e.pos,
+                    pos,
+                    e.origin,
+                )
+                return
+        self.err(pos, f"cannot set '{'.'.join((blk.kind,) + path)}': no such parameter path")
+
+    def find_stage(self, blk: RBlock, key: str, pos: Pos) -> RStage | None:
+        if key.isdigit() or (key.startswith("stage") and key[5:].isdigit()):
+            i = int(key.lstrip("stage")) - 1
+            if 0 <= i < len(blk.stages):
+                return blk.stages[i]
+            self.err(pos, f"sample has {len(blk.stages)} stage(s); there is no stage {i + 1}")
+            return None
+        hits = [s for s in blk.stages if s.name == key]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            names = [s.name for s in blk.stages]
+            self.err(
+                pos,
+                f"no stage '{key}' in sample{did_you_mean(key, names)}",
+                f"stages: {', '.join(names) or 'none'}",
+            )
+        else:
+            self.err(
+                pos, f"stage '{key}' appears {len(hits)} times; address it by position as sample.stage1, ..."
+            )
+        return None
+
+    def apply_assign(self, res: Resolved, path: tuple[str, ...], e: Entry, pos: Pos) -> None:
+        head = path[0]
+        if len(path) == 1:
+            if head in EXPERIMENT_FIELDS:
+                res.fields[head] = e
+                return
+            if head in COMPONENT_BLOCKS and isinstance(e.value, (Ident, Call)):
+                # `noise = linear` switches the component (its parameters start from defaults).
+                name = e.value.name
+                params = {
+                    k: Entry(v, _text(v), e.pos, pos, e.origin) for k, v in getattr(e.value, "params", ())
+                }
+                res.blocks[head] = RBlock(head, name, e.pos, params, origin=e.origin)
+                return
+            if head in BLOCK_KINDS:
+                self.err(pos, f"'{head}' is a block; set one of its parameters as {head}.<name> = value")
+                return
+            self.err(
+                pos,
+                f"unknown field '{head}'{did_you_mean(head, EXPERIMENT_FIELDS + BLOCK_KINDS)}",
+                f"experiment fields are: {', '.join(EXPERIMENT_FIELDS)}",
+            )
+            return
+        if head not in BLOCK_KINDS:
+            self.err(pos, f"unknown block '{head}'{did_you_mean(head, BLOCK_KINDS)}")
+            return
+        blk = res.blocks.get(head)
+        if blk is None:
+            if head in COMPONENT_BLOCKS:
+                self.err(pos, f"cannot set '{'.'.join(path)}': the experiment has no {head} block")
+                return
+            blk = res.blocks[head] = RBlock(head, None, pos)
+        self.set_param(blk, path[1:], e, pos)
+
+    def apply_sweep(self, res: Resolved, s: Sweep) -> None:
+        items = s.value.items
+        if not items:
+            self.err(s.value.pos, "a sweep needs at least one value")
+            return
+        if any(p == s.path for p, _, _ in res.sweeps):
+            self.err(s.pos, f"'{'.'.join(s.path)}' is swept twice")
+            return
+        res.sweeps.append((s.path, [_entry(v, s.pos) for v in items], s.pos))
+
+
+def _entry(v: Value, key_pos: Pos) -> Entry:
+    return Entry(v.value, v.text, v.pos, key_pos)
+
+
+def _text(v: Any) -> str:
+    from ncsn_core.values import format_number
+
+    if isinstance(v, (Ident, Call)):
+        return (
+            v.name
+            if isinstance(v, Ident)
+            else f"{v.name}(" + ", ".join(f"{k} = {_text(x)}" for k, x in v.params) + ")"
+        )
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return format_number(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_text(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _call_text(name: str, kw: dict[str, Any], _old: Entry, key: str, e: Entry) -> str:
+    parts = [f"{k} = {e.text if k == key else _text(v)}" for k, v in kw.items()]
+    return f"{name}(" + ", ".join(parts) + ")"
+
+
+def _example(kind: str) -> str:
+    return {"data": "digits", "noise": "geometric", "network": "ncsn", "loss": "dsm"}.get(kind, "name")
+
+
+def _inherit(parent: Resolved, name: str, pos: Pos, file: str) -> Resolved:
+    res = copy.deepcopy(parent)
+    res.name, res.pos, res.file, res.parent = name, pos, file, parent.name
+
+    def mark(e: Entry) -> None:
+        if not e.origin:
+            e.origin = f"inherited from {e.key_pos} (experiment {parent.name})"
+
+    for e in res.fields.values():
+        mark(e)
+    for b in res.blocks.values():
+        if not b.origin:
+            b.origin = f"inherited from {b.pos} (experiment {parent.name})"
+        for e in b.params.values():
+            mark(e)
+        for s in b.stages:
+            for e in s.params.values():
+                mark(e)
+    return res
+
+
+# ----------------------------------------------------------------------------- entry point
+def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], Value, Pos]:
+    """``train.iterations=100`` → (path, Value, key position) in a pseudo-file per argument."""
+    fname = f"<--set #{index + 1}>"
+    register_source(fname, arg)
+    if "=" not in arg:
+        raise DiagnosticError([Diagnostic(Pos(fname, 1, 1, 1, len(arg) + 1), "--set needs key=value")])
+    key, _, val = arg.partition("=")
+    key_s = key.strip()
+    path = tuple(key_s.split("."))
+    kpos = Pos(fname, 1, 1, 1, len(key) + 1)
+    if not all(p.isidentifier() for p in path):
+        raise DiagnosticError(
+            [Diagnostic(kpos, f"--set: '{key_s}' is not a dotted name like train.iterations")]
+        )
+    if not val.strip():
+        raise DiagnosticError(
+            [Diagnostic(Pos(fname, 1, len(key) + 2), f"--set {key_s}: missing value after '='")]
+        )
+    v = parse_value(val, fname, col_offset=len(key) + 1)
+    return path, v, kpos
+
+
+def resolve(program: Program, names: Sequence[str] | None = None, sets: Sequence[str] = ()) -> list[Resolved]:
+    """Resolve the named experiments (default: those defined in the root file), apply
+    ``--set`` overrides, and expand sweeps. Raises :class:`DiagnosticError` with every
+    problem found."""
+    r = _Resolver(program)
+    wanted = list(names) if names else list(program.root_names)
+    if not wanted:
+        raise DiagnosticError([Diagnostic(None, f"{program.root}: defines no experiment")])
+    parsed_sets = []
+    set_errors: list[Diagnostic] = []
+    for i, s in enumerate(sets):
+        try:
+            parsed_sets.append((s, *parse_set(s, i)))
+        except DiagnosticError as e:
+            set_errors.extend(e.diagnostics)
+    out: list[Resolved] = []
+    for n in wanted:
+        if n not in program.experiments:
+            r.err(None, f"no experiment '{n}' in {program.root}{did_you_mean(n, program.experiments)}")
+            continue
+        res = r.resolve(n)
+        if res is None:
+            continue
+        for raw, path, v, kpos in parsed_sets:
+            e = Entry(v.value, v.text, v.pos, kpos, f"set by --set {raw}")
+            if path[0] == "sweep":
+                r.err(kpos, "--set cannot add a sweep; write it in the file")
+                continue
+            r.apply_assign(res, path, e, kpos)
+        out.extend(_expand(res, r))
+    diags = set_errors + r.diags
+    if diags:
+        raise DiagnosticError(_dedupe(diags))
+    return out
+
+
+def _expand(res: Resolved, r: _Resolver) -> list[Resolved]:
+    if not res.sweeps:
+        return [res]
+    axes = [[(path, e, spos) for e in entries] for path, entries, spos in res.sweeps]
+    out = []
+    for combo in itertools.product(*axes):
+        point = copy.deepcopy(res)
+        point.sweeps = []
+        for path, e, spos in combo:
+            e2 = attrs.evolve(e, origin=f"swept at {spos}")
+            r.apply_assign(point, path, e2, spos)
+            point.sweep_point[".".join(path)] = e.text
+        out.append(point)
+    return out
+
+
+def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    seen = set()
+    out = []
+    for d in diags:
+        key = (str(d.pos), d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def published_entries(p: Published) -> tuple[PubEntry, ...]:
+    return p.entries

@@ -1,0 +1,13 @@
+"""Importing this module registers every component the language can name."""
+
+from ncsn_core import (  # noqa: F401
+    ansn,
+    blocks,
+    data,
+    losses,
+    networks,
+    noise,
+    optim,
+    samplers,
+)
+from ncsn_core.evaluation import metrics  # noqa: F401

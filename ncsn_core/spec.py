@@ -1,0 +1,127 @@
+"""The typed run spec: what the DSL lowers an experiment to and what the runner executes.
+
+Frozen and hashable; :meth:`RunSpec.canonical` is its canonical JSON and the stage hashes
+are SHA-256 digests of the parts each stage depends on, so the same meaning gives the same
+hash whatever the whitespace, comments, field order or file that set a value. The seed and
+the published numbers are not part of any hash (seeds are repeats of one run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import attrs
+
+from ncsn_core.registry import AutoValue
+from ncsn_core.values import to_json
+
+
+@attrs.frozen
+class ComponentSpec:
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.params).get(key, default)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "params": {k: to_json(v) for k, v in self.params}}
+
+
+@attrs.frozen
+class PublishedSpec:
+    label: str
+    values: tuple[tuple[str, float, float | None], ...]  # (metric, value, uncertainty)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "values": {k: {"value": v, "error": e} for k, v, e in self.values}}
+
+
+@attrs.frozen
+class RunSpec:
+    experiment: str
+    seed: int
+    data: ComponentSpec
+    noise: ComponentSpec
+    network: ComponentSpec | None = None
+    loss: ComponentSpec | None = None
+    train: ComponentSpec | None = None
+    sample: ComponentSpec | None = None
+    stages: tuple[ComponentSpec, ...] = ()
+    evaluate: ComponentSpec | None = None
+    published: tuple[PublishedSpec, ...] = ()
+    sweep: tuple[tuple[str, str], ...] = ()
+    paper: str = ""
+    description: str = ""
+    # What each `auto` became (path, AutoValue); derived, so not part of equality.
+    autos: tuple[tuple[str, AutoValue], ...] = attrs.field(default=(), eq=False, hash=False)
+    source: str = attrs.field(default="", eq=False, hash=False)
+
+    @property
+    def trains(self) -> bool:
+        return self.network is not None and self.train is not None and self.loss is not None
+
+    # ---- canonical forms
+    def _part(self, *names: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n in names:
+            v = getattr(self, n)
+            if n == "stages":
+                out[n] = [s.to_json() for s in v]
+            else:
+                out[n] = None if v is None else v.to_json()
+        return out
+
+    def train_part(self) -> dict[str, Any]:
+        return self._part("data", "noise", "network", "loss", "train")
+
+    def sample_part(self) -> dict[str, Any]:
+        return {"train": self.train_hash(), **self._part("sample", "stages")}
+
+    def eval_part(self) -> dict[str, Any]:
+        return {"sample": self.sample_hash(), **self._part("evaluate")}
+
+    def train_hash(self) -> str:
+        return digest(self.train_part())
+
+    def sample_hash(self) -> str:
+        return digest(self.sample_part())
+
+    def eval_hash(self) -> str:
+        return digest(self.eval_part())
+
+    def hash(self) -> str:
+        """The run's identity: everything but the seed, the name and published numbers."""
+        return digest(self._part("data", "noise", "network", "loss", "train", "sample", "stages", "evaluate"))
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "paper": self.paper,
+            "description": self.description,
+            "seed": self.seed,
+            "hash": self.hash(),
+            "train_hash": self.train_hash(),
+            "sample_hash": self.sample_hash(),
+            "eval_hash": self.eval_hash(),
+            **self._part("data", "noise", "network", "loss", "train", "sample", "stages", "evaluate"),
+            "published": [p.to_json() for p in self.published],
+            "sweep": dict(self.sweep),
+            "auto": {k: {"value": to_json(a.value), "explanation": a.explanation} for k, a in self.autos},
+        }
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.canonical(), indent=2, sort_keys=False, ensure_ascii=False)
+
+
+def canonical_dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def digest(obj: Any, n: int = 12) -> str:
+    return hashlib.sha256(canonical_dumps(obj).encode()).hexdigest()[:n]

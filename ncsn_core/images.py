@@ -1,0 +1,68 @@
+"""PNG outputs: sample grids (images) or scatter plots (2-D points), and Fig. 4-style strips."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ncsn_core.checkpoint import atomic_write_bytes
+
+
+def _png_of_images(x: torch.Tensor, nrow: int) -> bytes:
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    g = make_grid(x.float().clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
+    if g.shape[-1] < 128:  # tiny images (digits 8×8): upscale so the PNG is viewable
+        k = max(1, 256 // g.shape[-1])
+        g = g.repeat_interleave(k, dim=-1).repeat_interleave(k, dim=-2)
+    arr = (g.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_of_points(x: torch.Tensor, ref: torch.Tensor | None, title: str = "") -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    if ref is not None:
+        ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.8", label="data")
+    ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:red", label="samples")
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=7)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def save_grid(x: torch.Tensor, data: Any, path: Path) -> None:
+    if getattr(data, "kind", "image") == "points":
+        ref = data.train[:2000] if getattr(data, "train", None) is not None else None
+        atomic_write_bytes(path, _png_of_points(x, ref))
+        return
+    n = min(len(x), 64)
+    atomic_write_bytes(path, _png_of_images(x[:n], nrow=int(math.ceil(math.sqrt(n)))))
+
+
+def save_strip(inter: dict[str, torch.Tensor], data: Any, path: Path) -> None:
+    """Rows: samples; columns: recorded steps (NCSN Fig. 4)."""
+    if getattr(data, "kind", "image") == "points":
+        last = list(inter.values())[-1]
+        atomic_write_bytes(path, _png_of_points(last.reshape(-1, last.shape[-1]), None, "intermediate"))
+        return
+    snaps = torch.cat([v for v in inter.values()], dim=0)  # [T, B, C, H, W]
+    t, b = snaps.shape[0], snaps.shape[1]
+    grid = snaps.transpose(0, 1).reshape(t * b, *snaps.shape[2:])
+    atomic_write_bytes(path, _png_of_images(grid, nrow=t))

@@ -1,0 +1,399 @@
+"""Run a RunSpec: train → sample → evaluate, each stage cached under its own hash.
+
+Layout (docs/architecture.md): ``runs/<experiment>/<run-hash>/seed-<k>/{train, sample-<h>,
+eval-<h>}``; a stage folder with a ``DONE`` file is complete and reused. A training stage
+with the same train hash and seed anywhere under the runs folder is reused too, so a
+sampler ablation never retrains and an evaluation change never resamples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ncsn_core import checkpoint as ckpt
+from ncsn_core import registry
+from ncsn_core.errors import NotImplementedComponent, ReproError
+from ncsn_core.samplers import SampleContext
+from ncsn_core.spec import ComponentSpec, RunSpec, digest
+from ncsn_core.training import Trainer, plain_progress
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        try:
+            d = torch.device(device)
+        except RuntimeError as e:
+            raise ReproError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1): {e}") from None
+        if d.type == "cuda" and not torch.cuda.is_available():
+            raise ReproError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        return d
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build(kind: str, spec: ComponentSpec, **extra: Any) -> Any:
+    comp = registry.lookup(kind, spec.name)
+    if not comp.implemented:
+        raise NotImplementedComponent(
+            f"{kind} '{spec.name}' is validated by the checker but not implemented yet"
+        )
+    return comp.builder(**spec.kwargs(), **extra)
+
+
+def _env(device: torch.device) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    import ncsn_core
+
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "repro": ncsn_core.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    ckpt.atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _done(folder: Path, stage_hash: str) -> bool:
+    sj = folder / "stage.json"
+    if not (folder / "DONE").exists() or not sj.exists():
+        return False
+    try:
+        return json.loads(sj.read_text()).get("hash") == stage_hash
+    except (OSError, ValueError):
+        return False
+
+
+def _mark_done(folder: Path) -> None:
+    ckpt.atomic_write_text(folder / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+
+
+@contextmanager
+def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
+    """A rich progress bar on a terminal, plain periodic lines otherwise."""
+    if sys.stderr.isatty() and not os.environ.get("CI"):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        ) as prog:
+            task = prog.add_task(label, total=total, info="")
+            t0 = [time.perf_counter(), 0]
+
+            def update(step: int, total_: int, loss: float | None) -> None:
+                now = time.perf_counter()
+                rate = (step - t0[1]) / max(now - t0[0], 1e-9)
+                t0[0], t0[1] = now, step
+                prog.update(task, completed=step, info=f"loss {loss:.4g}  {rate:.1f} it/s")
+
+            yield update
+    else:
+        yield plain_progress(label)
+
+
+class Run:
+    def __init__(
+        self, spec: RunSpec, runs_dir: Path, device: str | None, source_text: str = "", quiet: bool = False
+    ) -> None:
+        self.spec = spec
+        self.runs_dir = Path(runs_dir)
+        self.device = pick_device(device)
+        self.dir = self.runs_dir / spec.experiment / spec.hash()
+        self.seed_dir = self.dir / f"seed-{spec.seed}"
+        self.source_text = source_text
+        self.quiet = quiet
+        self._data: Any = None
+        self._noise: Any = None
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    # ---- lazily built parts
+    @property
+    def data(self) -> Any:
+        if self._data is None:
+            self._data = build("data", self.spec.data)
+        return self._data
+
+    def noise(self) -> Any:
+        if self._noise is None:
+            self._noise = build("noise", self.spec.noise, data=self.data).to(self.device)
+        return self._noise
+
+    def network(self) -> torch.nn.Module:
+        n = self.noise()
+        return build(
+            "network", self.spec.network, shape=tuple(self.data.shape), sigmas=n.sigmas.detach().cpu()
+        )
+
+    # ---- stages
+    def write_meta(self) -> None:
+        self.seed_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.dir / "spec.json", self.spec.canonical() | {"seed": None})
+        if self.source_text and not (self.dir / "source.exp").exists():
+            ckpt.atomic_write_text(self.dir / "source.exp", self.source_text)
+        _write_json(self.seed_dir / "env.json", _env(self.device))
+
+    def find_trained(self) -> Path | None:
+        """A complete train stage with this train hash and seed anywhere under runs/."""
+        h = self.spec.train_hash()
+        own = self.seed_dir / "train"
+        if _done(own, h):
+            return own
+        for sj in self.runs_dir.glob(f"*/*/seed-{self.spec.seed}/train/stage.json"):
+            if _done(sj.parent, h):
+                return sj.parent
+        return None
+
+    def train(self) -> Path | None:
+        if not self.spec.trains:
+            return None
+        found = self.find_trained()
+        if found is not None:
+            if found != self.seed_dir / "train":
+                self.log(f"train: reusing {found} (same train hash {self.spec.train_hash()})")
+            return found
+        folder = self.seed_dir / "train"
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "stage.json", {"stage": "train", "hash": self.spec.train_hash()})
+        torch.manual_seed(self.spec.seed)  # network initialisation
+        assert self.spec.train is not None and self.spec.loss is not None
+        s = self.spec.train.kwargs()
+        trainer = Trainer(
+            model=self.network(),
+            loss=build("loss", self.spec.loss),
+            noise=self.noise(),
+            data=self.data,
+            optimizer_factory=build("optimizer", s["optimizer"]),
+            settings=s,
+            seed=self.spec.seed,
+            device=self.device,
+            folder=folder,
+        )
+        start = trainer.resume()
+        if start:
+            self.log(f"train: resuming from step {start}")
+        t0 = time.perf_counter()
+        with _progress(f"train {self.spec.experiment}", s["iterations"]) as prog:
+            trainer.progress = prog
+            result = trainer.train()
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        result["resumed_from"] = start
+        _write_json(folder / "results.json", result)
+        _mark_done(folder)
+        return folder
+
+    def load_model(self, train_dir: Path | None, use_ema: bool, which: Any) -> tuple[Any, dict[str, Any]]:
+        if train_dir is None:
+            return None, {}
+        cks = ckpt.list_checkpoints(train_dir / "checkpoints")
+        if not cks:
+            raise ReproError(f"no checkpoint in {train_dir / 'checkpoints'}; run the train stage first")
+        if which == "last":
+            step, path = cks[-1]
+        else:
+            match = [c for c in cks if c[0] == which]
+            if not match:
+                raise ReproError(
+                    f"sample.checkpoint = {which}: no such checkpoint in {train_dir / 'checkpoints'} "
+                    f"(kept: {', '.join(str(c[0]) for c in cks)})"
+                )
+            step, path = match[0]
+        st = ckpt.load(path, map_location=self.device)
+        model = self.network().to(self.device)
+        weights = st["ema"] if (use_ema and st.get("ema") is not None) else st["model"]
+        model.load_state_dict(weights)
+        model.eval()
+        noise = self.noise()
+        noise.load_state_dict(st["noise"])  # ANSN: the covariance learned in training
+        return model, {
+            "checkpoint": str(path),
+            "step": step,
+            "ema": bool(use_ema and st.get("ema") is not None),
+        }
+
+    def draw(self, model: Any, n: int, seed_offset: int, record: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Run init + stages for n samples in batches; returns samples (CPU) and info."""
+        assert self.spec.sample is not None
+        s = self.spec.sample.kwargs()
+        noise = self.noise()
+        init = build("init", s["init"])
+        stages = [(st.name, build("stage", st)) for st in self.spec.stages]
+        gen = torch.Generator(device=self.device).manual_seed(self.spec.seed * 104729 + seed_offset)
+        mixture = getattr(self.data, "mixture", None)
+        intermediates: dict[str, list[torch.Tensor]] = {}
+        outs = []
+        done = 0
+        t0 = time.perf_counter()
+
+        def score(x: torch.Tensor, i: int) -> torch.Tensor:
+            if model is None:
+                raise ReproError(
+                    "this experiment has no network; its sampler stages must use the exact score"
+                )
+            idx = torch.full((x.shape[0],), int(i) % noise.num_levels, device=x.device, dtype=torch.long)
+            return model(x, idx)
+
+        with torch.no_grad():
+            while done < n:
+                b = min(s["batch_size"], n - done)
+                x = init(b, tuple(self.data.shape), gen, self.device, self.data)
+                first = done == 0
+
+                def rec(name: str, x_: torch.Tensor, first: bool = first) -> None:
+                    if first and record:
+                        intermediates.setdefault(name, []).append(x_[:8].detach().cpu())
+
+                for name, stage in stages:
+                    ctx = SampleContext(
+                        score=score,
+                        noise=noise,
+                        generator=gen,
+                        record=rec,
+                        exact_score=None if mixture is None else mixture.score,
+                        data=self.data,
+                        stage_name=name,
+                    )
+                    x = stage.run(x, ctx)
+                outs.append(x.detach().cpu())
+                done += b
+        L = noise.num_levels
+        info = {
+            "samples": n,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "nfe_per_sample": sum(st.nfe(L) for _, st in stages),
+            "device": str(self.device),
+        }
+        return torch.cat(outs), {"info": info, "intermediates": intermediates}
+
+    def sample(self, train_dir: Path | None) -> Path | None:
+        if self.spec.sample is None:
+            return None
+        h = self.spec.sample_hash()
+        folder = self.seed_dir / f"sample-{h}"
+        if _done(folder, h):
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "stage.json", {"stage": "sample", "hash": h, "train": str(train_dir or "")})
+        s = self.spec.sample.kwargs()
+        model, minfo = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
+        x, extra = self.draw(model, s["samples"], 0, record=True)
+        torch.save(x, folder / "samples.pt")
+        from ncsn_core.images import save_grid, save_strip
+
+        save_grid(x, self.data, folder / "grid.png")
+        if extra["intermediates"]:
+            inter = {k: torch.stack(v) for k, v in extra["intermediates"].items()}
+            torch.save(inter, folder / "intermediates.pt")
+            save_strip(inter, self.data, folder / "intermediates.png")
+        _write_json(folder / "results.json", {**extra["info"], **minfo})
+        _mark_done(folder)
+        self.log(f"sample: {s['samples']} samples in {extra['info']['seconds']}s → {folder / 'grid.png'}")
+        return folder
+
+    def evaluate(self, train_dir: Path | None, sample_dir: Path | None) -> Path | None:
+        if self.spec.evaluate is None or sample_dir is None:
+            return None
+        from ncsn_core import evaluation
+
+        h = self.spec.eval_hash()
+        folder = self.seed_dir / f"eval-{h}"
+        if _done(folder, h):
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "stage.json", {"stage": "evaluate", "hash": h, "samples_from": str(sample_dir)})
+        e = self.spec.evaluate.kwargs()
+        n = e["samples"]
+        s = self.spec.sample.kwargs() if self.spec.sample else {}
+        if n == s.get("samples"):
+            x = torch.load(sample_dir / "samples.pt")
+        else:
+            # Samples for evaluation are their own cached product: changing metrics never resamples.
+            cache = self.seed_dir / f"evalsamples-{digest([self.spec.sample_hash(), n])}.pt"
+            if cache.exists():
+                x = torch.load(cache)
+            else:
+                model, _ = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
+                x, _ = self.draw(model, n, 1, record=False)
+                buf = cache.with_suffix(".tmp")
+                torch.save(x, buf)
+                buf.replace(cache)
+        metrics = evaluation.evaluate(
+            self.spec.evaluate.get("metrics"),
+            x,
+            self.data,
+            settings=e,
+            run_key=h,
+            cache_dir=self.runs_dir / ".cache",
+            device=self.device,
+        )
+        trained = {}
+        if train_dir is not None and (train_dir / "results.json").exists():
+            trained = json.loads((train_dir / "results.json").read_text())
+        metrics.setdefault("protocol", {})["iterations_trained"] = trained.get("iterations")
+        _write_json(folder / "metrics.json", metrics)
+        _mark_done(folder)
+        return folder
+
+
+def run_spec(
+    spec: RunSpec,
+    *,
+    runs_dir: str | Path = "runs",
+    device: str | None = None,
+    until: str = "evaluate",
+    source_text: str = "",
+    quiet: bool = False,
+) -> str:
+    """Execute one run; returns a one-line summary. Raises ReproError subclasses for
+    problems the user can fix."""
+    r = Run(spec, Path(runs_dir), device, source_text, quiet)
+    if spec.evaluate is not None and until == "evaluate":
+        from ncsn_core import evaluation
+
+        # Fail before any training or sampling when, e.g., Inception weights are missing.
+        evaluation.preflight(spec.evaluate.get("metrics"), spec.evaluate.kwargs())
+    r.write_meta()
+    train_dir = r.train()
+    if until == "train":
+        return f"trained → {train_dir}"
+    sample_dir = r.sample(train_dir)
+    if until == "sample":
+        return f"sampled → {sample_dir}"
+    eval_dir = r.evaluate(train_dir, sample_dir)
+    if eval_dir is not None:
+        m = json.loads((eval_dir / "metrics.json").read_text())
+        nums = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, (int, float)))
+        return f"{nums} → {eval_dir}"
+    return f"done → {sample_dir or train_dir or r.seed_dir}"

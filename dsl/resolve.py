@@ -165,6 +165,10 @@ class _Resolver:
     # ---- body
     def apply_body(self, res: Resolved, exp: Experiment) -> None:
         seen: dict[tuple[str, ...], Pos] = {}
+        if any(isinstance(i, Published) for i in exp.body):
+            # An experiment that states published numbers states all of them: the parent's
+            # numbers describe the parent's settings, not the child's.
+            res.published = []
         for item in exp.body:
             if isinstance(item, Block):
                 self.apply_block(res, item)

@@ -4,6 +4,7 @@ from ncsn_core import (  # noqa: F401
     ansn,
     blocks,
     data,
+    exact,
     losses,
     networks,
     noise,

@@ -1,0 +1,176 @@
+"""Noise schedules: the σ ladder and how a level perturbs data (NCSN §4.1, Eq. 5).
+
+A level is an isotropic σᵢ here; ANSN (ncsn_core/ansn.py) subclasses the same interface
+with a covariance Σᵢ = σᵢ²·Ĉ, so perturbation, the DSM target and the Langevin noise all go
+through these methods and the losses and samplers never assume isotropy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class NoiseSchedule:
+    """Isotropic Gaussian noise levels σ₁ > σ₂ > … > σ_L (Alg. 1's order)."""
+
+    def __init__(self, sigmas: torch.Tensor) -> None:
+        self.sigmas = sigmas.to(torch.float32)
+
+    @property
+    def num_levels(self) -> int:
+        return int(self.sigmas.numel())
+
+    def to(self, device: torch.device | str) -> NoiseSchedule:
+        self.sigmas = self.sigmas.to(device)
+        return self
+
+    def scale(self, idx: torch.Tensor) -> torch.Tensor:
+        """σ for each sample's level, shape [B]."""
+        return self.sigmas.to(idx.device)[idx]
+
+    def _bcast(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return s.view(-1, *([1] * (x.dim() - 1)))
+
+    def sample_noise(self, z: torch.Tensor, idx: torch.Tensor | int) -> torch.Tensor:
+        """Σᵢ^{1/2} z for standard normal z (here σᵢ z)."""
+        if isinstance(idx, int):
+            return self.sigmas[idx] * z
+        return self._bcast(self.scale(idx), z) * z
+
+    def perturb(
+        self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̃ = x + σ z and the DSM target ∇_x̃ log q_σ(x̃|x) = −(x̃ − x)/σ² (NCSN Eq. 5)."""
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        s = self._bcast(self.scale(idx), x)
+        return x + s * z, -z / s
+
+    def precondition(self, v: torch.Tensor, i: int) -> torch.Tensor:
+        """C·v for the preconditioned Langevin step; identity for isotropic noise."""
+        return v
+
+    def precondition_sqrt(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        """C^{1/2}·z for the preconditioned Langevin step; identity for isotropic noise."""
+        return z
+
+    def update(self, x: torch.Tensor) -> None:
+        """Called with every training batch; isotropic noise learns nothing."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- registrations
+def ladder(kind: str, sigma_max: float, sigma_min: float, levels: int) -> list[float]:
+    """σ₁ = sigma_max > … > σ_L = sigma_min; geometric (NCSN §4.1) or linear.
+
+    One level gives [sigma_min]: the single-σ baseline of NCSN App. B.2 (σ = 0.01).
+    """
+    if levels == 1:
+        return [float(sigma_min)]
+    if kind == "geometric":
+        t = torch.linspace(0, 1, levels, dtype=torch.float64)
+        return (sigma_max * (sigma_min / sigma_max) ** t).tolist()
+    return torch.linspace(sigma_max, sigma_min, levels, dtype=torch.float64).tolist()
+
+
+def _auto_sigma_max(ctx: Any) -> Any:
+    from ncsn_core.techniques import auto_sigma_max
+
+    return auto_sigma_max(ctx)
+
+
+def _auto_levels(ctx: Any) -> Any:
+    from ncsn_core.techniques import auto_levels
+
+    return auto_levels(ctx)
+
+
+def _ladder_params(auto: bool) -> list[Any]:
+    from ncsn_core.registry import Float, Int, Param
+
+    return [
+        Param(
+            "sigma_max",
+            Float(min=0.0, exclusive_min=True),
+            1.0,
+            "largest noise level σ₁" + (" (auto: NCSNv2 Technique 1, max pairwise distance)" if auto else ""),
+            auto=_auto_sigma_max if auto else None,
+        ),
+        Param("sigma_min", Float(min=0.0, exclusive_min=True), 0.01, "smallest noise level σ_L"),
+        Param(
+            "levels",
+            Int(min=1),
+            10,
+            "number of levels L" + (" (auto: NCSNv2 Technique 2, from the Φ equation)" if auto else ""),
+            auto=_auto_levels if auto else None,
+        ),
+    ]
+
+
+def _check_order(sigma_max: float, sigma_min: float, levels: int) -> None:
+    from ncsn_core.errors import ReproError
+
+    if levels > 1 and sigma_max <= sigma_min:
+        raise ReproError(f"noise: sigma_max ({sigma_max:g}) must be larger than sigma_min ({sigma_min:g})")
+
+
+def _register() -> None:
+    from ncsn_core.registry import Float, Param, register
+
+    @register(
+        "noise",
+        "geometric",
+        params=_ladder_params(True)
+        + [
+            Param(
+                "overlap",
+                Float(0.0, 1.0),
+                0.5,
+                "C of Technique 2's Φ equation (poster: ≈ 0.5; official configs: 0.567)",
+            )
+        ],
+        doc="isotropic Gaussian noise, σ a geometric progression (NCSN §4.1)",
+    )
+    def geometric(
+        sigma_max: float, sigma_min: float, levels: int, overlap: float, data: Any = None
+    ) -> NoiseSchedule:
+        _check_order(sigma_max, sigma_min, levels)
+        return NoiseSchedule(torch.tensor(ladder("geometric", sigma_max, sigma_min, levels)))
+
+    @register(
+        "noise", "linear", params=_ladder_params(False), doc="isotropic Gaussian noise, σ evenly spaced"
+    )
+    def linear(sigma_max: float, sigma_min: float, levels: int, data: Any = None) -> NoiseSchedule:
+        _check_order(sigma_max, sigma_min, levels)
+        return NoiseSchedule(torch.tensor(ladder("linear", sigma_max, sigma_min, levels)))
+
+    @register(
+        "noise", "none", doc="no perturbation: score matching on the data itself (NCSN Fig. 1-2 with SSM)"
+    )
+    def none(data: Any = None) -> NoiseSchedule:
+        return NoNoise()
+
+
+class NoNoise(NoiseSchedule):
+    """One 'level' with σ = 0: perturb returns the data unchanged (for sliced score matching)."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.zeros(1))
+
+    def perturb(
+        self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from ncsn_core.errors import ReproError
+
+        raise ReproError(
+            "noise none has no denoising target: use loss ssm (or ssm_vr), or a noise ladder with dsm"
+        )
+
+
+_register()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -35,7 +37,7 @@ class MLP(nn.Module):
         self.register_buffer("sigmas", sigmas.float().clone())
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        h = x
+        h = x.reshape(x.shape[0], -1)  # images are flattened
         for k, lin in enumerate(self.linears):
             h = lin(h)
             if self.embed is not None:
@@ -44,7 +46,7 @@ class MLP(nn.Module):
         out = self.out(h)
         if self.scale_by_sigma:
             out = out / self.sigmas[idx].clamp(min=1e-12)[:, None]
-        return out
+        return out.view_as(x)
 
 
 @register(
@@ -57,7 +59,7 @@ class MLP(nn.Module):
         Param("conditional", Bool(), False, "condition on the noise level (a learned embedding per level)"),
         Param("scale_by_sigma", Bool(), False, "divide the output by σ_i (NCSNv2 Technique 3)"),
     ],
-    doc="MLP score network for flat data (NCSN App. B.1: 3 layers, 128 units, softplus)",
+    doc="MLP score network (NCSN App. B.1: 3 layers, 128 units, softplus); images are flattened",
 )
 def mlp(
     hidden: int,
@@ -68,10 +70,4 @@ def mlp(
     shape: tuple[int, ...],
     sigmas: torch.Tensor,
 ) -> MLP:
-    if len(shape) != 1:
-        from ncsn_core.errors import ReproError
-
-        raise ReproError(
-            f"network mlp is for flat data (points); this data has shape {shape}: use ncsn or ncsnv2"
-        )
-    return MLP(shape[0], hidden, layers, act, conditional, scale_by_sigma, sigmas)
+    return MLP(math.prod(shape), hidden, layers, act, conditional, scale_by_sigma, sigmas)

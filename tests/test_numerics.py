@@ -10,7 +10,7 @@ import torch
 
 from ncsn_core import registry
 from ncsn_core.data import GaussianMixture
-from ncsn_core.losses import DSM, SSM, SIGMA_SQUARED
+from ncsn_core.losses import DSM, SIGMA_SQUARED, SSM
 from ncsn_core.noise import NoiseSchedule, ladder
 from ncsn_core.samplers import AnnealedLangevin, Denoise, Inpainting, Langevin, SampleContext, SamplerDiverged
 from ncsn_core.values import Expr
@@ -183,7 +183,7 @@ def test_step_size_convention_official_step_lr_is_half_epsilon() -> None:
     ours = AnnealedLangevin(1, 2 * step_lr, False, 0).run(torch.zeros(1, 1), ctx)
     g = torch.Generator().manual_seed(4)
     off = torch.zeros(1, 1)
-    for i, s in enumerate([1.0, 0.1]):
+    for s in [1.0, 0.1]:
         step = step_lr * (s / 0.1) ** 2
         off = off + step * 1.0 + math.sqrt(2 * step) * torch.randn(off.shape, generator=g)
     assert torch.allclose(ours, off, atol=1e-6)

@@ -220,6 +220,13 @@ def report(
     runs_dir: Annotated[Path, typer.Argument(help="runs directory")] = Path("runs"),
     format: Annotated[str, typer.Option("--format", "-f", help="md, html or tex")] = "md",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write to this file")] = None,  # noqa: UP045
+    papers: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="folder of .exp files whose published numbers are listed even if not run"),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="relative tolerance of the verdict when a paper gives none")
+    ] = 0.10,
 ) -> None:
     """Tables of reproduced numbers beside the published ones."""
     from reports.reporter import report as render_report
@@ -228,7 +235,17 @@ def report(
         from dsl.errors import error
 
         raise error(None, f"--format must be md, html or tex, not '{format}'")
-    text = render_report(runs_dir, format, out)
+    expected = []
+    folder = papers if papers is not None else (Path("papers") if Path("papers").is_dir() else None)
+    if folder is not None:
+        from dsl.compiler import compile_file
+
+        for f in sorted(folder.glob("*.exp")):
+            try:  # a broken file elsewhere must not hide the report
+                expected += [s.canonical() for s in compile_file(f, compute_auto=False)]
+            except DiagnosticError as e:
+                typer.echo(f"note: skipping {f} ({e.diagnostics[0].message})", err=True)
+    text = render_report(runs_dir, format, out, expected, tolerance)
     if out is None:
         typer.echo(text)
     else:

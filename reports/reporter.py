@@ -211,6 +211,8 @@ def result_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     """Every run with its own numbers (experiments without published values too)."""
     rows = []
     for r in records:
+        if not r.seeds and r.path == Path():
+            continue  # a published result never run: only in the comparison tables
         metrics = sorted({m for s in r.complete_seeds for m in s.metrics if not m.endswith("_std")})
         nums = []
         for m in metrics:

@@ -1,0 +1,151 @@
+"""`repro report` on complete, partial and missing runs, in all three formats."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dsl.cli import app
+from reports.reporter import add_expected, collect, render, verdict
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+def make_run(
+    root: Path, exp: str, h: str, seeds: dict[int, float | None], published=None, sweep=None, paper="P"
+):  # type: ignore[no-untyped-def]
+    d = root / exp / h
+    d.mkdir(parents=True)
+    spec = {
+        "experiment": exp,
+        "paper": paper,
+        "hash": h,
+        "sweep": sweep or {},
+        "published": published or [],
+    }
+    (d / "spec.json").write_text(json.dumps(spec))
+    for k, fid in seeds.items():
+        s = d / f"seed-{k}"
+        (s / "train").mkdir(parents=True)
+        (s / "train" / "log.jsonl").write_text(
+            "\n".join(
+                json.dumps({"step": i, "loss": 2.0 / i, "per_level": [3.0 / i, 1.0 / i]}) for i in range(1, 6)
+            )
+            + "\n{cut by a kill"
+        )
+        if fid is None:
+            continue  # still training
+        (s / "train" / "results.json").write_text(json.dumps({"iterations": 5}))
+        (s / "sample-abc").mkdir()
+        (s / "sample-abc" / "grid.png").write_bytes(PNG)
+        (s / "sample-abc" / "DONE").write_text("x")
+        e = s / "eval-def"
+        e.mkdir()
+        proto = {"samples": 100, "reference": "cifar10:train", "implementation": "torch-fidelity 0.4.0",
+                 "inception_weights_sha256": "f" * 64, "iterations_trained": 5}  # fmt: skip
+        (e / "metrics.json").write_text(json.dumps({"fid": fid, "protocol": proto}))
+        (e / "DONE").write_text("x")
+    return d
+
+
+PUB = [
+    {
+        "label": "Table 1",
+        "values": {"fid": {"value": 25.0, "error": 1.0}, "inception_score": {"value": 8.87, "error": 0.12}},
+    }
+]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    make_run(root, "complete", "aaa", {0: 25.5, 1: 26.5}, PUB)
+    make_run(root, "partial", "bbb", {0: None}, PUB)
+    make_run(root, "sw", "c1", {0: 30.0}, sweep={"noise.levels": "5"})
+    make_run(root, "sw", "c2", {0: 20.0}, sweep={"noise.levels": "10"})
+    return root
+
+
+def test_collect_and_statistics(runs: Path) -> None:
+    recs = {r.experiment + r.hash: r for r in collect(runs)}
+    c = recs["completeaaa"]
+    assert c.stat("fid") == pytest.approx((26.0, 0.7071, 2), rel=1e-3)
+    assert recs["partialbbb"].seeds[0].status == "training"
+    assert len(recs["partialbbb"].seeds[0].log) == 5  # the line cut by a kill is skipped
+
+
+def test_verdicts() -> None:
+    assert verdict(25.5, 25.0, 1.0, 0.1) == "within published uncertainty"
+    assert verdict(27.0, 25.0, 1.0, 0.1) == "within 10%"
+    assert verdict(40.0, 25.0, None, 0.1) == "off"
+
+
+def test_markdown(runs: Path) -> None:
+    text = render(collect(runs), "md")
+    assert "| complete" in text and "26 ± 0.707" in text and "+1" in text and "+4.0%" in text
+    assert "within published uncertainty" in text
+    assert "running / incomplete" in text  # the partial run keeps its published rows
+    assert "inception_score" in text and "not run" not in text.split("## Sweeps")[0].split("complete")[1][:10]
+    assert "### sw" in text and "20 *" in text  # lower FID is best
+
+
+def test_not_run_rows_never_disappear(runs: Path) -> None:
+    expected = [{"experiment": "never", "paper": "P", "hash": "zzz", "published": PUB, "sweep": {}}]
+    text = render(add_expected(collect(runs), expected), "md")
+    rows = [line for line in text.splitlines() if line.startswith("| never")]
+    assert len(rows) == 2 and all("not run" in r for r in rows)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[override]
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_html_is_self_contained(runs: Path) -> None:
+    text = render(collect(runs), "html")
+    p = _Tags()
+    p.feed(text)
+    tags = [t for t, _ in p.tags]
+    assert tags[0] == "html" and "table" in tags and "thead" in tags
+    imgs = [a for t, a in p.tags if t == "img"]
+    assert imgs and all(a["src"].startswith("data:image/png;base64,") for a in imgs)
+    assert any(a["alt"] == "loss per noise level" for a in imgs)
+    assert not any(a.get("src", "").startswith("http") for _, a in p.tags)
+
+
+def test_latex_booktabs(runs: Path) -> None:
+    text = render(collect(runs), "tex")
+    assert text.count("\\toprule") == text.count("\\bottomrule") >= 2
+    assert "$\\pm$" in text and "inception\\_score" in text
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "tex"])
+def test_empty_and_missing_runs_dir(tmp_path: Path, fmt: str) -> None:
+    for d in (tmp_path / "empty", tmp_path / "missing"):
+        if d.name == "empty":
+            d.mkdir()
+        text = render(collect(d), fmt)
+        assert isinstance(text, str)
+    assert "No runs found" in render(collect(tmp_path / "missing"), "md")
+
+
+def test_cli_report_writes_file(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(
+        app, ["report", str(runs), "--format", "html", "--out", str(out), "--papers", str(tmp_path)]
+    )
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    r = CliRunner().invoke(app, ["report", str(runs), "--format", "pdf"])
+    assert r.exit_code == 2

@@ -33,12 +33,6 @@ class NoiseSchedule:
     def _bcast(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return s.view(-1, *([1] * (x.dim() - 1)))
 
-    def sample_noise(self, z: torch.Tensor, idx: torch.Tensor | int) -> torch.Tensor:
-        """Σᵢ^{1/2} z for standard normal z (here σᵢ z)."""
-        if isinstance(idx, int):
-            return self.sigmas[idx] * z
-        return self._bcast(self.scale(idx), z) * z
-
     def perturb(
         self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,12 +42,8 @@ class NoiseSchedule:
         return x + s * z, -z / s
 
     def precondition(self, v: torch.Tensor, i: int) -> torch.Tensor:
-        """C·v for the preconditioned Langevin step; identity for isotropic noise."""
+        """Ĉ·v for ANSN's preconditioned Langevin step; identity for isotropic noise."""
         return v
-
-    def precondition_sqrt(self, z: torch.Tensor, i: int) -> torch.Tensor:
-        """C^{1/2}·z for the preconditioned Langevin step; identity for isotropic noise."""
-        return z
 
     def update(self, x: torch.Tensor) -> None:
         """Called with every training batch; isotropic noise learns nothing."""

@@ -351,7 +351,8 @@ class Component:
                     ("", f"{self.kind} {self.name}: missing required parameter '{p.name}' ({p.doc})")
                 )
             else:
-                out[p.name] = p.default
+                # A component default (adam, uniform) is checked too, so its own defaults are filled in.
+                out[p.name] = p.type.check(p.default) if isinstance(p.default, Call) else p.default
         return out, errors
 
 

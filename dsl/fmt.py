@@ -9,7 +9,7 @@ kept where they were (own-line or trailing). Idempotent: fmt(parse(fmt(x))) == f
 
 from __future__ import annotations
 
-from dsl.ast import Assign, Block, Comment, Experiment, Import, Module, Published, Stage, Sweep
+from dsl.ast import Assign, Block, Comment, Experiment, Import, Module, PubEntry, Published, Stage, Sweep
 
 WIDTH = 88
 IND = "    "
@@ -61,6 +61,9 @@ class _Printer:
             kw = "sweep " if isinstance(s, Sweep) else ""
             self.emit(indent, f"{kw}{'.'.join(s.path)} = {s.value.text}", self.take_range(start, end))
             return end
+        if isinstance(s, PubEntry):
+            self.emit(indent, f"{s.name} = {s.text}", self.take_range(start, end))
+            return end
         if isinstance(s, Published):
             header = "published" + (f" {_quote(s.label)}" if s.label else "")
             items = [f"{e.name} = {e.text}" for e in s.entries]
@@ -72,9 +75,8 @@ class _Printer:
             return end
         if isinstance(s, Block):
             header = s.kind + (f" {s.name}" if s.name else "")
-            one_line_ok = not any(isinstance(i, Stage) for i in s.items)
-            items = [f"{'.'.join(i.path)} = {i.value.text}" for i in s.items if isinstance(i, Assign)]
-            self.block_like(header, items if one_line_ok else None, [], s.items, indent, start, end)
+            items = [_flat(i) for i in s.items]
+            self.block_like(header, items, [], s.items, indent, start, end)
             return end
         raise TypeError(s)  # pragma: no cover
 
@@ -104,7 +106,16 @@ class _Printer:
         self.emit(indent, "}", self.take_range(end, end))
 
 
+def _flat(i: Assign | Stage) -> str:
+    if isinstance(i, Stage):
+        inner = ", ".join(f"{a.path[0]} = {a.value.text}" for a in i.items)
+        return f"stage {i.name} {{ {inner} }}" if inner else f"stage {i.name} {{ }}"
+    return f"{'.'.join(i.path)} = {i.value.text}"
+
+
 def _span(s: object) -> tuple[int, int]:
+    if isinstance(s, PubEntry):
+        return s.pos.line, s.pos.line
     if isinstance(s, (Assign, Sweep)):
         return s.pos.line, max(s.value.pos.end_line, s.pos.line)
     if isinstance(s, Published):

@@ -86,3 +86,13 @@ def test_run_bad_device_is_clear(write, tmp_path: Path) -> None:  # type: ignore
     r = runner.invoke(app, ["run", str(f), "--device", "tpu:9", "--runs", str(tmp_path / "runs")])
     assert r.exit_code == 1
     assert "error:" in r.output and "Traceback" not in r.output
+
+
+def test_every_paper_file_checks_and_is_formatted() -> None:
+    root = Path(__file__).resolve().parent.parent / "papers"
+    files = sorted(root.glob("*.exp"))
+    assert len(files) >= 10
+    r = runner.invoke(app, ["check", *map(str, files)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["fmt", "--check", *map(str, files)])
+    assert r.exit_code == 0, r.output

@@ -91,7 +91,10 @@ def program(draw: Any) -> str:
                 body.append(f"sweep {draw(names)}.{draw(names)} = [{draw(numbers)}, {draw(numbers)}]")
             else:
                 e = draw(numbers)
-                body.append(f'published "T 1" {{ fid = {draw(numbers)} ± {e}, is = -{draw(numbers)} }}')
+                extra = ", ".join(f"metric_{k} = {draw(numbers)}" for k in range(draw(st.integers(0, 8))))
+                body.append(
+                    f'published "T 1" {{ fid = {draw(numbers)} ± {e}, is = -{draw(numbers)}, {extra} }}'
+                )
         if draw(st.booleans()):
             body.insert(0, "# leading comment")
         out.append(f"experiment {name}{ext} {{\n    " + "\n    ".join(body) + "\n}")

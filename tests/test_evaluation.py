@@ -131,3 +131,39 @@ def test_toy_metrics() -> None:
     assert sliced_wasserstein(x, y) < 0.2 < sliced_wasserstein(x, y + 3)
     out = evaluate((Call("mode_weights"),), x, data, settings={}, run_key="k", cache_dir=Path("/tmp"))
     assert out["mode_weight_1"] == pytest.approx(float(w[0]))
+
+
+def test_fidelity_glue_passes_weights_and_records_their_hash(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without the real Inception weights: torch-fidelity's entry point is replaced by a
+    recorder, so what repro passes to it (and records) is checked."""
+    import hashlib
+
+    import torch_fidelity
+
+    weights = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    weights.write_bytes(b"fake weights")
+    seen: dict = {}
+
+    def fake(**kw):  # type: ignore[no-untyped-def]
+        seen.update(kw)
+        x = kw["input1"][0]
+        assert x.dtype == torch.uint8 and x.shape[0] == 3  # uint8, 3 channels
+        return {"frechet_inception_distance": 12.5, "inception_score_mean": 3.0, "inception_score_std": 0.1}
+
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", fake)
+    data = digits(flip=False, dequantize="none")
+    out = evaluate(
+        (Call("fid"), Call("inception_score", (("splits", 4),))),
+        data.as_float("test")[:20],
+        data,
+        settings={"inception_weights": str(weights), "reference": "test"},
+        run_key="abc123",
+        cache_dir=tmp_path / "cache",
+    )
+    sha = hashlib.sha256(b"fake weights").hexdigest()
+    assert out["fid"] == 12.5 and out["inception_score"] == 3.0
+    assert out["protocol"]["inception_weights_sha256"] == sha
+    assert out["protocol"]["implementation"].startswith("torch-fidelity")
+    assert seen["feature_extractor_weights_path"] == str(weights)
+    assert sha[:12] in seen["input2_cache_name"] and seen["input1_cache_name"] is None
+    assert seen["isc_splits"] == 4 and seen["fid"] and seen["isc"] and not seen["kid"]

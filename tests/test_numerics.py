@@ -195,3 +195,17 @@ def test_registry_builds_every_stage_and_init() -> None:
         params, errors = comp.check_params({})
         assert not errors
         assert callable(comp.builder(**params))
+
+
+def test_ema_update_formula() -> None:
+    from ncsn_core.training import EMA
+
+    net = torch.nn.Linear(2, 1)
+    ema = EMA(net, 0.9)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    # θ̄ ← μ θ̄ + (1 − μ) θ (NCSNv2 Technique 5)
+    assert torch.allclose(ema.shadow["weight"], 0.9 * start["weight"] + 0.1 * net.weight)
+    assert torch.allclose(ema.shadow["bias"], start["bias"])

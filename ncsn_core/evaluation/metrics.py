@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ncsn_core.blocks import _schema
 from ncsn_core.registry import Bool, Choice, ComponentOf, Float, Int, ListOf, Param, Str, register
 
 
@@ -59,10 +60,6 @@ register(
     params=[Param("projections", Int(min=1), 256, "random directions")],
     doc="sliced Wasserstein-2 distance to exact samples of the toy density",
 )(_marker("toy"))
-
-
-def _schema() -> None:  # pragma: no cover - blocks are schemas, never built
-    raise RuntimeError("blocks are schemas")
 
 
 register(

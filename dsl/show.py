@@ -20,11 +20,15 @@ def network_parameters(spec: RunSpec) -> str:
         return ""
     try:
         from ncsn_core import registry
+        from ncsn_core.data import static_shape
         from ncsn_core.networks import count_parameters
 
-        data = registry.lookup("data", spec.data.name).builder(**spec.data.kwargs())
+        # The shape comes from the data's parameters: compile never reads (or downloads) a dataset.
+        shape = static_shape(spec.data.name, spec.data.kwargs())
+        if shape is None:
+            shape = tuple(registry.lookup("data", spec.data.name).builder(**spec.data.kwargs()).shape)
         n = count_parameters(
-            spec.network.name, spec.network.kwargs(), tuple(data.shape), int(spec.noise.get("levels", 1))
+            spec.network.name, spec.network.kwargs(), shape, int(spec.noise.get("levels", 1))
         )
         return f"{n:,} parameters"
     except Exception as e:  # noqa: BLE001 - compile must still print the spec

@@ -479,3 +479,20 @@ def celeba(root: str, download: bool, flip: bool, dequantize: str, image_size: i
     ident = "celeba:" + _fingerprint(t["train"].shape, int(t["train"][:10].sum()), image_size)
     s = image_size
     return DataSource("celeba", "image", (3, s, s), t["train"], t["test"], ident, flip, dequantize)
+
+
+# Per-sample shapes known without reading any file (for `repro compile`'s parameter counts).
+_STATIC_SHAPES = {
+    "mixture2d": lambda p: (2,),
+    "digits": lambda p: (1, 8, 8),
+    "fashion_mnist": lambda p: (1, p["image_size"], p["image_size"]),
+    "mnist": lambda p: (1, p["image_size"], p["image_size"]),
+    "cifar10": lambda p: (3, 32, 32),
+    "celeba": lambda p: (3, p["image_size"], p["image_size"]),
+}
+
+
+def static_shape(name: str, params: dict[str, Any]) -> tuple[int, ...] | None:
+    """The per-sample shape of a dataset from its parameters alone, or None if unknown."""
+    f = _STATIC_SHAPES.get(name)
+    return None if f is None else tuple(f(params))

@@ -111,7 +111,7 @@ def _check_order(sigma_max: float, sigma_min: float, levels: int) -> None:
 
 
 def _register() -> None:
-    from ncsn_core.registry import Float, Param, register
+    from ncsn_core.registry import Float, Int, Param, register
 
     @register(
         "noise",
@@ -123,12 +123,18 @@ def _register() -> None:
                 Float(0.0, 1.0),
                 0.5,
                 "C of Technique 2's Φ equation (poster: ≈ 0.5; official configs: 0.567)",
-            )
+            ),
+            Param(
+                "subsample",
+                Int(min=0),
+                0,
+                "Technique 1 on a random subset of this many points (0 = all, exact)",
+            ),
         ],
         doc="isotropic Gaussian noise, σ a geometric progression (NCSN §4.1)",
     )
     def geometric(
-        sigma_max: float, sigma_min: float, levels: int, overlap: float, data: Any = None
+        sigma_max: float, sigma_min: float, levels: int, overlap: float, subsample: int, data: Any = None
     ) -> NoiseSchedule:
         _check_order(sigma_max, sigma_min, levels)
         return NoiseSchedule(torch.tensor(ladder("geometric", sigma_max, sigma_min, levels)))

@@ -156,8 +156,12 @@ def auto_sigma_max(ctx: Any) -> AutoValue:
     t0 = time.perf_counter()
     data = ctx.data()
     x = data.as_float("train")
-    d, cached = cached_max_pairwise_distance(x, data.identity, ctx.cache_dir)
-    how = "cached" if cached else "exact, chunked"
+    sub = int(ctx.params.get("subsample", 0) or 0)
+    if sub and sub < x.shape[0]:
+        # A lower bound of the true maximum on a fixed random subset (seed 0).
+        x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:sub]]
+    d, cached = cached_max_pairwise_distance(x, f"{data.identity}|sub{sub}", ctx.cache_dir)
+    how = ("cached" if cached else "exact, chunked") + (f", random subset of {x.shape[0]}" if sub else "")
     return AutoValue(
         round(d, 6),
         f"Technique 1: max pairwise distance over {x.shape[0]} training points ({how})",

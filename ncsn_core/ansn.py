@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ncsn_core.errors import ReproError
-from ncsn_core.losses import LossOut, _levels, _per_level
+from ncsn_core.losses import DSM, SIGMA_SQUARED
 from ncsn_core.noise import NoiseSchedule, ladder
 from ncsn_core.registry import Choice, Float, Int, Param, register
 from ncsn_core.samplers import SampleContext, _check_finite, _randn
@@ -281,25 +281,18 @@ def adaptive(data: Any = None, **p: Any) -> AdaptiveNoise:
 
 
 # ----------------------------------------------------------------------------- loss and sampler
-class ANSNDSM:
+class ANSNDSM(DSM):
     """DSM with a covariance target; weighting `whitened` is ½(s − t)ᵀΣ(s − t) (our reading of
     Eq. 3.1; σ²‖s − t‖²/2 for isotropic noise, i.e. NCSN's λ = σ²), `sigma2` is ½σ²‖s − t‖²."""
 
     def __init__(self, weighting: str) -> None:
+        super().__init__(SIGMA_SQUARED)
         self.weighting = weighting
 
-    def __call__(
-        self, model: torch.nn.Module, x: torch.Tensor, noise: NoiseSchedule, generator: Any
-    ) -> LossOut:
-        idx = _levels(x, noise, generator)
-        xt, target = noise.perturb(x, idx, generator)
-        r = model(xt, idx) - target
+    def per_sample(self, r: torch.Tensor, idx: torch.Tensor, noise: NoiseSchedule) -> torch.Tensor:
         if self.weighting == "whitened" and hasattr(noise, "quad"):
-            per = 0.5 * noise.quad(r, idx)
-        else:
-            per = 0.5 * noise.scale(idx) ** 2 * r.reshape(r.shape[0], -1).pow(2).sum(1)
-        ps, pc = _per_level(per, idx, noise.num_levels)
-        return LossOut(per.mean(), ps, pc)
+            return 0.5 * noise.quad(r, idx)
+        return super().per_sample(r, idx, noise)
 
 
 @register(

@@ -65,10 +65,13 @@ class DSM:
             )
         idx = _levels(x, noise, generator)
         x_t, target = noise.perturb(x, idx, generator)
-        s = model(x_t, idx)
-        per = 0.5 * _flat(s - target).pow(2).sum(1) * self.lam(noise.scale(idx))
+        per = self.per_sample(model(x_t, idx) - target, idx, noise)
         ps, pc = _per_level(per, idx, noise.num_levels)
         return LossOut(per.mean(), ps, pc)
+
+    def per_sample(self, r: torch.Tensor, idx: torch.Tensor, noise: NoiseSchedule) -> torch.Tensor:
+        """λ(σ)·½‖s − target‖² for each sample, from the residual r = s − target."""
+        return 0.5 * _flat(r).pow(2).sum(1) * self.lam(noise.scale(idx))
 
 
 @register(

@@ -89,6 +89,17 @@ def _done(folder: Path, stage_hash: str) -> bool:
         return False
 
 
+def _open_stage(seed_dir: Path, kind: str, stage_hash: str, **meta: str) -> tuple[Path, bool]:
+    """The stage folder ``<kind>-<hash>``: (folder, True) when complete, else created and
+    described by stage.json, (folder, False)."""
+    folder = seed_dir / f"{kind}-{stage_hash}"
+    if _done(folder, stage_hash):
+        return folder, True
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "stage.json", {"stage": kind, "hash": stage_hash, **meta})
+    return folder, False
+
+
 def _mark_done(folder: Path) -> None:
     ckpt.atomic_write_text(folder / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
 
@@ -300,12 +311,11 @@ class Run:
     def sample(self, train_dir: Path | None) -> Path | None:
         if self.spec.sample is None:
             return None
-        h = self.spec.sample_hash()
-        folder = self.seed_dir / f"sample-{h}"
-        if _done(folder, h):
+        folder, done = _open_stage(
+            self.seed_dir, "sample", self.spec.sample_hash(), train=str(train_dir or "")
+        )
+        if done:
             return folder
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "stage.json", {"stage": "sample", "hash": h, "train": str(train_dir or "")})
         s = self.spec.sample.kwargs()
         model, minfo = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
         x, extra = self.draw(model, s["samples"], 0, record=True)
@@ -328,11 +338,9 @@ class Run:
         from ncsn_core import evaluation
 
         h = self.spec.eval_hash()
-        folder = self.seed_dir / f"eval-{h}"
-        if _done(folder, h):
+        folder, done = _open_stage(self.seed_dir, "eval", h, samples_from=str(sample_dir))
+        if done:
             return folder
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "stage.json", {"stage": "evaluate", "hash": h, "samples_from": str(sample_dir)})
         e = self.spec.evaluate.kwargs()
         n = e["samples"]
         s = self.spec.sample.kwargs() if self.spec.sample else {}

@@ -12,6 +12,8 @@ import torch
 # Two cores on CI: one intra-op thread per test process keeps timings predictable.
 torch.set_num_threads(1)
 os.environ.setdefault("REPRO_CACHE", tempfile.mkdtemp(prefix="repro-test-cache-"))
+# Tests never download anything (CI has no internet): missing Inception weights fail at once.
+os.environ["REPRO_OFFLINE"] = "1"
 
 BASE = """\
 experiment e {

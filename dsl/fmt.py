@@ -67,16 +67,16 @@ class _Printer:
         if isinstance(s, Published):
             header = "published" + (f" {_quote(s.label)}" if s.label else "")
             items = [f"{e.name} = {e.text}" for e in s.entries]
-            self.block_like(header, items, [], s.entries, indent, start, end)
+            self.block_like(header, items, s.entries, indent, start, end)
             return end
         if isinstance(s, Stage):
             items = [f"{a.path[0]} = {a.value.text}" for a in s.items]
-            self.block_like(f"stage {s.name}", items, [], s.items, indent, start, end)
+            self.block_like(f"stage {s.name}", items, s.items, indent, start, end)
             return end
         if isinstance(s, Block):
             header = s.kind + (f" {s.name}" if s.name else "")
             items = [_flat(i) for i in s.items]
-            self.block_like(header, items, [], s.items, indent, start, end)
+            self.block_like(header, items, s.items, indent, start, end)
             return end
         raise TypeError(s)  # pragma: no cover
 
@@ -84,7 +84,6 @@ class _Printer:
         self,
         header: str,
         flat: list[str] | None,
-        _unused: list,
         children: tuple,
         indent: int,
         start: int,

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from dsl.ast import Assign, Block, Experiment, Module, Pos, PubEntry, Published, Stage, Sweep, Value
+from dsl.ast import Assign, Block, Experiment, Module, Pos, Published, Stage, Sweep, Value
 from dsl.errors import Diagnostic, DiagnosticError, register_source
 from dsl.parser import parse_file, parse_value
 from ncsn_core.registry import did_you_mean
@@ -249,7 +249,7 @@ class _Resolver:
                 kw[path[1]] = e.value
                 blk.params[path[0]] = Entry(
                     Call(name, tuple(kw.items())),
-                    _call_text(name, kw, blk.params[path[0]], path[1], e),
+                    _call_text(name, kw, path[1], e),
                     e.pos,
                     pos,
                     e.origin,
@@ -349,7 +349,7 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def _call_text(name: str, kw: dict[str, Any], _old: Entry, key: str, e: Entry) -> str:
+def _call_text(name: str, kw: dict[str, Any], key: str, e: Entry) -> str:
     parts = [f"{k} = {e.text if k == key else _text(v)}" for k, v in kw.items()]
     return f"{name}(" + ", ".join(parts) + ")"
 
@@ -463,7 +463,3 @@ def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
             seen.add(key)
             out.append(d)
     return out
-
-
-def published_entries(p: Published) -> tuple[PubEntry, ...]:
-    return p.entries

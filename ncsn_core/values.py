@@ -51,14 +51,6 @@ class Call:
         return dict(self.params)
 
 
-@attrs.frozen
-class Measured:
-    """A published number with its uncertainty: ``8.87 ± 0.12``."""
-
-    value: float
-    error: float | None = None
-
-
 _BINOPS = {
     "+": operator.add,
     "-": operator.sub,
@@ -177,8 +169,6 @@ def to_json(value: Any) -> Any:
         return {"call": value.name, "params": {k: to_json(v) for k, v in value.params}}
     if isinstance(value, Expr):
         return {"expr": value.text()}
-    if isinstance(value, Measured):
-        return {"value": value.value, "error": value.error}
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
     if isinstance(value, dict):

@@ -102,8 +102,8 @@ class Langevin:
 class AnnealedLangevin:
     """Annealed Langevin dynamics, Alg. 1 exactly as written:
     α_i = ε·σ_i²/σ_L²;  x ← x + α_i/2·s(x, σ_i) + √α_i·z.
-    The official code's step_lr is ε/2 (its update is x + step·s + √(2·step)·z with
-    step = step_lr·(σ_i/σ_L)²), so the official step_lr = 2e-5... is ε = 2·step_lr here."""
+    The official code's step_lr equals ε/2: its update is x + step·s + √(2·step)·z with
+    step = step_lr·(σ_i/σ_L)². So the paper's ε = 2e-5 is the official step_lr = 1e-5."""
 
     def __init__(self, steps_per_level: int, step_size: float, use_exact: bool, record_every: int) -> None:
         self.T, self.eps, self.use_exact, self.record_every = (

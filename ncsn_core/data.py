@@ -1,9 +1,21 @@
 """Datasets: the NCSN toy mixture, scikit-learn's digits (embedded default), Fashion-MNIST
-from IDX files, and MNIST / CIFAR-10 / CelebA through torchvision or local files.
+from IDX files, and MNIST / CIFAR-10 / CelebA from local files or torchvision downloads.
 
 Images are kept as uint8 tensors (N×C×H×W) and turned into floats in [0, 1] per batch, with
 the papers' augmentations: random horizontal flips, and the uniform dequantisation of the
 official code, x·255/256 + U/256 (reference.md).
+
+Local files are read by our own small readers (IDX, CIFAR-10's python pickles, CelebA's
+partition list + JPEGs), which need no checksums and no network; torchvision is used only to
+download when the files are missing, ``download = true`` and ``REPRO_OFFLINE`` is not set.
+The uint8 tensors of MNIST, CIFAR-10 and CelebA are converted once and cached as
+``.repro-<name>-<key>.pt`` next to the data (key: the transform parameters and the sizes and
+modification times of the files read).
+
+``DataSource.identity`` names the data *content* (name, content-changing parameters such as
+``image_size``, and a hash of a strided sample of the training tensor); it keys caches such as
+Technique 1's and the FID reference statistics, and does not change with ``flip`` or
+``dequantize`` (augmentations, which ``as_float`` never applies) or with the folder's path.
 """
 
 from __future__ import annotations
@@ -11,8 +23,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import os
 import pickle
 import struct
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +43,10 @@ class DataError(Exception):
 # ----------------------------------------------------------------------------- mixtures
 @attrs.define
 class GaussianMixture:
-    """Σ_k w_k N(μ_k, diag(s_k²)); scores of the σ-perturbed mixture are exact."""
+    """Σ_k w_k N(μ_k, diag(s_k²)); scores of the σ-perturbed mixture are exact.
+
+    Convolving with N(0, σ²I) turns component k into N(μ_k, diag(s_k² + σ²)) (NCSN Eq. 5's q_σ).
+    """
 
     weights: torch.Tensor  # [K]
     means: torch.Tensor  # [K, d]
@@ -39,20 +56,24 @@ class GaussianMixture:
         var = self.stds.to(x) ** 2 + torch.as_tensor(sigma, dtype=x.dtype, device=x.device) ** 2
         return self.means.to(x), var
 
-    def log_prob(self, x: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
-        """log q_σ(x) with q_σ = p * N(0, σ²I): components N(μ_k, diag(s_k² + σ²))."""
+    def _log_components(
+        self, x: torch.Tensor, sigma: float | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         mu, var = self._params(sigma, x)
         diff = x[:, None, :] - mu[None]  # [B, K, d]
         comp = -0.5 * ((diff**2) / var[None] + torch.log(2 * math.pi * var[None])).sum(-1)
-        return torch.logsumexp(comp + torch.log(self.weights.to(x))[None], dim=1)
+        return comp + torch.log(self.weights.to(x))[None], -diff / var[None]
+
+    def log_prob(self, x: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """log q_σ(x) with q_σ = p * N(0, σ²I): components N(μ_k, diag(s_k² + σ²))."""
+        logw, _ = self._log_components(x, sigma)
+        return torch.logsumexp(logw, dim=1)
 
     def score(self, x: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
-        """∇ₓ log q_σ(x) in closed form: Σ_k r_k(x)·(μ_k − x)/(s_k² + σ²)."""
-        mu, var = self._params(sigma, x)
-        diff = x[:, None, :] - mu[None]
-        comp = -0.5 * ((diff**2) / var[None] + torch.log(2 * math.pi * var[None])).sum(-1)
-        r = torch.softmax(comp + torch.log(self.weights.to(x))[None], dim=1)  # responsibilities
-        return (r[..., None] * (-diff / var[None])).sum(1)
+        """∇ₓ log q_σ(x) in closed form: Σ_k r_k(x)·(μ_k − x)/(s_k² + σ²), r_k the responsibilities."""
+        logw, comp_scores = self._log_components(x, sigma)
+        r = torch.softmax(logw, dim=1)
+        return (r[..., None] * comp_scores).sum(1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
@@ -84,17 +105,27 @@ class DataSource:
         return x.float() / 255.0
 
     def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training examples ``idx`` as float32 on idx's device, augmented as configured.
+
+        The random numbers are drawn from ``generator`` (on its own device), so a batch is a
+        function of (idx, generator state) only.
+        """
         x = self._to_float(self.train[idx.cpu()])
         if self.kind == "image":
+            dev = generator.device if generator is not None else torch.device("cpu")
             if self.dequantize == "uniform":
-                # Official code: x·255/256 + U[0, 1/256) — a sample of the continuous density.
-                x = x * (255.0 / 256.0) + torch.rand(x.shape, generator=generator) / 256.0
+                # Official code: x·255/256 + U[0, 1)/256, a sample of a continuous density.
+                u = torch.rand(x.shape, generator=generator, device=dev).to(x.device)
+                x = x * (255.0 / 256.0) + u / 256.0
             if self.flip:
-                f = torch.rand(x.shape[0], generator=generator) < 0.5
+                f = (torch.rand(x.shape[0], generator=generator, device=dev) < 0.5).to(x.device)
                 x = torch.where(f[:, None, None, None], x.flip(-1), x)
         return x.to(idx.device)
 
     def as_float(self, split: str = "train") -> torch.Tensor:
+        """The whole split as float32 (images in [0, 1]), without any augmentation."""
+        if split not in ("train", "test"):
+            raise DataError(f"{self.name}: unknown split '{split}' (train or test)")
         t = self.train if split == "train" else self.test
         if t is None:
             raise DataError(f"{self.name} has no {split} split")
@@ -103,6 +134,35 @@ class DataSource:
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _content_id(x: torch.Tensor, samples: int = 512) -> str:
+    """A cheap hash of a tensor's content: its shape and a strided sample of its rows."""
+    step = max(1, x.shape[0] // samples)
+    h = hashlib.sha256(repr((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x[::step].contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _identity(name: str, x: torch.Tensor, **params: Any) -> str:
+    p = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return f"{name}:{p}:{_content_id(x)}" if p else f"{name}:{_content_id(x)}"
+
+
+def _files_key(paths: Iterable[Path]) -> tuple:
+    """Names, sizes and modification times: a changed file invalidates a conversion cache."""
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+            out.append((p.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((p.name, -1, -1))
+    return tuple(out)
+
+
+def _offline() -> bool:
+    return bool(os.environ.get("REPRO_OFFLINE"))
 
 
 _FLIP = Param("flip", Bool(), False, "random horizontal flips during training")
@@ -184,7 +244,7 @@ def digits(flip: bool, dequantize: str) -> DataSource:
         (1, 8, 8),
         x[:-n_test],
         x[-n_test:],
-        "digits:sklearn:" + _fingerprint(int(x.sum()), x.shape),
+        "digits:sklearn:" + _content_id(x),
         flip,
         dequantize,
         train_labels=y[:-n_test],
@@ -194,7 +254,8 @@ def digits(flip: bool, dequantize: str) -> DataSource:
 
 # ----------------------------------------------------------------------------- IDX (MNIST format)
 def read_idx(path: Path) -> torch.Tensor:
-    """Read an IDX file (gz or raw) as a uint8/int tensor; DataError if it is not one."""
+    """Read an IDX file of unsigned bytes (gz or raw) as a uint8 tensor; DataError if it is not one."""
+    path = Path(path)
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
@@ -203,9 +264,12 @@ def read_idx(path: Path) -> torch.Tensor:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     except (EOFError, gzip.BadGzipFile) as e:
         raise DataError(f"{path} is not a valid gzip file ({e})") from None
+    # Magic: two zero bytes, type 0x08 (unsigned byte), number of dimensions; then big-endian sizes.
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: IDX header with {ndim} dimensions is truncated")
     dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     n = math.prod(dims)
     body = raw[4 + 4 * ndim :]
@@ -216,40 +280,57 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*dims)
 
 
+_IDX_STEMS = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
 def _find(root: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         p = root / name
-        if p.exists():
+        if p.is_file():
             return p
     return None
 
 
+def _idx_files(folder: Path) -> list[Path] | None:
+    found = [_find(folder, s) for s in _IDX_STEMS]
+    return None if any(f is None for f in found) else found  # type: ignore[return-value]
+
+
 def _load_idx_folder(root: Path, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    stems = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ]
-    found = [_find(root, s) for s in stems]
+    found = [_find(root, s) for s in _IDX_STEMS]
     if any(f is None for f in found):
-        missing = [s for s, f in zip(stems, found) if f is None]
+        missing = [s for s, f in zip(_IDX_STEMS, found) if f is None]
         raise DataError(
-            f"no {what} found under {root}: expected the IDX files {', '.join(stems)} (optionally .gz); "
+            f"no {what} found under {root}: expected the IDX files {', '.join(_IDX_STEMS)} (optionally .gz); "
             f'missing {", ".join(missing)}. Pass root = "..." pointing at the folder that holds them'
             + (" (Debian: apt-get install dataset-fashion-mnist)." if "Fashion" in what else ".")
         )
     xtr, ytr, xte, yte = (read_idx(f) for f in found)  # type: ignore[arg-type]
+    for x, y, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+        if x.dim() != 3 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise DataError(
+                f"{what} under {root}: the {split} images {tuple(x.shape)} and labels {tuple(y.shape)} "
+                "do not match (expected N×H×W images and N labels)"
+            )
     return xtr, ytr.long(), xte, yte.long()
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 N×C×H×W → N×C×size×size (bilinear, antialiased when shrinking)."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     y = torch.nn.functional.interpolate(
         x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
     )
     return y.round().clamp(0, 255).to(torch.uint8)
+
+
+_SIZE28 = Param("image_size", Int(min=4), 28, "resize to this size")
 
 
 @register(
@@ -264,7 +345,7 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
         ),
         _FLIP,
         _DEQ,
-        Param("image_size", Int(min=4), 28, "resize to this size"),
+        _SIZE28,
     ],
     doc="Fashion-MNIST read from local IDX files (28×28, 60k train / 10k test)",
 )
@@ -272,23 +353,12 @@ def fashion_mnist(root: str, flip: bool, dequantize: str, image_size: int) -> Da
     r = Path(root).expanduser()
     xtr, ytr, xte, yte = _load_idx_folder(r, "Fashion-MNIST")
     xtr, xte = _resize(xtr[:, None], image_size), _resize(xte[:, None], image_size)
-    ident = "fashion_mnist:" + _fingerprint(str(r.resolve()), xtr.shape, int(xtr[:100].sum()), image_size)
-    return DataSource(
-        "fashion_mnist",
-        "image",
-        (1, image_size, image_size),
-        xtr,
-        xte,
-        ident,
-        flip,
-        dequantize,
-        None,
-        ytr,
-        yte,
-    )
+    s = image_size
+    ident = _identity("fashion_mnist", xtr, size=s)
+    return DataSource("fashion_mnist", "image", (1, s, s), xtr, xte, ident, flip, dequantize, None, ytr, yte)
 
 
-# ----------------------------------------------------------------------------- torchvision sets
+# ----------------------------------------------------------------------------- MNIST / CIFAR-10 / CelebA
 _ROOT_DOC = "dataset folder; downloaded there when missing and download = true"
 _DOWNLOAD = Param("download", Bool(), True, "download with torchvision when the files are not in root")
 
@@ -297,7 +367,7 @@ def _cache_path(root: Path, name: str, **kw: Any) -> Path:
     return root / f".repro-{name}-{_fingerprint(sorted(kw.items()))}.pt"
 
 
-def _cached(root: Path, name: str, build: Any, **kw: Any) -> dict[str, torch.Tensor]:
+def _cached(root: Path, name: str, build: Callable[[], dict[str, torch.Tensor]], **kw: Any) -> dict[str, Any]:
     """The uint8 tensors of a dataset, converted once and cached next to the data."""
     p = _cache_path(root, name, **kw)
     if p.exists():
@@ -307,7 +377,7 @@ def _cached(root: Path, name: str, build: Any, **kw: Any) -> dict[str, torch.Ten
             p.unlink(missing_ok=True)
     out = build()
     try:
-        tmp = p.with_suffix(".tmp")
+        tmp = p.with_suffix(f".tmp{os.getpid()}")
         torch.save(out, tmp)
         tmp.replace(p)
     except OSError:
@@ -315,43 +385,56 @@ def _cached(root: Path, name: str, build: Any, **kw: Any) -> dict[str, torch.Ten
     return out
 
 
+def _download(name: str, root: Path, expected: str, download: bool, fetch: Callable[[], Any]) -> None:
+    """Run torchvision's download, or raise the DataError that says what is missing and why."""
+    hint = 'Pass root = "..." pointing at a folder that holds them, or run once on a machine with internet.'
+    if not download or _offline():
+        why = "download = false" if not download else "REPRO_OFFLINE is set, so no download was tried"
+        raise DataError(f"no {name} found under {root}: expected {expected}; {why}. {hint}")
+    try:
+        fetch()
+    except Exception as e:  # noqa: BLE001 - no network, a bad archive, a full disk, ...
+        raise DataError(
+            f"no {name} found under {root}: expected {expected}; the download failed "
+            f"({type(e).__name__}: {' '.join(str(e).split())}). {hint}"
+        ) from None
+
+
+def _mnist_folder(r: Path) -> Path | None:
+    for folder in (r / "MNIST" / "raw", r):  # torchvision's layout, or the IDX files directly in root
+        if _idx_files(folder) is not None:
+            return folder
+    return None
+
+
 @register(
     "data",
     "mnist",
-    params=[
-        Param("root", Str(), "data/mnist", _ROOT_DOC),
-        _DOWNLOAD,
-        _FLIP,
-        _DEQ,
-        Param("image_size", Int(min=4), 28, "resize to this size"),
-    ],
-    doc="MNIST (torchvision's MNIST/raw IDX files under root, or downloaded)",
+    params=[Param("root", Str(), "data/mnist", _ROOT_DOC), _DOWNLOAD, _FLIP, _DEQ, _SIZE28],
+    doc="MNIST (torchvision's MNIST/raw/ IDX files under root, read directly; or downloaded)",
 )
 def mnist(root: str, download: bool, flip: bool, dequantize: str, image_size: int) -> DataSource:
     r = Path(root).expanduser()
+    folder = _mnist_folder(r)
+    if folder is None:
+
+        def fetch() -> None:
+            import torchvision
+
+            for train in (True, False):
+                torchvision.datasets.MNIST(str(r), train=train, download=True)
+
+        _download(
+            "MNIST", r, "torchvision's MNIST/raw/ IDX files (" + ", ".join(_IDX_STEMS) + ")", download, fetch
+        )
+        folder = _mnist_folder(r)
+        if folder is None:
+            raise DataError(
+                f"the MNIST download under {r} did not leave the IDX files in {r / 'MNIST' / 'raw'}"
+            )
 
     def build() -> dict[str, torch.Tensor]:
-        raw = r / "MNIST" / "raw"
-        for folder in (raw, r):
-            if all(_find(folder, s) for s in ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"]):
-                xtr, ytr, xte, yte = _load_idx_folder(folder, "MNIST")
-                break
-        else:
-            if not download:
-                raise DataError(
-                    f"no MNIST found under {r}: expected torchvision's MNIST/raw/ IDX files; download = false"
-                )
-            try:
-                import torchvision
-
-                torchvision.datasets.MNIST(str(r), train=True, download=True)
-                torchvision.datasets.MNIST(str(r), train=False, download=True)
-            except Exception as e:  # noqa: BLE001
-                raise DataError(
-                    f"no MNIST found under {r} and the download failed ({type(e).__name__}: {e}). Put torchvision's "
-                    f"MNIST/raw/ IDX files there, or run once on a machine with internet."
-                ) from None
-            xtr, ytr, xte, yte = _load_idx_folder(raw, "MNIST")
+        xtr, ytr, xte, yte = _load_idx_folder(folder, "MNIST")
         return {
             "train": _resize(xtr[:, None], image_size),
             "test": _resize(xte[:, None], image_size),
@@ -359,33 +442,51 @@ def mnist(root: str, download: bool, flip: bool, dequantize: str, image_size: in
             "yte": yte,
         }
 
-    t = _cached(r, "mnist", build, image_size=image_size)
-    ident = "mnist:" + _fingerprint(t["train"].shape, int(t["train"][:100].sum()), image_size)
+    t = _cached(r, "mnist", build, image_size=image_size, files=_files_key(_idx_files(folder) or []))
     s = image_size
+    ident = _identity("mnist", t["train"], size=s)
     return DataSource(
         "mnist", "image", (1, s, s), t["train"], t["test"], ident, flip, dequantize, None, t["ytr"], t["yte"]
     )
 
 
+_CIFAR_NAMES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
 def read_cifar10_folder(folder: Path) -> dict[str, torch.Tensor]:
-    """CIFAR-10's python pickles (cifar-10-batches-py/data_batch_1..5, test_batch)."""
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    missing = [n for n in names if not (folder / n).exists()]
+    """CIFAR-10's python pickles (cifar-10-batches-py/data_batch_1..5, test_batch), no checksums."""
+    missing = [n for n in _CIFAR_NAMES if not (folder / n).is_file()]
     if missing:
-        raise DataError(f"CIFAR-10 under {folder} is incomplete: missing {', '.join(missing)}")
+        raise DataError(
+            f"CIFAR-10 under {folder} is incomplete: missing {', '.join(missing)} "
+            "(expected data_batch_1..5 and test_batch from cifar-10-python.tar.gz)"
+        )
     parts: dict[str, list[Any]] = {"train": [], "ytr": [], "test": [], "yte": []}
-    for n in names:
+    for n in _CIFAR_NAMES:
         try:
             with open(folder / n, "rb") as f:
                 d = pickle.load(f, encoding="latin1")
+            # Each row: 1024 red, 1024 green, 1024 blue values, row-major 32×32.
             x = torch.as_tensor(d["data"], dtype=torch.uint8).view(-1, 3, 32, 32)
             y = torch.as_tensor(d["labels"], dtype=torch.long)
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(f"{x.shape[0]} images but {y.shape[0]} labels")
         except Exception as e:  # noqa: BLE001 - any damage to a batch file
-            raise DataError(f"{folder / n} is not a CIFAR-10 batch file ({type(e).__name__}: {e})") from None
+            raise DataError(
+                f"{folder / n} is not a CIFAR-10 batch file ({type(e).__name__}: {e}); expected a python "
+                "pickle with 'data' (N×3072 uint8) and 'labels'. Delete the folder to download it again."
+            ) from None
         key = "test" if n == "test_batch" else "train"
         parts[key].append(x)
         parts["yte" if key == "test" else "ytr"].append(y)
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _cifar_folder(r: Path) -> Path | None:
+    for folder in (r / "cifar-10-batches-py", r):  # torchvision's layout, or the batches directly in root
+        if (folder / "data_batch_1").exists():
+            return folder
+    return None
 
 
 @register(
@@ -396,38 +497,37 @@ def read_cifar10_folder(folder: Path) -> dict[str, torch.Tensor]:
         _DOWNLOAD,
         Param("flip", Bool(), True, "random horizontal flips"),
         _DEQ,
+        Param("image_size", Int(min=4), 32, "resize to this size (32: as stored, no resizing)"),
     ],
-    doc="CIFAR-10 32×32 (cifar-10-batches-py under root, or downloaded by torchvision)",
+    doc="CIFAR-10 32×32 (cifar-10-batches-py/ under root, read directly; or downloaded by torchvision)",
 )
-def cifar10(root: str, download: bool, flip: bool, dequantize: str) -> DataSource:
+def cifar10(root: str, download: bool, flip: bool, dequantize: str, image_size: int = 32) -> DataSource:
     r = Path(root).expanduser()
+    expected = "torchvision's cifar-10-batches-py/ folder (data_batch_1..5, test_batch)"
+    folder = _cifar_folder(r)
+    if folder is None:
+
+        def fetch() -> None:
+            import torchvision
+
+            torchvision.datasets.CIFAR10(str(r), train=True, download=True)
+
+        _download("CIFAR-10", r, expected, download, fetch)
+        folder = r / "cifar-10-batches-py"
 
     def build() -> dict[str, torch.Tensor]:
-        folder = r / "cifar-10-batches-py"
-        if not folder.is_dir():
-            if not download:
-                raise DataError(
-                    f"no CIFAR-10 found under {r}: expected torchvision's cifar-10-batches-py/ folder "
-                    f"(data_batch_1..5, test_batch); download = false"
-                )
-            try:
-                import torchvision
+        t = read_cifar10_folder(folder)
+        t["train"], t["test"] = _resize(t["train"], image_size), _resize(t["test"], image_size)
+        return t
 
-                torchvision.datasets.CIFAR10(str(r), train=True, download=True)
-            except Exception as e:  # noqa: BLE001
-                raise DataError(
-                    f"no CIFAR-10 found under {r}: expected torchvision's cifar-10-batches-py/ folder "
-                    f"(data_batch_1..5, test_batch); the download failed ({type(e).__name__}: {e}). Pass "
-                    f'root = "..." or run once on a machine with internet.'
-                ) from None
-        return read_cifar10_folder(folder)
-
-    t = _cached(r, "cifar10", build)
-    ident = "cifar10:" + _fingerprint(t["train"].shape, int(t["train"][:100].sum()))
+    files = _files_key(folder / n for n in _CIFAR_NAMES)
+    t = _cached(r, "cifar10", build, image_size=image_size, files=files)
+    s = image_size
+    ident = _identity("cifar10", t["train"], size=s)
     return DataSource(
         "cifar10",
         "image",
-        (3, 32, 32),
+        (3, s, s),
         t["train"],
         t["test"],
         ident,
@@ -437,6 +537,54 @@ def cifar10(root: str, download: bool, flip: bool, dequantize: str) -> DataSourc
         t["ytr"],
         t["yte"],
     )
+
+
+def _celeba_folder(r: Path) -> Path | None:
+    for folder in (r / "celeba", r):  # torchvision's layout, or the files directly in root
+        if (folder / "list_eval_partition.txt").is_file() and (folder / "img_align_celeba").is_dir():
+            return folder
+    return None
+
+
+def read_celeba_folder(folder: Path, image_size: int, limit: int = 0) -> dict[str, torch.Tensor]:
+    """CelebA's aligned JPEGs by list_eval_partition.txt (0 train, 2 test), center-crop 140 and
+    resize (NCSN §5 / App. B: ``CenterCrop(140)``, ``Resize(image_size)``), as uint8."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    part = folder / "list_eval_partition.txt"
+    names: dict[str, list[str]] = {"train": [], "test": []}
+    try:
+        lines = part.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read CelebA's partition list {part} ({type(e).__name__}: {e})") from None
+    for ln, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise DataError(
+                f"{part}, line {ln}: {line[:60]!r} is not '<image>.jpg <0|1|2>' (CelebA's partition list)"
+            )
+        if fields[1] != "1":  # 0 train, 1 validation (unused), 2 test
+            names["train" if fields[1] == "0" else "test"].append(fields[0])
+    if limit:
+        names["train"] = names["train"][:limit]
+    out = {}
+    for split, files in names.items():
+        imgs = []
+        for fname in files:
+            p = folder / "img_align_celeba" / fname
+            try:
+                with Image.open(p) as im:
+                    im = TF.resize(TF.center_crop(im.convert("RGB"), 140), image_size)
+                    imgs.append(TF.pil_to_tensor(im))
+            except Exception as e:  # noqa: BLE001 - a missing or damaged image
+                raise DataError(f"cannot read CelebA image {p} ({type(e).__name__}: {e})") from None
+        if not imgs:
+            raise DataError(f"{part} lists no {split} images")
+        out[split] = torch.stack(imgs)
+    return out
 
 
 @register(
@@ -450,44 +598,43 @@ def cifar10(root: str, download: bool, flip: bool, dequantize: str) -> DataSourc
         Param("image_size", Int(min=4), 32, "center-crop 140, then resize to this (NCSN: 32; NCSNv2: 64)"),
         Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)"),
     ],
-    doc="CelebA, center-cropped to 140×140 and resized (NCSN §5), through torchvision",
+    doc="CelebA, center-cropped to 140×140 and resized (NCSN §5); local files or a torchvision download",
 )
 def celeba(root: str, download: bool, flip: bool, dequantize: str, image_size: int, limit: int) -> DataSource:
     r = Path(root).expanduser()
+    expected = "torchvision's celeba/ folder with img_align_celeba/ (the JPEGs) and list_eval_partition.txt"
+    folder = _celeba_folder(r)
+    if folder is None:
 
-    def build() -> dict[str, torch.Tensor]:
-        try:
+        def fetch() -> None:
             import torchvision
-            from torchvision import transforms
 
-            tf = transforms.Compose(
-                [transforms.CenterCrop(140), transforms.Resize(image_size), transforms.PILToTensor()]
-            )
-            out = {}
-            for split in ("train", "test"):
-                ds = torchvision.datasets.CelebA(str(r), split=split, download=download, transform=tf)
-                n = len(ds) if (limit == 0 or split == "test") else min(limit, len(ds))
-                out[split] = torch.stack([ds[i][0] for i in range(n)])
-            return out
-        except Exception as e:  # noqa: BLE001
-            raise DataError(
-                f"no CelebA found under {r}: expected torchvision's celeba/ folder (img_align_celeba/, "
-                f'list_eval_partition.txt, ...) ({type(e).__name__}: {e}). Pass root = "...".'
-            ) from None
+            torchvision.datasets.CelebA(str(r), split="all", download=True)
 
-    t = _cached(r, "celeba", build, image_size=image_size, limit=limit)
-    ident = "celeba:" + _fingerprint(t["train"].shape, int(t["train"][:10].sum()), image_size)
+        _download("CelebA", r, expected, download, fetch)
+        folder = r / "celeba"
+
+    files = _files_key([folder / "list_eval_partition.txt", folder / "img_align_celeba"])
+    t = _cached(
+        r,
+        "celeba",
+        lambda: read_celeba_folder(folder, image_size, limit),
+        image_size=image_size,
+        limit=limit,
+        files=files,
+    )
     s = image_size
+    ident = _identity("celeba", t["train"], size=s, limit=limit)
     return DataSource("celeba", "image", (3, s, s), t["train"], t["test"], ident, flip, dequantize)
 
 
 # Per-sample shapes known without reading any file (for `repro compile`'s parameter counts).
-_STATIC_SHAPES = {
+_STATIC_SHAPES: dict[str, Callable[[dict[str, Any]], tuple[int, ...]]] = {
     "mixture2d": lambda p: (2,),
     "digits": lambda p: (1, 8, 8),
     "fashion_mnist": lambda p: (1, p["image_size"], p["image_size"]),
     "mnist": lambda p: (1, p["image_size"], p["image_size"]),
-    "cifar10": lambda p: (3, 32, 32),
+    "cifar10": lambda p: (3, p.get("image_size", 32), p.get("image_size", 32)),
     "celeba": lambda p: (3, p["image_size"], p["image_size"]),
 }
 

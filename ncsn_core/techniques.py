@@ -1,14 +1,17 @@
 """NCSNv2's techniques as computations (Song & Ermon 2020; the poster's Techniques 1, 2, 4).
 
-- Technique 1: σ₁ = the maximum Euclidean distance between pairs of training points.
-- Technique 2: a geometric ladder whose ratio γ solves
-  Φ(√(2D)(γ−1) + 3γ) − Φ(√(2D)(γ−1) − 3γ) = C. The poster says C ≈ 0.5; the official configs
-  (CIFAR-10 L = 232, CelebA 500, church 788, bedroom 1086, FFHQ 2311) all come out of
-  C = 0.567 with L = ⌊1 + ln(σ₁/σ_L)/ln γ⌋, which reproduces every one of them.
+- Technique 1: σ₁ = the maximum Euclidean distance between pairs of training points, exact,
+  in chunk×chunk float64 blocks (never an N×N matrix), cached on disk by dataset identity.
+- Technique 2: a geometric ladder whose ratio γ > 1 solves
+  Φ(√(2D)(γ−1) + 3γ) − Φ(√(2D)(γ−1) − 3γ) = C. The poster says C ≈ 0.5. The official configs
+  (CIFAR-10 L = 232, CelebA 500, church 788, bedroom 1086, FFHQ 2311; σ_L = 0.01) all come out
+  of L = ⌊1 + ln(σ₁/σ_L)/ln γ⌋ for any C in [0.566966, 0.567362] (so C = 0.567); rounding
+  instead needs C in [0.566637, 0.566913], and ⌈1 + ln(σ₁/σ_L)/ln γ⌉ fits no C.
 - Technique 4 / Proposition 3: for Gaussian data and T Langevin steps per level,
   s_T²/σ_i² = (1 − ε/σ_L²)^{2T}(γ² − 2ε/(σ_L² − σ_L²(1 − ε/σ_L²)²)) + 2ε/(σ_L² − σ_L²(1 − ε/σ_L²)²),
-  with NCSNv2's update x + ε_i·s + √(2ε_i)·z, ε_i = ε σ_i²/σ_L² (its ε is the official
-  step_lr). Our `annealed_langevin` uses NCSN Alg. 1 (α/2·s + √α·z), so its step_size is 2ε.
+  for NCSNv2's update x + ε_i·s + √(2ε_i)·z with ε_i = ε σ_i²/σ_L² (the poster writes σ_N for
+  the smallest level there); that ε is the official ``step_lr``. Our ``annealed_langevin``
+  follows NCSN's Alg. 1 (x + α/2·s + √α·z), so its ``step_size`` is 2ε.
 """
 
 from __future__ import annotations
@@ -22,101 +25,146 @@ from typing import Any
 
 import torch
 
-from ncsn_core.registry import AutoValue
+from ncsn_core.registry import AutoContext, AutoValue
 
+# C of Technique 2 that reproduces every official number of levels (the poster says ≈ 0.5).
 OFFICIAL_C = 0.567
+POSTER_C = 0.5
 
 
 # ----------------------------------------------------------------------------- Technique 1
 def max_pairwise_distance(
     x: torch.Tensor, chunk: int = 1024, subsample: int | None = None, generator: torch.Generator | None = None
 ) -> float:
-    """Exact max ‖xᵢ − xⱼ‖ over all pairs, in chunk×chunk blocks (never an N×N matrix)."""
-    x = x.reshape(x.shape[0], -1).double()
-    if subsample is not None and subsample < x.shape[0]:
-        x = x[torch.randperm(x.shape[0], generator=generator)[:subsample]]
-    best = 0.0
+    """Exact max ‖xᵢ − xⱼ‖ over all pairs (Technique 1), in chunk×chunk blocks.
+
+    Rows are flattened, centred (distances don't change; the Gram formula behind ``cdist``
+    loses less) and each block is computed in float64 on x's device, so memory is
+    O(chunk² + chunk·D) beyond x itself. ``subsample``: a random subset of that many rows
+    (a lower bound of the full maximum).
+    """
+    x = x.reshape(x.shape[0], -1)
+    if subsample is not None and 0 < subsample < x.shape[0]:
+        x = x[torch.randperm(x.shape[0], generator=generator)[:subsample].to(x.device)]
     n = x.shape[0]
+    if n < 2:
+        return 0.0
+    if chunk < 1:
+        raise ValueError(f"chunk must be ≥ 1, got {chunk}")
+    mean = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for i in range(0, n, chunk):
-        a = x[i : i + chunk]
-        for j in range(i, n, chunk):
-            d = torch.cdist(a, x[j : j + chunk])
-            best = max(best, float(d.max()))
-    return best
+        mean += x[i : i + chunk].double().sum(0)
+    mean /= n
+    best = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, n, chunk):
+        a = x[i : i + chunk].double() - mean
+        for j in range(i, n, chunk):  # upper triangle of blocks: d(a, b) = d(b, a)
+            b = a if j == i else x[j : j + chunk].double() - mean
+            best = torch.maximum(best, torch.cdist(a, b).max())
+    return float(best)
+
+
+def cache_dir_path(cache_dir: Any = None) -> Path:
+    """The cache folder: ``cache_dir`` if given, else ``$REPRO_CACHE``, else ``~/.cache/repro``."""
+    return Path(cache_dir or os.environ.get("REPRO_CACHE") or Path.home() / ".cache" / "repro").expanduser()
 
 
 def _cache_file(cache_dir: Any = None) -> Path:
-    root = Path(cache_dir or os.environ.get("REPRO_CACHE") or Path.home() / ".cache" / "repro")
-    return root / "technique1.json"
+    return cache_dir_path(cache_dir) / "technique1.json"
 
 
-def cached_max_pairwise_distance(x: torch.Tensor, identity: str, cache_dir: Any = None) -> tuple[float, bool]:
-    """Technique 1, cached on disk by dataset identity; returns (distance, was_cached)."""
+def cached_max_pairwise_distance(
+    x: torch.Tensor, identity: str, cache_dir: Any = None, subsample: int = 0
+) -> tuple[float, bool]:
+    """Technique 1, cached in ``<cache>/technique1.json`` by dataset identity (and subsample
+    size; the subset is fixed by seed 0); returns (distance, was_cached)."""
+    key = f"{identity}|sub{subsample}" if subsample else identity
     f = _cache_file(cache_dir)
     try:
         cache = json.loads(f.read_text())
     except (OSError, ValueError):
         cache = {}
-    if identity in cache:
-        return float(cache[identity]), True
-    d = max_pairwise_distance(x)
-    cache[identity] = d
+    if not isinstance(cache, dict):
+        cache = {}
+    if isinstance(cache.get(key), (int, float)):
+        return float(cache[key]), True
+    d = max_pairwise_distance(x, subsample=subsample or None, generator=torch.Generator().manual_seed(0))
+    try:  # re-read just before writing: another process may have added entries meanwhile
+        latest = json.loads(f.read_text())
+        cache = latest if isinstance(latest, dict) else cache
+    except (OSError, ValueError):
+        pass
+    cache[key] = d
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
         tmp.replace(f)
     except OSError:
-        pass
+        pass  # an unwritable cache only costs the recomputation
     return d, False
 
 
 # ----------------------------------------------------------------------------- Technique 2
 def overlap(gamma: float, D: int) -> float:
-    """Φ(√(2D)(γ−1) + 3γ) − Φ(√(2D)(γ−1) − 3γ)."""
+    """Φ(√(2D)(γ−1) + 3γ) − Φ(√(2D)(γ−1) − 3γ): Technique 2's left-hand side."""
     from scipy.special import ndtr
 
     a = math.sqrt(2 * D) * (gamma - 1)
     return float(ndtr(a + 3 * gamma) - ndtr(a - 3 * gamma))
 
 
-def solve_gamma(D: int, C: float = 0.5) -> float:
-    """The ratio γ > 1 with overlap(γ, D) = C (the left side decreases in γ)."""
+def solve_gamma(D: int, C: float = POSTER_C) -> float:
+    """The ratio γ > 1 with overlap(γ, D) = C (Technique 2; the left side decreases in γ when
+    √(2D) > 3, from ≈ 0.9973 at γ = 1 towards 0)."""
     from scipy.optimize import brentq
 
-    if not 0 < C < overlap(1.0 + 1e-12, D):
-        raise ValueError(
-            f"C = {C} is not reachable for D = {D}: it must lie in (0, {overlap(1.0 + 1e-12, D):.4f})"
-        )
+    top = overlap(1.0 + 1e-12, D)
+    if not 0 < C < top:
+        raise ValueError(f"C = {C} is not reachable for D = {D}: it must lie in (0, {top:.4f})")
     hi = 2.0
     while overlap(hi, D) > C:
         hi *= 2
         if hi > 1e6:
             raise ValueError(
-                f"no γ solves the Φ equation for D = {D} and C = {C}: the overlap never falls that low"
+                f"no γ solves the Φ equation for D = {D} and C = {C}: the overlap never falls that low "
+                "(it does only when √(2D) > 3, i.e. D ≥ 5)"
             )
     return float(brentq(lambda g: overlap(g, D) - C, 1.0 + 1e-12, hi, xtol=1e-14))
 
 
 def num_levels(sigma_max: float, sigma_min: float, gamma: float) -> int:
-    """L = ⌊1 + ln(σ₁/σ_L)/ln γ⌋ (the convention that gives every official L)."""
+    """L = ⌊1 + ln(σ₁/σ_L)/ln γ⌋: the most levels whose ratio (σ₁/σ_L)^{1/(L−1)} is still ≥ γ
+    (the convention that gives every official L with C = 0.567)."""
+    if not sigma_max > sigma_min > 0:
+        raise ValueError(f"need sigma_max > sigma_min > 0, got {sigma_max:g} and {sigma_min:g}")
+    if not gamma > 1:
+        raise ValueError(f"the ratio γ must be > 1, got {gamma}")
     return int(math.floor(1 + math.log(sigma_max / sigma_min) / math.log(gamma) + 1e-9))
 
 
 # ----------------------------------------------------------------------------- Proposition 3, Technique 4
-def prop3_ratio(eps: float, gamma: float, sigma_min: float, T: int) -> float:
-    """s_T²/σ_i² of Proposition 3 (ε in NCSNv2's convention, = the official step_lr)."""
-    s2 = sigma_min**2
+def prop3_ratio(eps: float, gamma: float, sigma_N: float, T: int) -> float:
+    """s_T²/σ_i² of Proposition 3, exactly as the poster writes it.
+
+    ``sigma_N`` is the level in the step size ε_i = ε σ_i²/σ_N², i.e. the smallest σ (σ_L in
+    Alg. 1's numbering); ε is in NCSNv2's convention (update x + ε_i s + √(2ε_i) z), which is
+    the official ``step_lr``. Always > 1: the chain ends wider than σ_i.
+    """
+    s2 = sigma_N**2
     a = 1 - eps / s2
     b = 2 * eps / (s2 - s2 * a**2)
     return a ** (2 * T) * (gamma**2 - b) + b
 
 
 def choose_step_size(gamma: float, sigma_min: float, T: int) -> tuple[float, float]:
-    """Technique 4: the ε (NCSNv2 convention) making s_T²/σ_i² closest to 1, and that ratio."""
+    """Technique 4: the ε (NCSNv2 convention = official step_lr) making s_T²/σ_i² closest to 1,
+    and that ratio. Bounded search over log ε in (σ_L²·e⁻⁴⁰, σ_L²): larger ε over-shoots."""
     from scipy.optimize import minimize_scalar
 
-    hi = math.log(sigma_min**2 * (1 - 1e-9))  # ε < σ_L² keeps the chain contracting
+    if T < 1:
+        raise ValueError(f"T (steps per level) must be ≥ 1, got {T}")
+    hi = math.log(sigma_min**2 * (1 - 1e-9))
     res = minimize_scalar(
         lambda le: (prop3_ratio(math.exp(le), gamma, sigma_min, T) - 1) ** 2,
         bounds=(math.log(sigma_min**2) - 40, hi),
@@ -137,54 +185,56 @@ def simulate_langevin_gaussian(
     D: int = 1,
     seed: int = 0,
 ) -> float:
-    """Monte Carlo of Proposition 3's setting: start from N(0, (γσ_i)²), run T steps of
-    x + ε_i·s + √(2ε_i)·z on q = N(0, σ_i²), ε_i = ε σ_i²/σ_L²; returns Var(x)/σ_i²."""
+    """Monte Carlo of Proposition 3's setting: data N(0, 0) perturbed to q_i = N(0, σ_i²I); the
+    chain starts from the previous level's q_{i−1} = N(0, (γσ_i)²I) and runs T steps of
+    x + ε_i·∇log q_i(x) + √(2ε_i)·z with ε_i = ε σ_i²/σ_L²; returns Var(x_T)/σ_i²."""
     g = torch.Generator().manual_seed(seed)
     x = gamma * sigma_i * torch.randn(n, D, generator=g, dtype=torch.float64)
     step = eps * sigma_i**2 / sigma_min**2
     for _ in range(T):
-        x = (
-            x
-            + step * (-x / sigma_i**2)
-            + math.sqrt(2 * step) * torch.randn(n, D, generator=g, dtype=torch.float64)
-        )
-    return float(x.var() / sigma_i**2)
+        z = torch.randn(n, D, generator=g, dtype=torch.float64)
+        x = x + step * (-x / sigma_i**2) + math.sqrt(2 * step) * z
+    return float(x.pow(2).mean() / sigma_i**2)
 
 
 # ----------------------------------------------------------------------------- `auto` resolvers
-def auto_sigma_max(ctx: Any) -> AutoValue:
+def auto_sigma_max(ctx: AutoContext) -> AutoValue:
+    """Technique 1 for ``noise.sigma_max = auto``."""
     t0 = time.perf_counter()
     data = ctx.data()
     x = data.as_float("train")
+    n = x.shape[0]
     sub = int(ctx.params.get("subsample", 0) or 0)
-    if sub and sub < x.shape[0]:
-        # A lower bound of the true maximum on a fixed random subset (seed 0).
-        x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:sub]]
-    d, cached = cached_max_pairwise_distance(x, f"{data.identity}|sub{sub}", ctx.cache_dir)
-    how = ("cached" if cached else "exact, chunked") + (f", random subset of {x.shape[0]}" if sub else "")
+    sub = sub if 0 < sub < n else 0
+    d, cached = cached_max_pairwise_distance(x, data.identity, ctx.cache_dir, subsample=sub)
+    how = "exact" if not sub else f"on a random subset of {sub} (seed 0): a lower bound"
     return AutoValue(
         round(d, 6),
-        f"Technique 1: max pairwise distance over {x.shape[0]} training points ({how})",
+        f"Technique 1: max pairwise distance over {sub or n} of {n} training points ({how}"
+        + (", cached" if cached else "")
+        + ")",
         time.perf_counter() - t0,
     )
 
 
-def auto_levels(ctx: Any) -> AutoValue:
+def auto_levels(ctx: AutoContext) -> AutoValue:
+    """Technique 2 for ``noise.levels = auto`` (needs sigma_max, sigma_min resolved; C = overlap)."""
     t0 = time.perf_counter()
-    data = ctx.data()
-    D = math.prod(data.shape)
-    C = float(ctx.params.get("overlap", 0.5))
+    D = math.prod(ctx.data().shape)
+    C = float(ctx.params.get("overlap", POSTER_C))
     g = solve_gamma(D, C)
-    L = num_levels(float(ctx.params["sigma_max"]), float(ctx.params["sigma_min"]), g)
+    smax, smin = float(ctx.params["sigma_max"]), float(ctx.params["sigma_min"])
+    L = num_levels(smax, smin, g)
     return AutoValue(
         L,
         f"Technique 2: γ = {g:.6f} solves Φ(√(2D)(γ−1)+3γ) − Φ(√(2D)(γ−1)−3γ) = C = {C:g} for D = {D}; "
-        f"L = ⌊1 + ln(σ₁/σ_L)/ln γ⌋",
+        f"L = ⌊1 + ln({smax:g}/{smin:g})/ln γ⌋ (C = 0.5: the poster; 0.567: the official configs)",
         time.perf_counter() - t0,
     )
 
 
-def auto_step_size(ctx: Any) -> AutoValue:
+def auto_step_size(ctx: AutoContext) -> AutoValue:
+    """Technique 4 for ``annealed_langevin.step_size = auto``: returns Alg. 1's ε = 2·step_lr."""
     t0 = time.perf_counter()
     smax = float(ctx.resolved("noise", "sigma_max"))
     smin = float(ctx.resolved("noise", "sigma_min"))

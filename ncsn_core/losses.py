@@ -22,6 +22,10 @@ SIGMA_SQUARED = Expr(("**", ("sym", "sigma"), ("num", 2)))
 
 @attrs.frozen
 class LossOut:
+    """What a loss returns: ``loss`` (mean over the batch of λ(σ_b)·per-sample loss, the value to
+    backpropagate) and, for logging without a host sync, the detached per-level sums of the same
+    per-sample values and the number of samples that drew each level."""
+
     loss: torch.Tensor  # scalar, differentiable
     per_level_sum: torch.Tensor  # [L] detached sums of per-sample losses by level
     per_level_count: torch.Tensor  # [L] number of samples per level
@@ -44,24 +48,37 @@ def _flat(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1)
 
 
+def _lam(weight: Any, sigma: torch.Tensor) -> torch.Tensor:
+    """λ(σ) of Eq. 6 for a number or an expression in ``sigma``, as a tensor like ``sigma``."""
+    if isinstance(weight, Expr):
+        value = weight.evaluate(sigma=sigma)
+        return torch.as_tensor(value, dtype=sigma.dtype, device=sigma.device).expand_as(sigma)
+    return torch.full_like(sigma, float(weight))
+
+
 class DSM:
     """ℓ(θ; σ) = ½ E‖s_θ(x̃, σ) − ∇log q_σ(x̃|x)‖² (Eq. 5), weighted by λ(σ) and averaged over
-    levels drawn uniformly (Eq. 6). With λ = σ² this is ½E‖σ s + (x̃ − x)/σ‖²."""
+    levels drawn uniformly (Eq. 6). With λ = σ² this is ½E‖σ s + (x̃ − x)/σ‖².
+
+    Reduction as the official anneal_dsm_score_estimation: per sample ½‖s − target‖² summed
+    over all dimensions, times λ(σ) of that sample's level, then the mean over the batch (one
+    level drawn uniformly per sample, so this is an unbiased estimate of Eq. 6).
+    """
 
     def __init__(self, weight: Any) -> None:
         self.weight = weight
 
     def lam(self, sigma: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.weight, Expr):
-            return torch.as_tensor(self.weight.evaluate(sigma=sigma), dtype=sigma.dtype, device=sigma.device)
-        return torch.full_like(sigma, float(self.weight))
+        """λ(σ) per sample (Eq. 6)."""
+        return _lam(self.weight, sigma)
 
     def __call__(
         self, model: torch.nn.Module, x: torch.Tensor, noise: NoiseSchedule, generator: torch.Generator | None
     ) -> LossOut:
-        if float(noise.sigmas.min()) <= 0:
+        if not getattr(noise, "perturbs", True):
             raise ReproError(
-                "loss dsm needs noise levels σ > 0 (noise none has no denoising target); use loss ssm"
+                "loss dsm needs noise levels σ > 0 (noise none has no denoising target): "
+                "use loss ssm or ssm_vr with noise none, or a noise ladder such as geometric with dsm"
             )
         idx = _levels(x, noise, generator)
         x_t, target = noise.perturb(x, idx, generator)
@@ -93,18 +110,30 @@ def dsm(weight: Any) -> DSM:
 
 class SSM:
     """Sliced score matching (Eq. 3): E_v E_x [vᵀ∇ₓs v + ½(vᵀs)²] (plain) or
-    [vᵀ∇ₓs v + ½‖s‖²] (variance-reduced, exact for Gaussian v). With a noise ladder the data
-    are perturbed at a random level first and s(x̃, i) is trained on the perturbed data."""
+    [vᵀ∇ₓs v + ½‖s‖²] (variance-reduced: E_v[(vᵀs)²] = ‖s‖² for E[vvᵀ] = I, so the ½‖s‖²
+    term is computed exactly instead of estimated). Both equal, in expectation, Hyvärinen's
+    objective E[tr ∇ₓs + ½‖s‖²] (Eq. 1 up to a constant).
 
-    def __init__(self, n_particles: int, projection: str, variance_reduced: bool) -> None:
+    With a noise ladder the data are perturbed at a uniformly drawn level first and s(x̃, i) is
+    trained on the perturbed data ("sliced score matching can train NCSNs", §4.2), each
+    sample's loss weighted by λ(σ_i) as in Eq. 6 (σ² by default, as the official
+    anneal_sliced_score_estimation_vr). With noise none (σ = 0) the data are used as they are
+    and no weight applies (NCSN Fig. 1-2).
+    """
+
+    def __init__(
+        self, n_particles: int, projection: str, variance_reduced: bool, weight: Any = SIGMA_SQUARED
+    ) -> None:
         self.n = n_particles
         self.projection = projection
         self.vr = variance_reduced
+        self.weight = weight
 
     def _v(self, shape: torch.Size, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Projections with E[vvᵀ] = I (Gaussian, Rademacher, or uniform on the √D-sphere)."""
         v = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
         if self.projection == "rademacher":
-            v = v.sign()
+            v = torch.where(v >= 0, 1.0, -1.0).to(x.dtype)
         elif self.projection == "sphere":
             f = _flat(v)
             v = (f / f.norm(dim=1, keepdim=True) * (f.shape[1] ** 0.5)).view(shape)
@@ -114,18 +143,22 @@ class SSM:
         self, model: torch.nn.Module, x: torch.Tensor, noise: NoiseSchedule, generator: torch.Generator | None
     ) -> LossOut:
         idx = _levels(x, noise, generator)
-        if float(noise.sigmas.max()) > 0:
+        perturbs = getattr(noise, "perturbs", True)
+        if perturbs:
             x, _ = noise.perturb(x, idx, generator)
+        # n particles per data point, particle-major: row k·B + b is data point b.
         xr = x.detach().repeat(self.n, *([1] * (x.dim() - 1))).requires_grad_(True)
         ir = idx.repeat(self.n)
         v = self._v(xr.shape, xr, generator)
         s = model(xr, ir)
         sv = (_flat(s) * _flat(v)).sum(1)
-        # vᵀ∇ₓs v through one more backward pass (double backprop), as the reference implementation.
-        grad = torch.autograd.grad(sv.sum(), xr, create_graph=True)[0]
+        # vᵀ(∇ₓs)v = vᵀ∇ₓ(vᵀs) by one more backward pass through the graph (double backprop).
+        (grad,) = torch.autograd.grad(sv.sum(), xr, create_graph=True)
         vjv = (_flat(grad) * _flat(v)).sum(1)
         quad = 0.5 * _flat(s).pow(2).sum(1) if self.vr else 0.5 * sv.pow(2)
         per = (vjv + quad).view(self.n, -1).mean(0)
+        if perturbs:
+            per = per * _lam(self.weight, noise.scale(idx).to(per.dtype))
         ps, pc = _per_level(per, idx, noise.num_levels)
         return LossOut(per.mean(), ps, pc)
 
@@ -138,12 +171,18 @@ _SSM_PARAMS = [
         "gaussian",
         "distribution p_v of the projections",
     ),
+    Param(
+        "weight",
+        ExprType(("sigma",)),
+        SIGMA_SQUARED,
+        "λ(σ) with a noise ladder (Eq. 6; official code: σ²); unused with noise none",
+    ),
 ]
 
 
 @register("loss", "ssm", params=_SSM_PARAMS, doc="sliced score matching (NCSN Eq. 3; Song et al. 2019)")
-def ssm(n_particles: int, projection: str) -> SSM:
-    return SSM(n_particles, projection, variance_reduced=False)
+def ssm(n_particles: int, projection: str, weight: Any) -> SSM:
+    return SSM(n_particles, projection, variance_reduced=False, weight=weight)
 
 
 @register(
@@ -152,5 +191,5 @@ def ssm(n_particles: int, projection: str) -> SSM:
     params=_SSM_PARAMS,
     doc="sliced score matching, variance-reduced: ½‖s‖² replaces ½(vᵀs)² (exact in expectation for Gaussian v)",
 )
-def ssm_vr(n_particles: int, projection: str) -> SSM:
-    return SSM(n_particles, projection, variance_reduced=True)
+def ssm_vr(n_particles: int, projection: str, weight: Any) -> SSM:
+    return SSM(n_particles, projection, variance_reduced=True, weight=weight)

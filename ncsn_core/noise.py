@@ -17,6 +17,9 @@ class NoiseSchedule:
 
     def __init__(self, sigmas: torch.Tensor) -> None:
         self.sigmas = sigmas.to(torch.float32)
+        # Decided once on the host, so the losses never synchronise per step to ask: noise
+        # `none` (σ = 0) has no perturbation, and DSM's target −(x̃ − x)/σ² does not exist there.
+        self.perturbs = bool((self.sigmas > 0).all())
 
     @property
     def num_levels(self) -> int:
@@ -60,13 +63,21 @@ def ladder(kind: str, sigma_max: float, sigma_min: float, levels: int) -> list[f
     """σ₁ = sigma_max > … > σ_L = sigma_min; geometric (NCSN §4.1) or linear.
 
     One level gives [sigma_min]: the single-σ baseline of NCSN App. B.2 (σ = 0.01).
+    Computed in float64, σᵢ = σ₁·(σ_L/σ₁)^{(i−1)/(L−1)}; the two ends are the given values exactly.
     """
+    if kind not in ("geometric", "linear"):
+        raise ValueError(f"unknown ladder kind {kind!r} (geometric or linear)")
+    if levels < 1:
+        raise ValueError(f"a ladder needs at least one level, got {levels}")
     if levels == 1:
         return [float(sigma_min)]
     if kind == "geometric":
         t = torch.linspace(0, 1, levels, dtype=torch.float64)
-        return (sigma_max * (sigma_min / sigma_max) ** t).tolist()
-    return torch.linspace(sigma_max, sigma_min, levels, dtype=torch.float64).tolist()
+        out = (sigma_max * (sigma_min / sigma_max) ** t).tolist()
+    else:
+        out = torch.linspace(sigma_max, sigma_min, levels, dtype=torch.float64).tolist()
+    out[0], out[-1] = float(sigma_max), float(sigma_min)
+    return out
 
 
 def _auto_sigma_max(ctx: Any) -> Any:
@@ -154,7 +165,11 @@ def _register() -> None:
 
 
 class NoNoise(NoiseSchedule):
-    """One 'level' with σ = 0: perturb returns the data unchanged (for sliced score matching)."""
+    """One 'level' with σ = 0, for sliced score matching on the data itself (NCSN Fig. 1-2).
+
+    ``perturbs`` is False: the SSM losses then use x as it is. ``perturb`` refuses rather than
+    return x with a target −(x̃ − x)/σ² = 0/0, so no loss can silently train on NaN.
+    """
 
     def __init__(self) -> None:
         super().__init__(torch.zeros(1))

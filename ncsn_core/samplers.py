@@ -54,15 +54,28 @@ def _randn(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
 
+def _nonfinite(x: torch.Tensor) -> torch.Tensor:
+    """A 0-d bool on x's device: does x hold a NaN or an infinity? (no host sync)"""
+    return ~torch.isfinite(x).all()
+
+
+def _host_sigmas(ctx: SampleContext) -> list[float]:
+    """σ₁ … σ_L as Python floats: one transfer per run, none per step."""
+    return [float(s) for s in ctx.sigmas.detach().cpu().tolist()]
+
+
 def _score(
     ctx: SampleContext, x: torch.Tensor, i: int, use_exact: bool, sigma: float | None = None
 ) -> torch.Tensor:
+    """s(x, σ_i): the network at level i, or with ``use_exact`` the data's exact score at ``sigma``
+    (default σ_i)."""
     if use_exact:
         if ctx.exact_score is None:
             from ncsn_core.errors import ReproError
 
             raise ReproError(
-                f"{ctx.stage_name}: use_exact = true needs data with a known density (mixture2d)"
+                f"{ctx.stage_name or 'this stage'}: use_exact = true needs data with a known density "
+                f"(mixture2d)"
             )
         return ctx.exact_score(x, float(ctx.sigmas[i]) if sigma is None else sigma)
     return ctx.score(x, i)
@@ -70,29 +83,39 @@ def _score(
 
 # ----------------------------------------------------------------------------- stages
 class Langevin:
-    """Langevin dynamics, Eq. 4: x ← x + ε/2·s(x) + √ε·z, at one fixed noise level."""
+    """Langevin dynamics, Eq. 4: x ← x + ε/2·s(x) + √ε·z, T steps at one fixed noise level.
+
+    ``level`` picks the network's level (Python indexing: −1 is σ_L). With ``use_exact`` the
+    chain uses the data's own exact score (σ = 0), NCSN Fig. 3(b). The single-σ baseline of
+    App. B.2 is this stage with T = 1000, ε = 2e-5 on a one-level ladder.
+    """
 
     def __init__(self, steps: int, step_size: float, level: int, use_exact: bool, record_every: int) -> None:
-        self.steps, self.eps, self.level, self.use_exact, self.record_every = (
-            steps,
-            step_size,
-            level,
-            use_exact,
-            record_every,
-        )
+        self.steps, self.eps, self.level = steps, step_size, level
+        self.use_exact, self.record_every = use_exact, record_every
+
+    def _level(self, L: int) -> int:
+        if not -L <= self.level < L:
+            from ncsn_core.errors import ReproError
+
+            raise ReproError(
+                f"stage langevin: level = {self.level} is outside the {L} noise level(s) "
+                f"(use 0 … {L - 1}, or −1 for the last)"
+            )
+        return self.level % L
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        L = ctx.noise.num_levels
-        i = self.level % L
+        sig = _host_sigmas(ctx)
+        i = self._level(len(sig))
+        name = ctx.stage_name or "langevin"
         bad = torch.zeros((), dtype=torch.bool, device=x.device)
         for t in range(self.steps):
-            # With the exact score, plain Langevin samples the data density itself (σ = 0, Fig. 3b).
-            s = _score(ctx, x, 0, True, sigma=0.0) if self.use_exact else ctx.score(x, i)
-            x = x + 0.5 * self.eps * s + self.eps**0.5 * _randn(x, ctx.generator)
-            bad |= ~torch.isfinite(x).all()
+            s = _score(ctx, x, i, True, sigma=0.0) if self.use_exact else ctx.score(x, i)
+            x = x + 0.5 * self.eps * s + self.eps**0.5 * _randn(x, ctx.generator)  # Eq. 4
+            bad |= _nonfinite(x)
             if self.record_every and ctx.record and (t + 1) % self.record_every == 0:
-                ctx.record(f"{ctx.stage_name}:{t + 1}", x)
-        _check_finite(bad, ctx.stage_name or "langevin", i, float(ctx.sigmas[i]))
+                ctx.record(f"{name}:step{t + 1}", x)
+        _check_finite(bad, name, i, 0.0 if self.use_exact else sig[i])
         return x
 
     def nfe(self, num_levels: int) -> int:
@@ -101,9 +124,15 @@ class Langevin:
 
 class AnnealedLangevin:
     """Annealed Langevin dynamics, Alg. 1 exactly as written:
-    α_i = ε·σ_i²/σ_L²;  x ← x + α_i/2·s(x, σ_i) + √α_i·z.
+    α_i = ε·σ_i²/σ_L²;  x ← x + α_i/2·s(x, σ_i) + √α_i·z,  T steps for each i = 1 … L.
+
     The official code's step_lr equals ε/2: its update is x + step·s + √(2·step)·z with
-    step = step_lr·(σ_i/σ_L)². So the paper's ε = 2e-5 is the official step_lr = 1e-5."""
+    step = step_lr·(σ_i/σ_L)², which is Alg. 1 with α_i = 2·step. So the official
+    step_lr = 2e-5 is ε = 4e-5 here, and the paper's printed ε = 2e-5 is step_lr = 1e-5.
+
+    ``record_every`` = k > 0 records the batch after every k-th step (counted over all levels,
+    so k = T records the end of each level, NCSN Fig. 4). The host synchronises once per level.
+    """
 
     def __init__(self, steps_per_level: int, step_size: float, use_exact: bool, record_every: int) -> None:
         self.T, self.eps, self.use_exact, self.record_every = (
@@ -114,18 +143,21 @@ class AnnealedLangevin:
         )
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        sig = ctx.sigmas
-        sL2 = float(sig[-1]) ** 2
-        for i in range(ctx.noise.num_levels):
-            alpha = self.eps * float(sig[i]) ** 2 / sL2
+        sig = _host_sigmas(ctx)
+        name = ctx.stage_name or "annealed_langevin"
+        t_all = 0
+        for i, sigma in enumerate(sig):
+            alpha = self.eps * sigma**2 / sig[-1] ** 2  # Alg. 1, line 3
             bad = torch.zeros((), dtype=torch.bool, device=x.device)
-            for _ in range(self.T):
-                s = _score(ctx, x, i, self.use_exact)
-                x = x + 0.5 * alpha * s + alpha**0.5 * _randn(x, ctx.generator)
-                bad |= ~torch.isfinite(x).all()
-            if self.record_every and ctx.record and ((i + 1) * self.T) % self.record_every == 0:
-                ctx.record(f"{ctx.stage_name}:level{i + 1}", x)
-            _check_finite(bad, ctx.stage_name or "annealed_langevin", i, float(sig[i]))
+            for t in range(self.T):
+                s = _score(ctx, x, i, self.use_exact, sigma)
+                x = x + 0.5 * alpha * s + alpha**0.5 * _randn(x, ctx.generator)  # Alg. 1, line 6
+                bad |= _nonfinite(x)
+                t_all += 1
+                if self.record_every and ctx.record and t_all % self.record_every == 0:
+                    suffix = "" if t + 1 == self.T else f".step{t + 1}"
+                    ctx.record(f"{name}:level{i + 1}{suffix}", x)
+            _check_finite(bad, name, i, sigma)
         return x
 
     def nfe(self, num_levels: int) -> int:
@@ -133,12 +165,14 @@ class AnnealedLangevin:
 
 
 class Denoise:
-    """Final denoising: x + σ_L²·s(x, σ_L) (Tweedie; NCSNv2, Jolicoeur-Martineau et al.)."""
+    """Final denoising: x + σ_L²·s(x, σ_L), Tweedie's formula for E[x | x̃] at the last level
+    (the NCSNv2 paper's "w/ denoising"; Jolicoeur-Martineau et al.). One network evaluation."""
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        L = ctx.noise.num_levels
-        x = x + float(ctx.sigmas[-1]) ** 2 * ctx.score(x, L - 1)
-        _check_finite(~torch.isfinite(x).all(), ctx.stage_name or "denoise", L - 1, float(ctx.sigmas[-1]))
+        sig = _host_sigmas(ctx)
+        L = len(sig)
+        x = x + sig[-1] ** 2 * ctx.score(x, L - 1)
+        _check_finite(_nonfinite(x), ctx.stage_name or "denoise", L - 1, sig[-1])
         return x
 
     def nfe(self, num_levels: int) -> int:
@@ -148,10 +182,16 @@ class Denoise:
 def make_mask(
     shape: tuple[int, ...], kind: str, fraction: float, gen: torch.Generator | None, device: Any
 ) -> torch.Tensor:
-    """1 where pixels are known (Alg. 2's m)."""
+    """Alg. 2's m for one image of ``shape`` (C, H, W): 1 where pixels are known, 0 where occluded.
+
+    ``half``: the bottom ``fraction`` of the rows is occluded (0.5: the lower half);
+    ``left``: the right ``fraction`` of the columns is occluded, the left part is known;
+    ``center``: a centred rectangle with ``fraction`` of the area is occluded;
+    ``random``: each pixel (all channels together) is occluded with probability ``fraction``.
+    """
     c, h, w = shape
     m = torch.zeros(shape, device=device)
-    if kind == "half":  # the top rows are known (NCSN Fig. 6 occludes the bottom)
+    if kind == "half":
         m[:, : int(round(h * (1 - fraction))), :] = 1
     elif kind == "left":
         m[:, :, : int(round(w * (1 - fraction)))] = 1
@@ -160,14 +200,38 @@ def make_mask(
         ch, cw = int(round(h * fraction**0.5)), int(round(w * fraction**0.5))
         t, l_ = (h - ch) // 2, (w - cw) // 2
         m[:, t : t + ch, l_ : l_ + cw] = 0
-    else:  # random pixels
-        m = (torch.rand((1, h, w), generator=gen, device=device) >= fraction).float().expand(c, h, w).clone()
+    elif kind == "random":
+        u = torch.rand((1, h, w), generator=gen, device=device)
+        m = (u >= fraction).to(torch.float32).expand(c, h, w).clone()
+    else:
+        raise ValueError(f"unknown mask {kind!r}")
     return m
 
 
+def reference_images(data: Any, split: str, start: int, n: int) -> torch.Tensor:
+    """Images ``start … start + n − 1`` of ``split`` (cycling if the split is shorter), as
+    float32 in [0, 1] without augmentation; only those rows are converted."""
+    raw = getattr(data, split, None)
+    if not isinstance(raw, torch.Tensor):
+        full = data.as_float(split)  # a source without raw tensors
+        return full[(torch.arange(n) + start) % full.shape[0]]
+    rows = raw[(torch.arange(n) + start) % raw.shape[0]]
+    if raw.dtype == torch.uint8:
+        return rows.float() / 255.0
+    return rows.float()
+
+
 class Inpainting:
-    """Alg. 2: annealed Langevin where the known pixels are replaced, after every step, by the
-    reference image perturbed at the current level: x ← x ⊙ (1 − m) + (x_ref + σ_i z̃) ⊙ m."""
+    """Alg. 2: annealed Langevin dynamics (Alg. 1's α_i and update) where, after every step, the
+    known pixels are replaced by the reference image perturbed at the current level:
+    y = x_ref + σ_i·z̃ (drawn once per level, lines 4-5), x ← x ⊙ (1 − m) + y ⊙ m (line 9).
+    So at the end the known pixels equal y of the last level exactly (x_ref + σ_L·z̃).
+
+    Reference images: sample k of the stage's n-th call is image (calls so far)·B + k of
+    ``split`` (the test split by default): the runner calls a stage once per batch, so the
+    samples of one sampling run are the inpaintings of the split's first images, in order.
+    ``last_mask`` and ``last_reference`` keep what the last call used.
+    """
 
     def __init__(
         self, steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str
@@ -179,31 +243,44 @@ class Inpainting:
             mask_fraction,
             split,
         )
+        self._offset = 0
+        self.last_mask: torch.Tensor | None = None
+        self.last_reference: torch.Tensor | None = None
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        data = ctx.data
-        ref_all = data.as_float(self.split)
+        from ncsn_core.errors import ReproError
+
+        if x.dim() != 4:
+            raise ReproError("stage inpainting needs image data (samples shaped C × H × W)")
+        if ctx.data is None:
+            raise ReproError("stage inpainting needs the experiment's data for its reference images")
         n = x.shape[0]
-        ref = ref_all[torch.arange(n) % ref_all.shape[0]].to(x.device)
-        m = make_mask(tuple(x.shape[1:]), self.mask, self.fraction, ctx.generator, x.device)
+        ref = reference_images(ctx.data, self.split, self._offset, n).to(device=x.device, dtype=x.dtype)
+        self._offset += n
+        m = make_mask(tuple(x.shape[1:]), self.mask, self.fraction, ctx.generator, x.device).to(x.dtype)
         self.last_mask, self.last_reference = m, ref
+        known = m.bool()
+        name = ctx.stage_name or "inpainting"
         if ctx.record:
-            ctx.record(f"{ctx.stage_name}:occluded", ref * m)
-        sig = ctx.sigmas
-        sL2 = float(sig[-1]) ** 2
-        for i in range(ctx.noise.num_levels):
-            alpha = self.eps * float(sig[i]) ** 2 / sL2
-            y = ref + float(sig[i]) * _randn(ref, ctx.generator)  # Alg. 2 lines 4-5
+            ctx.record(f"{name}:occluded", ref * m)
+        sig = _host_sigmas(ctx)
+        for i, sigma in enumerate(sig):
+            alpha = self.eps * sigma**2 / sig[-1] ** 2  # Alg. 2, line 3
+            y = ref + sigma * _randn(ref, ctx.generator)  # lines 4-5
             bad = torch.zeros((), dtype=torch.bool, device=x.device)
             for _ in range(self.T):
-                x = x + 0.5 * alpha * ctx.score(x, i) + alpha**0.5 * _randn(x, ctx.generator)
-                x = x * (1 - m) + y * m
-                bad |= ~torch.isfinite(x).all()
-            _check_finite(bad, ctx.stage_name or "inpainting", i, float(sig[i]))
+                x = x + 0.5 * alpha * ctx.score(x, i) + alpha**0.5 * _randn(x, ctx.generator)  # line 8
+                x = torch.where(known, y, x)  # line 9: x ⊙ (1 − m) + y ⊙ m, exact on known pixels
+                bad |= _nonfinite(x)
+            _check_finite(bad, name, i, sigma)
         return x
 
     def nfe(self, num_levels: int) -> int:
         return self.T * num_levels
+
+
+InitFn = Callable[[int, tuple[int, ...], "torch.Generator | None", Any, Any], torch.Tensor]
+"""An initialiser: ``init(n, shape, generator, device, data) -> x`` of shape [n, *shape]."""
 
 
 def _register() -> None:
@@ -228,7 +305,9 @@ def _register() -> None:
         params=[
             Param("steps", Int(min=1), 1000, "T"),
             Param("step_size", eps, 2e-5, "ε of Eq. 4"),
-            Param("level", Int(), -1, "which noise level's score the network uses (-1 = the last, σ_L)"),
+            Param(
+                "level", Int(), -1, "which noise level's score the network uses (0-based; -1 = the last, σ_L)"
+            ),
             exact,
             rec,
         ],
@@ -265,9 +344,20 @@ def _register() -> None:
         params=[
             Param("steps_per_level", Int(min=1), 100, "T"),
             Param("step_size", eps, 2e-5, "ε of Alg. 2"),
-            Param("mask", Choice(("half", "left", "center", "random")), "half", "which pixels are occluded"),
+            Param(
+                "mask",
+                Choice(("half", "left", "center", "random")),
+                "half",
+                "occluded: half = bottom rows, left = right columns (left part known), "
+                "center = a centred box, random = random pixels",
+            ),
             Param("mask_fraction", Float(0.0, 1.0), 0.5, "fraction of pixels occluded"),
-            Param("split", Choice(("test", "train")), "test", "where the reference images come from"),
+            Param(
+                "split",
+                Choice(("test", "train")),
+                "test",
+                "reference images: the split's first images, in order, one per sample",
+            ),
         ],
         doc="inpainting with annealed Langevin dynamics (NCSN Alg. 2); known pixels are kept",
     )
@@ -286,7 +376,7 @@ def _register() -> None:
         params=[Param("low", Float(), 0.0, "lower bound"), Param("high", Float(), 1.0, "upper bound")],
         doc="U[low, high] initial samples (the papers: U[0, 1] for images, U[-8, 8]² for Fig. 3)",
     )
-    def uniform(low: float, high: float) -> Any:
+    def uniform(low: float, high: float) -> InitFn:
         def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
             return low + (high - low) * torch.rand((n, *shape), generator=gen, device=device)
 
@@ -298,7 +388,7 @@ def _register() -> None:
         params=[Param("mean", Float(), 0.0, "mean"), Param("std", Float(min=0.0), 1.0, "standard deviation")],
         doc="N(mean, std²) initial samples",
     )
-    def gaussian(mean: float, std: float) -> Any:
+    def gaussian(mean: float, std: float) -> InitFn:
         def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
             return mean + std * torch.randn((n, *shape), generator=gen, device=device)
 
@@ -308,9 +398,9 @@ def _register() -> None:
         "init",
         "data_noise",
         params=[Param("std", Float(min=0.0), 1.0, "noise added to the training images")],
-        doc="training data plus Gaussian noise",
+        doc="training examples (random, augmented as in training) plus std·z",
     )
-    def data_noise(std: float) -> Any:
+    def data_noise(std: float) -> InitFn:
         def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
             cpu = torch.Generator().manual_seed(
                 int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=device))

@@ -124,6 +124,8 @@ class _Checker:
             self.fill_autos(comp, params, f"{kind}.", blk.params, lookup_resolved, data)
             for k, v in params.items():
                 resolved[(kind, k)] = v
+        if self.diags:
+            return None  # a failed noise auto would only cascade into the stages' autos
         for comp, params, st in stages:
             assert comp is not None
             self.fill_autos(comp, params, f"sample.{st.name}.", st.params, lookup_resolved, data)

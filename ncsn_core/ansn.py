@@ -1,10 +1,14 @@
-"""ANSN (Shen): noise with an adaptively estimated covariance, Haario-style (Eq. 2.5-2.8).
+"""ANSN (Shen, "Adaptive Noise Score Networks"): noise with an adaptively estimated covariance.
 
-Ĉ_0 = C_0;  Ĉ_t = s_d·cov(X_0, …, X_{t−1}) + s_d·ε·I  (Eq. 2.5), s_d = 2.4²/d by default.
-Levels Σ_i = σ_i²·Ĉ (Ĉ normalised to mean eigenvalue 1 by default, so σ_i keeps NCSN's
-meaning); x̃ = x + Σ_i^{1/2} z; DSM target −Σ_i⁻¹(x̃ − x). The running moments are float64
-and merged per batch with Chan et al.'s parallel update, which equals the batch covariance
-of every point seen (Eq. 2.8 in closed form). Readings of the loose parts are in docs/ansn.md.
+Haario-style running covariance (ANSN Eq. 2.5-2.8):
+    Ĉ_0 = C_0,  Ĉ_t = s_d·cov(X_0, …, X_{t−1}) + s_d·ε·I  (t ≥ 1),  s_d = 2.4²/d by default,
+t counting training batches. Noise levels Σ_i = σ_i²·Ĉ (Ĉ normalised to mean eigenvalue 1 by
+default, so σ_i keeps its NCSN meaning); x̃ = x + Σ_i^{1/2}z; DSM target −Σ_i⁻¹(x̃ − x)
+(§3.1). Sampling: NCSN's annealed Langevin, or Langevin preconditioned by the final Ĉ.
+
+The running moments are float64 and merged per batch with Chan, Golub & LeVeque's pairwise
+update, which equals the covariance of every point seen (Eq. 2.8 in closed form; for batches
+of one point it is Haario et al.'s recursion). Readings of the loose parts: docs/ansn.md.
 """
 
 from __future__ import annotations
@@ -12,223 +16,431 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import attrs
 import torch
 
 from ncsn_core.errors import ReproError
 from ncsn_core.losses import DSM, SIGMA_SQUARED
-from ncsn_core.noise import NoiseSchedule, ladder
+from ncsn_core.noise import NoiseSchedule
 from ncsn_core.registry import Choice, Float, Int, Param, register
-from ncsn_core.samplers import SampleContext, _check_finite, _randn
+from ncsn_core.samplers import SampleContext, SamplerDiverged
+
+FULL_MAX_DIM = 4096  # form = full keeps a D×D matrix and factorises it every batch
 
 
+def geometric_ladder(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
+    """σ_i = σ_max·(σ_min/σ_max)^{(i−1)/(L−1)}, i = 1 … L (NCSN §4.1), computed in float64 with
+    exact ends; one level gives [σ_min] (NCSN's single-σ baseline)."""
+    if levels == 1:
+        return torch.tensor([float(sigma_min)])
+    t = torch.arange(levels, dtype=torch.float64) / (levels - 1)
+    s = sigma_max * (sigma_min / sigma_max) ** t
+    s[0], s[-1] = sigma_max, sigma_min
+    return s.to(torch.float32)
+
+
+# ----------------------------------------------------------------------------- running moments
 class RunningCovariance:
-    """Streaming mean/covariance of D-dim points (float64). Forms: full (D×D), diagonal, or
-    lowrank: exact per-coordinate variances plus a rank-k frequent-directions sketch of the
-    centred batches (Liberty 2013), bounded memory O(kD) and time O(k²D) per update."""
+    """Streaming mean and scatter M2 = Σ(x − x̄)(x − x̄)ᵀ of D-dim points, float64.
 
-    def __init__(self, dim: int, form: str, rank: int = 16) -> None:
-        self.dim, self.form, self.rank = dim, form, rank
+    Forms: ``full`` keeps M2 (D×D); ``diagonal`` keeps its diagonal only; ``lowrank`` keeps the
+    diagonal exactly plus a frequent-directions sketch B (ℓ = 2·rank rows, Liberty 2013;
+    Ghashami et al. 2016) of the centred points, with 0 ⪯ M2 − BᵀB and
+    ‖M2 − BᵀB‖₂ ≤ ‖A − A_k‖²_F/(ℓ − k) for the centred data A. Memory O(ℓD); time per
+    batch of b points O((ℓ + b)²D).
+    """
+
+    def __init__(self, dim: int, form: str, rank: int = 16, device: Any = "cpu") -> None:
+        self.dim, self.form, self.rank, self.device = dim, form, rank, device
         self.n = 0
-        self.mean = torch.zeros(dim, dtype=torch.float64)
-        self.m2_diag = torch.zeros(dim, dtype=torch.float64)
-        self.m2 = torch.zeros(dim, dim, dtype=torch.float64) if form == "full" else None
-        self.sketch = torch.zeros(0, dim, dtype=torch.float64) if form == "lowrank" else None
+        f64 = dict(dtype=torch.float64, device=device)
+        self.mean = torch.zeros(dim, **f64)  # type: ignore[arg-type]
+        self.m2_diag = torch.zeros(dim, **f64)  # type: ignore[arg-type]
+        self.m2 = torch.zeros(dim, dim, **f64) if form == "full" else None  # type: ignore[arg-type]
+        self.sketch = torch.zeros(0, dim, **f64) if form == "lowrank" else None  # type: ignore[arg-type]
+
+    @property
+    def sketch_rows(self) -> int:
+        return 2 * self.rank
+
+    def to(self, device: Any) -> RunningCovariance:
+        self.device = device
+        for k in ("mean", "m2_diag", "m2", "sketch"):
+            t = getattr(self, k)
+            if t is not None:
+                setattr(self, k, t.to(device))
+        return self
 
     def update(self, x: torch.Tensor) -> None:
-        x = x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64)
+        """Merge a batch [B, ...] (Chan et al. 1979): with δ = x̄_B − x̄ and w = n·B/(n + B),
+        M2 ← M2 + Σ_B(x − x̄_B)(x − x̄_B)ᵀ + w·δδᵀ and x̄ ← x̄ + δ·B/(n + B)."""
+        x = x.detach().reshape(x.shape[0], -1).to(self.device, torch.float64)
         b = x.shape[0]
+        if b == 0:
+            return
         mb = x.mean(0)
         dev = x - mb
         n_new = self.n + b
         delta = mb - self.mean
         w = self.n * b / n_new
-        self.m2_diag += (dev**2).sum(0) + delta**2 * w
+        self.m2_diag += (dev * dev).sum(0) + delta * delta * w
         if self.m2 is not None:
             self.m2 += dev.T @ dev + torch.outer(delta, delta) * w
         if self.sketch is not None:
-            # Rows whose Gram matrix is the batch's scatter plus the between-means term.
-            rows = torch.cat([dev, (delta * math.sqrt(w))[None]], 0)
-            self._fd(rows)
+            # Rows whose Gram matrix is this batch's scatter plus the between-means term.
+            self._fd(torch.cat([dev, (delta * math.sqrt(w))[None]], 0) if w > 0 else dev)
         self.mean += delta * (b / n_new)
         self.n = n_new
 
     def _fd(self, rows: torch.Tensor) -> None:
+        """One frequent-directions step: B ← shrink_ℓ([B; rows]). The eigenpairs of the small
+        Gram matrix GGᵀ give G's singular values and right vectors (10× faster than an SVD of
+        the (ℓ + b)×D matrix here); the kept rows are √(λ_j − λ_{ℓ+1})·v_j, largest first."""
         assert self.sketch is not None
-        b = torch.cat([self.sketch, rows], 0)
-        if b.shape[0] <= 2 * self.rank:
-            self.sketch = b
-            return
-        _, s, vh = torch.linalg.svd(b, full_matrices=False)
-        shrink = s[self.rank] ** 2 if s.numel() > self.rank else 0.0
-        s2 = (s[: self.rank] ** 2 - shrink).clamp(min=0)
-        self.sketch = s2.sqrt()[:, None] * vh[: self.rank]
+        g = torch.cat([self.sketch, rows], 0)
+        lam, vec = torch.linalg.eigh(g @ g.T)  # ascending
+        lam, vec = lam.flip(0), vec.flip(1)
+        ell = self.sketch_rows
+        shrink = lam[ell] if lam.numel() > ell else lam.new_zeros(())
+        # Directions with (numerically) nothing left are dropped: their v_j = Gᵀu_j/√λ_j is noise.
+        keep = min(ell, int((lam > shrink + 1e-12 * lam[0].clamp(min=1e-300)).sum()))
+        lam, vec = lam[:keep], vec[:, :keep]
+        v = (vec.T @ g) / lam.sqrt()[:, None]  # right singular vectors of g
+        self.sketch = (lam - shrink).sqrt()[:, None] * v
 
     def covariance(self) -> torch.Tensor:
-        """The unbiased covariance (full form only)."""
+        """cov(X_0, …, X_{n−1}) with Eq. 2.6's normaliser read as Haario's 1/(n − 1) (full form)."""
         assert self.m2 is not None
         return self.m2 / max(self.n - 1, 1)
 
     def variances(self) -> torch.Tensor:
         return self.m2_diag / max(self.n - 1, 1)
 
-    def lowrank(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(U [D,k] orthonormal, S [k]) with U diag(S) Uᵀ ≈ the covariance's top-k part."""
+    def lowrank_factor(self) -> torch.Tensor:
+        """W [D, ≤k] with WWᵀ the sketch's top-k part of the covariance (lowrank form)."""
         assert self.sketch is not None
-        if self.sketch.shape[0] == 0:
-            return torch.zeros(self.dim, 0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-        _, s, vh = torch.linalg.svd(self.sketch, full_matrices=False)
-        k = min(self.rank, s.numel())
-        return vh[:k].T, s[:k] ** 2 / max(self.n - 1, 1)
+        return self.sketch[: self.rank].T / math.sqrt(max(self.n - 1, 1))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "mean": self.mean.clone(), "m2_diag": self.m2_diag.clone(),
-                "m2": None if self.m2 is None else self.m2.clone(),
-                "sketch": None if self.sketch is None else self.sketch.clone()}  # fmt: skip
+        c = lambda t: None if t is None else t.detach().to("cpu").clone()  # noqa: E731
+        return {"n": self.n, "mean": c(self.mean), "m2_diag": c(self.m2_diag), "m2": c(self.m2),
+                "sketch": c(self.sketch)}  # fmt: skip
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
+        f = lambda t: None if t is None else t.to(self.device, torch.float64).clone()  # noqa: E731
         self.n = int(s["n"])
-        self.mean = s["mean"].clone().to(torch.float64)
-        self.m2_diag = s["m2_diag"].clone().to(torch.float64)
-        self.m2 = None if s["m2"] is None else s["m2"].clone().to(torch.float64)
-        self.sketch = None if s["sketch"] is None else s["sketch"].clone().to(torch.float64)
+        self.mean, self.m2_diag, self.m2, self.sketch = (
+            f(s["mean"]),
+            f(s["m2_diag"]),
+            f(s["m2"]),
+            f(s["sketch"]),
+        )
 
 
+# ----------------------------------------------------------------------------- a fixed Ĉ
 class Covariance:
-    """A fixed SPD matrix Ĉ in one of three forms, with Ĉ^{1/2}z, Ĉv, Ĉ⁻¹v and vᵀĈv."""
+    """A fixed SPD matrix Ĉ = MMᵀ with batch-major operations on [B, D] rows.
 
-    def __init__(self, form: str, diag: torch.Tensor, chol: torch.Tensor | None = None,
-                 u: torch.Tensor | None = None, s: torch.Tensor | None = None) -> None:  # fmt: skip
-        self.form, self.diag, self.chol, self.u, self.s = form, diag, chol, u, s
+    ``diagonal``: Ĉ = diag(d), M = diag(√d). ``full``: Ĉ = c, M = L (Cholesky).
+    ``lowrank``: Ĉ = D^{1/2}(I + PΛPᵀ)D^{1/2} with D = diag(d), P [D, k] orthonormal, Λ ≥ 0,
+    and M = D^{1/2}(I + PΛPᵀ)^{1/2}, whose powers are I + P·f(Λ)·Pᵀ: O(Dk) per vector, no
+    inverse of Λ (a zero Λ is fine).
+    """
+
+    def __init__(self, form: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.form, self.t = form, tensors
 
     @staticmethod
-    def identity(dim: int) -> Covariance:
-        return Covariance("diagonal", torch.ones(dim))
+    def identity(dim: int, device: Any = "cpu") -> Covariance:
+        return Covariance("diagonal", {"d": torch.ones(dim, device=device)})
+
+    @staticmethod
+    def diagonal(d: torch.Tensor) -> Covariance:
+        return Covariance("diagonal", {"d": d.to(torch.float32)})
+
+    @staticmethod
+    def full(c: torch.Tensor) -> Covariance:
+        """From a float64 SPD matrix; factorised in float64."""
+        c = (c + c.T) / 2
+        try:
+            chol = torch.linalg.cholesky(c)
+        except RuntimeError as e:  # torch.linalg.LinAlgError
+            raise ReproError(
+                f"noise adaptive: Ĉ is not positive definite ({e}); raise eps or jitter"
+            ) from None
+        return Covariance("full", {"c": c.to(torch.float32), "chol": chol.to(torch.float32)})
+
+    @staticmethod
+    def lowrank(d: torch.Tensor, w: torch.Tensor) -> Covariance:
+        """Ĉ = diag(d) + WWᵀ (float64 inputs, d > 0, W [D, k])."""
+        sd = d.sqrt()
+        if w.shape[1] == 0:
+            p, lam = w.new_zeros(d.shape[0], 0), w.new_zeros(0)
+        else:
+            p, s, _ = torch.linalg.svd(w / sd[:, None], full_matrices=False)  # D^{-1/2}W = P S Vᵀ
+            lam = s * s
+        return Covariance("lowrank", {"d": d.float(), "p": p.float(), "lam": lam.float()})
 
     def to(self, device: Any) -> Covariance:
-        f = lambda t: None if t is None else t.to(device, torch.float32)  # noqa: E731
-        return Covariance(self.form, f(self.diag), f(self.chol), f(self.u), f(self.s))  # type: ignore[arg-type]
+        return Covariance(self.form, {k: v.to(device) for k, v in self.t.items()})
 
-    def sqrt_mul(self, z: torch.Tensor, z2: torch.Tensor | None = None) -> torch.Tensor:
-        """A draw with covariance Ĉ from standard normal z [B, D] (z2 [B, k] for lowrank)."""
-        if self.form == "full":
-            return z @ self.chol.T  # type: ignore[union-attr]
-        out = z * self.diag.sqrt()
-        if self.form == "lowrank" and self.u is not None and self.u.shape[1]:
-            assert z2 is not None
-            out = out + (z2 * self.s.sqrt()) @ self.u.T  # type: ignore[union-attr]
-        return out
+    def state_dict(self) -> dict[str, Any]:
+        return {"form": self.form, **{k: v.detach().to("cpu").clone() for k, v in self.t.items()}}
+
+    @staticmethod
+    def from_state(s: dict[str, Any], device: Any) -> Covariance:
+        return Covariance(s["form"], {k: v.to(device, torch.float32) for k, v in s.items() if k != "form"})
+
+    # ---- lowrank helper: v ↦ (I + P·f(Λ)·Pᵀ)v
+    def _mid(self, v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        p = self.t["p"]
+        return v if p.shape[1] == 0 else v + ((v @ p) * f) @ p.T
 
     def mul(self, v: torch.Tensor) -> torch.Tensor:
+        """Ĉ v."""
         if self.form == "full":
-            return v @ (self.chol @ self.chol.T)  # type: ignore[union-attr]
-        out = v * self.diag
-        if self.form == "lowrank" and self.u is not None and self.u.shape[1]:
-            out = out + ((v @ self.u) * self.s) @ self.u.T
-        return out
+            return v @ self.t["c"]
+        d = self.t["d"]
+        if self.form == "diagonal":
+            return v * d
+        sd = d.sqrt()
+        return sd * self._mid(sd * v, self.t["lam"])
+
+    def sqrt_mul(self, z: torch.Tensor) -> torch.Tensor:
+        """M z: standard normal z gives a draw with covariance Ĉ."""
+        if self.form == "full":
+            return z @ self.t["chol"].T
+        sd = self.t["d"].sqrt()
+        if self.form == "diagonal":
+            return z * sd
+        lam = self.t["lam"]
+        return sd * self._mid(z, (1 + lam).sqrt() - 1)
+
+    def sqrt_t_mul(self, v: torch.Tensor) -> torch.Tensor:
+        """Mᵀ v ("whitening" by Ĉ^{1/2}: ‖Mᵀv‖² = vᵀĈv)."""
+        if self.form == "full":
+            return v @ self.t["chol"]
+        sd = self.t["d"].sqrt()
+        if self.form == "diagonal":
+            return v * sd
+        return self._mid(sd * v, (1 + self.t["lam"]).sqrt() - 1)
+
+    def inv_sqrt_t_mul(self, z: torch.Tensor) -> torch.Tensor:
+        """M^{−T} z, so that Ĉ⁻¹(Mz) = M^{−T}z without forming Ĉ⁻¹."""
+        if self.form == "full":
+            return torch.linalg.solve_triangular(self.t["chol"], z, upper=False, left=False)  # y L = z
+        sd = self.t["d"].sqrt()
+        if self.form == "diagonal":
+            return z / sd
+        return self._mid(z, (1 + self.t["lam"]).rsqrt() - 1) / sd
 
     def solve(self, v: torch.Tensor) -> torch.Tensor:
+        """Ĉ⁻¹ v."""
         if self.form == "full":
-            return torch.cholesky_solve(v.T, self.chol).T  # type: ignore[arg-type]
-        out = v / self.diag
-        if self.form == "lowrank" and self.u is not None and self.u.shape[1]:
-            # Woodbury: (D + USUᵀ)⁻¹ = D⁻¹ − D⁻¹U(S⁻¹ + UᵀD⁻¹U)⁻¹UᵀD⁻¹
-            du = self.u / self.diag[:, None]
-            inner = torch.diag(1 / self.s.clamp(min=1e-12)) + self.u.T @ du  # type: ignore[union-attr]
-            out = out - (torch.linalg.solve(inner, (v @ du).T)).T @ du.T
-        return out
+            return torch.cholesky_solve(v.T, self.t["chol"]).T
+        d = self.t["d"]
+        if self.form == "diagonal":
+            return v / d
+        sd = d.sqrt()
+        lam = self.t["lam"]
+        return self._mid(v / sd, -lam / (1 + lam)) / sd
 
-    def extra_dim(self) -> int:
-        return 0 if self.u is None else int(self.u.shape[1])
+    def dense(self) -> torch.Tensor:
+        """Ĉ as a D×D matrix (for tests and small D)."""
+        d = next(iter(self.t.values())).shape[0]
+        return self.mul(torch.eye(d, device=next(iter(self.t.values())).device))
+
+
+# ----------------------------------------------------------------------------- the noise
+@attrs.frozen
+class AdaptiveConfig:
+    form: str = "diagonal"
+    rank: int = 16
+    s_d: float = 0.0  # 0: Haario's 2.4²/d
+    eps: float = 1e-5
+    c0: str = "identity"
+    normalize: str = "trace"
+    estimate_on: str = "data"
+    jitter: float = 1e-6
+    warmup: int = 0
 
 
 class AdaptiveNoise(NoiseSchedule):
-    """Noise levels Σ_i = σ_i²·Ĉ with Ĉ estimated from the training batches seen so far."""
+    """Noise levels Σ_i = σ_i²·Ĉ_t with Ĉ_t estimated from the training batches before batch t.
 
-    def __init__(self, sigmas: torch.Tensor, dim: int, p: dict[str, Any]) -> None:
+    The trainer calls ``update(x)`` with every clean batch before perturbing it: Ĉ_t is built
+    from batches 0 … t−1 (Eq. 2.5) and then batch t joins the estimate. ``cov`` is the Ĉ the
+    current batch is perturbed with; after training it is the one the last batch used, and it
+    is what the preconditioned sampler uses.
+    """
+
+    def __init__(
+        self, sigmas: torch.Tensor, dim: int, config: AdaptiveConfig, c0: Covariance | None = None
+    ) -> None:
         super().__init__(sigmas)
-        self.dim, self.p = dim, p
-        self.s_d = p["s_d"] or 2.4**2 / dim
-        self.stats = RunningCovariance(dim, p["form"], p["rank"])
-        self.batches = 0
-        self.cov = Covariance.identity(dim)
+        self.dim, self.cfg = dim, config
+        self.s_d = config.s_d or 2.4**2 / dim  # Haario's s_d = 2.4²/d (Eq. 2.5)
         self.device: Any = "cpu"
+        self.stats = RunningCovariance(dim, config.form, config.rank)
+        self.c0 = c0 if c0 is not None else Covariance.identity(dim)
+        self.cov = self.c0
+        self.batches = 0  # t: clean batches seen
+        self.residual_batches = 0
+        self._gen: torch.Generator | None = None  # estimate_on = perturbed: its own, checkpointed stream
 
     def to(self, device: Any) -> AdaptiveNoise:
         super().to(device)
         self.device = device
-        self.cov = self.cov.to(device)
+        self.stats.to(device)
+        self.c0, self.cov = self.c0.to(device), self.cov.to(device)
         return self
 
     # ---- Eq. 2.5
+    def _normalised(self, total: torch.Tensor) -> torch.Tensor:
+        """The divisor making Ĉ's mean eigenvalue trace(Ĉ)/D equal 1 (normalize = trace)."""
+        return total / self.dim if self.cfg.normalize == "trace" else torch.ones_like(total)
+
+    def estimate(self) -> Covariance:
+        """Ĉ = s_d·cov(points so far) + s_d·ε·I, normalised, plus jitter on the diagonal."""
+        c, st, sd = self.cfg, self.stats, self.s_d
+        if c.form == "full":
+            m = sd * st.covariance() + sd * c.eps * torch.eye(self.dim, dtype=torch.float64, device=st.device)
+            m = m / self._normalised(torch.trace(m))
+            return Covariance.full(m + c.jitter * torch.eye(self.dim, dtype=torch.float64, device=st.device))
+        var = st.variances()
+        if c.form == "diagonal":
+            d = sd * var + sd * c.eps
+            return Covariance.diagonal(d / self._normalised(d.sum()) + c.jitter)
+        w = st.lowrank_factor()
+        # The diagonal part is what the rank-k part leaves of the exact variances, so diag(Ĉ) is exact.
+        d = sd * (var - (w * w).sum(1)).clamp(min=0) + sd * c.eps
+        w = math.sqrt(sd) * w
+        scale = self._normalised(d.sum() + (w * w).sum())
+        return Covariance.lowrank(d / scale + c.jitter, w / scale.sqrt())
+
     def _refresh(self) -> None:
-        p, st = self.p, self.stats
-        if self.batches <= p["warmup"] or st.n < 2:
-            self.cov = Covariance.identity(self.dim).to(self.device)
-            return
-        eps = p["eps"]
-        if p["form"] == "full":
-            c = self.s_d * st.covariance() + self.s_d * eps * torch.eye(self.dim, dtype=torch.float64)
-            scale = float(torch.trace(c)) / self.dim if p["normalize"] == "trace" else 1.0
-            c = c / scale + p["jitter"] * torch.eye(self.dim, dtype=torch.float64)
-            cov = Covariance("full", torch.diagonal(c).clone(), chol=torch.linalg.cholesky(c))
-        elif p["form"] == "diagonal":
-            d = self.s_d * st.variances() + self.s_d * eps
-            scale = float(d.mean()) if p["normalize"] == "trace" else 1.0
-            cov = Covariance("diagonal", d / scale + p["jitter"])
+        # Ĉ_t = C_0 for t ≤ warmup (Eq. 2.5's t = 0 case, extended) and while cov(·) is undefined.
+        if self.batches <= self.cfg.warmup or self.stats.n < 2:
+            self.cov = self.c0
         else:
-            u, s = st.lowrank()
-            var = st.variances()
-            # Diagonal part: what the top-k subspace does not explain, so diag(Ĉ) matches exactly.
-            resid = (var - (u**2 * s).sum(1)).clamp(min=0)
-            d = self.s_d * resid + self.s_d * eps
-            s = self.s_d * s
-            scale = float((d.sum() + s.sum()) / self.dim) if p["normalize"] == "trace" else 1.0
-            cov = Covariance("lowrank", d / scale + p["jitter"], u=u, s=s / scale)
-        self.cov = cov.to(self.device)
+            self.cov = self.estimate().to(self.device)
 
     def update(self, x: torch.Tensor) -> None:
-        # Ĉ_t for this batch uses X_0..X_{t−1} (Eq. 2.5), then this batch joins the estimate.
+        """Called with clean batch t before it is perturbed: Ĉ_t from batches 0 … t−1, then
+        batch t (clean or perturbed with Ĉ_t, per ``estimate_on``) joins the estimate."""
+        on = self.cfg.estimate_on
+        if on == "residual" and self.batches >= 1 and self.residual_batches == 0:
+            raise ReproError(
+                "noise adaptive: estimate_on = residual needs the model's residuals, which loss ansn_dsm "
+                "reports (update_residual); use loss ansn_dsm, or estimate_on = data"
+            )
         self._refresh()
-        if self.p["estimate_on"] == "perturbed":
-            idx = torch.randint(0, self.num_levels, (x.shape[0],), device=x.device)
-            x = self.perturb(x, idx)[0]
-        self.stats.update(x)
+        if on == "data":
+            self.stats.update(x)
+        elif on == "perturbed":
+            if self._gen is None:
+                self._gen = torch.Generator(device=x.device).manual_seed(0x5EED)
+            idx = torch.randint(0, self.num_levels, (x.shape[0],), device=x.device, generator=self._gen)
+            self.stats.update(x + self.sample_noise(x, idx, self._gen))
         self.batches += 1
 
+    def update_residual(self, r: torch.Tensor, idx: torch.Tensor | None = None) -> None:
+        """Optional hook (loss ansn_dsm calls it after perturbing batch t): with
+        estimate_on = residual, the score residuals r = s − target join the estimate, scaled to
+        σ_i·r when ``idx`` is given (NCSN's level-free scale). A no-op otherwise."""
+        if self.cfg.estimate_on != "residual":
+            return
+        r = r.detach().reshape(r.shape[0], -1)
+        if idx is not None:
+            r = r * self.scale(idx).to(r.dtype)[:, None]
+        self.stats.update(r)
+        self.residual_batches += 1
+
     # ---- the NoiseSchedule interface
-    def draw_preconditioned(
-        self, shape: torch.Size, device: Any, gen: torch.Generator | None
+    def sample_noise(
+        self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Ĉ^{1/2}z for fresh standard normal z, as [B, D] (lowrank draws D + k normals)."""
-        z = torch.randn((shape[0], self.dim), generator=gen, device=device)
-        z2 = torch.randn((shape[0], self.cov.extra_dim()), generator=gen, device=device)
-        return self.cov.sqrt_mul(z, z2)
+        """Σ_i^{1/2} z = σ_i·M z, shaped like x (D standard normals per sample, as isotropic noise)."""
+        z = torch.randn((x.shape[0], self.dim), generator=generator, device=x.device, dtype=x.dtype)
+        return (self.scale(idx)[:, None] * self.cov.sqrt_mul(z)).view_as(x)
 
     def perturb(
         self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̃ = x + σ_i M z and the DSM target ∇_x̃ log N(x̃; x, Σ_i) = −Σ_i⁻¹(x̃ − x) = −M^{−T}z/σ_i
+        (§3.1), computed from z without forming Σ_i⁻¹."""
+        z = torch.randn((x.shape[0], self.dim), generator=generator, device=x.device, dtype=x.dtype)
         sig = self.scale(idx)[:, None]
-        noise = sig * self.draw_preconditioned(x.shape, x.device, generator)  # Σ_i^{1/2} z
-        target = -self.cov.solve(noise) / sig**2  # −Σ_i⁻¹(x̃ − x)
+        noise = sig * self.cov.sqrt_mul(z)
+        target = -self.cov.inv_sqrt_t_mul(z) / sig
         return x + noise.view_as(x), target.view_as(x)
 
     def quad(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """vᵀΣ_i v per sample."""
-        vf = v.reshape(v.shape[0], -1)
-        return self.scale(idx) ** 2 * (vf * self.cov.mul(vf)).sum(1)
+        w = self.cov.sqrt_t_mul(v.reshape(v.shape[0], -1))
+        return self.scale(idx) ** 2 * (w * w).sum(1)
+
+    def whiten(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Σ_i^{T/2} v = σ_i·Mᵀv (so ‖whiten(v)‖² = vᵀΣ_i v), shaped like v."""
+        return (self.scale(idx)[:, None] * self.cov.sqrt_t_mul(v.reshape(v.shape[0], -1))).view_as(v)
 
     def precondition(self, v: torch.Tensor, i: int) -> torch.Tensor:
+        """Ĉ v (the same Ĉ for every level)."""
         return self.cov.mul(v.reshape(v.shape[0], -1)).view_as(v)
 
+    def precondition_sqrt(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        """Ĉ^{1/2} z (= M z, so a standard normal z gives covariance Ĉ)."""
+        return self.cov.sqrt_mul(z.reshape(z.shape[0], -1)).view_as(z)
+
+    def draw_preconditioned(
+        self, shape: torch.Size | tuple[int, ...], device: Any, gen: torch.Generator | None
+    ) -> torch.Tensor:
+        """Ĉ^{1/2}z for fresh standard normal z, shaped ``shape``."""
+        z = torch.randn(tuple(shape), generator=gen, device=device)
+        return self.precondition_sqrt(z, 0)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats.state_dict(), "batches": self.batches}
+        return {
+            "stats": self.stats.state_dict(),
+            "batches": self.batches,
+            "residual_batches": self.residual_batches,
+            "cov": self.cov.state_dict(),  # the Ĉ the last batch used (not recomputable from stats)
+            "c0": self.c0.state_dict(),
+            "gen": None if self._gen is None else self._gen.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
         self.stats.load_state_dict(state["stats"])
         self.batches = int(state["batches"])
-        self._refresh()  # the covariance the model was last trained against
+        self.residual_batches = int(state.get("residual_batches", 0))
+        if "c0" in state:
+            self.c0 = Covariance.from_state(state["c0"], self.device)
+        if "cov" in state:
+            self.cov = Covariance.from_state(state["cov"], self.device)
+        else:  # an older checkpoint: the estimate from every batch seen
+            self.cov = self.c0 if self.stats.n < 2 else self.estimate().to(self.device)
+        if state.get("gen") is not None:
+            self._gen = torch.Generator(device=self.device)
+            self._gen.set_state(state["gen"].to("cpu"))
+
+
+def data_diagonal(data: Any, dim: int, s_d: float, eps: float, normalize: str, jitter: float) -> Covariance:
+    """C_0 = s_d·(diag(var of the training set) + ε·I), normalised as Ĉ: Eq. 2.5's form with the
+    whole training set's per-coordinate variances (no augmentation), read in chunks."""
+    st = RunningCovariance(dim, "diagonal")
+    raw = data.train
+    for k in range(0, int(raw.shape[0]), 4096):
+        chunk = raw[k : k + 4096]
+        st.update(chunk.double() / 255.0 if chunk.dtype == torch.uint8 else chunk.double())
+    d = s_d * st.variances() + s_d * eps
+    if normalize == "trace":
+        d = d / d.mean()
+    return Covariance.diagonal(d + jitter)
+
+
+_FORMS = ("diagonal", "full", "lowrank")
 
 
 @register(
@@ -237,62 +449,90 @@ class AdaptiveNoise(NoiseSchedule):
     params=[
         Param("sigma_max", Float(min=0.0, exclusive_min=True), 1.0, "largest noise scale σ₁"),
         Param("sigma_min", Float(min=0.0, exclusive_min=True), 0.01, "smallest noise scale σ_L"),
-        Param("levels", Int(min=1), 10, "number of levels L (geometric)"),
+        Param("levels", Int(min=1), 10, "number of levels L (geometric ladder)"),
         Param(
             "form",
-            Choice(("diagonal", "full", "lowrank")),
+            Choice(_FORMS),
             "diagonal",
-            "form of Ĉ (full: D×D; lowrank: rank + diagonal)",
+            f"form of Ĉ: diagonal, full (D×D, D ≤ {FULL_MAX_DIM}) or lowrank (rank + diagonal)",
         ),
-        Param("rank", Int(min=1), 16, "rank of the lowrank form"),
-        Param("s_d", Float(min=0.0), 0.0, "Haario's scaling s_d (0 = 2.4²/d)"),
-        Param("eps", Float(min=0.0), 1e-5, "ε of Eq. 2.5 (s_d·ε·I keeps Ĉ positive definite)"),
+        Param("rank", Int(min=1), 16, "k of the lowrank form (frequent-directions sketch of 2k rows)"),
+        Param("s_d", Float(min=0.0), 0.0, "Haario's scaling s_d of Eq. 2.5 (0 = 2.4²/d)"),
+        Param("eps", Float(min=0.0), 1e-5, "ε of Eq. 2.5: s_d·ε·I keeps Ĉ positive definite"),
+        Param(
+            "c0",
+            Choice(("identity", "data_diag")),
+            "identity",
+            "C₀ of Eq. 2.5: I, or the training set's per-coordinate variances (s_d(var + ε))",
+        ),
         Param(
             "normalize",
             Choice(("trace", "none")),
             "trace",
-            "rescale Ĉ to mean eigenvalue 1 (σ keeps its meaning)",
+            "trace: rescale Ĉ to mean eigenvalue 1 (σ keeps NCSN's meaning); none: s_d·cov as is",
         ),
         Param(
             "estimate_on",
-            Choice(("data", "perturbed")),
+            Choice(("data", "perturbed", "residual")),
             "data",
-            "what 'previously seen data' is: clean or perturbed batches",
+            "what 'previously seen data' is: clean batches, perturbed batches, or σ·(s − target) "
+            "residuals (needs loss ansn_dsm)",
         ),
-        Param("jitter", Float(min=0.0), 1e-6, "added to the diagonal before factorising"),
-        Param("warmup", Int(min=0), 0, "batches that use C₀ = I before Ĉ takes over"),
+        Param("jitter", Float(min=0.0), 1e-6, "added to Ĉ's diagonal after normalising"),
+        Param("warmup", Int(min=0), 0, "batches t ≤ warmup use C₀ (Eq. 2.5 uses it at t = 0 only)"),
     ],
     doc="ANSN's adaptive-covariance noise Σ_i = σ_i²·Ĉ, Ĉ from a running covariance (Eq. 2.5-2.8)",
 )
-def adaptive(data: Any = None, **p: Any) -> AdaptiveNoise:
-    if p["levels"] > 1 and p["sigma_max"] <= p["sigma_min"]:
-        raise ReproError(
-            f"noise adaptive: sigma_max ({p['sigma_max']:g}) must exceed sigma_min ({p['sigma_min']:g})"
-        )
+def adaptive(
+    sigma_max: float,
+    sigma_min: float,
+    levels: int,
+    form: str,
+    rank: int,
+    s_d: float,
+    eps: float,
+    c0: str,
+    normalize: str,
+    estimate_on: str,
+    jitter: float,
+    warmup: int,
+    data: Any = None,
+) -> AdaptiveNoise:
+    if levels > 1 and sigma_max <= sigma_min:
+        raise ReproError(f"noise adaptive: sigma_max ({sigma_max:g}) must exceed sigma_min ({sigma_min:g})")
     if data is None:
         raise ReproError("noise adaptive needs the data (its dimension)")
     dim = math.prod(data.shape)
-    if p["form"] == "full" and dim > 4096:
+    if form == "full" and dim > FULL_MAX_DIM:
         raise ReproError(
-            f"noise adaptive: form = full needs a {dim}×{dim} matrix; use form = lowrank for D = {dim}"
+            f"noise adaptive: form = full needs a {dim}×{dim} matrix factorised every batch; "
+            f"use form = lowrank (or diagonal) for D = {dim}"
         )
-    sig = torch.tensor(ladder("geometric", p["sigma_max"], p["sigma_min"], p["levels"]))
-    return AdaptiveNoise(sig, dim, p)
+    cfg = AdaptiveConfig(form, rank, s_d, eps, c0, normalize, estimate_on, jitter, warmup)
+    noise = AdaptiveNoise(geometric_ladder(sigma_max, sigma_min, levels), dim, cfg)
+    if c0 == "data_diag":
+        noise.c0 = noise.cov = data_diagonal(data, dim, noise.s_d, eps, normalize, jitter)
+    return noise
 
 
-# ----------------------------------------------------------------------------- loss and sampler
+# ----------------------------------------------------------------------------- the loss
 class ANSNDSM(DSM):
-    """DSM with a covariance target; weighting `whitened` is ½(s − t)ᵀΣ(s − t) (our reading of
-    Eq. 3.1; σ²‖s − t‖²/2 for isotropic noise, i.e. NCSN's λ = σ²), `sigma2` is ½σ²‖s − t‖²."""
+    """DSM with a covariance noise (§3.1). ``whitened``: ½(s − t)ᵀΣ_i(s − t) = ½‖Mᵀ(σ_i s) + z‖²,
+    our reading of Eq. 3.1 (½σ²‖s − t‖², NCSN's λ = σ², for isotropic noise); ``sigma2``:
+    ½σ_i²‖s − t‖² whatever Ĉ is. Reports the residuals to the noise (update_residual)."""
 
     def __init__(self, weighting: str) -> None:
         super().__init__(SIGMA_SQUARED)
         self.weighting = weighting
 
     def per_sample(self, r: torch.Tensor, idx: torch.Tensor, noise: NoiseSchedule) -> torch.Tensor:
-        if self.weighting == "whitened" and hasattr(noise, "quad"):
-            return 0.5 * noise.quad(r, idx)
-        return super().per_sample(r, idx, noise)
+        report = getattr(noise, "update_residual", None)
+        if report is not None:  # estimate_on = residual: batch t's residuals join Ĉ_{t+1}
+            report(r, idx)
+        quad = getattr(noise, "quad", None)
+        if self.weighting == "whitened" and quad is not None:
+            return 0.5 * quad(r, idx)
+        return super().per_sample(r, idx, noise)  # isotropic noise: Σ = σ²I, the same value
 
 
 @register(
@@ -303,7 +543,7 @@ class ANSNDSM(DSM):
             "weighting",
             Choice(("whitened", "sigma2")),
             "whitened",
-            "Eq. 3.1 read as ½(s−t)ᵀΣ(s−t), or λ = σ²",
+            "whitened: Eq. 3.1 read as ½(s − t)ᵀΣ(s − t); sigma2: NCSN's λ = σ², ½σ²‖s − t‖²",
         )
     ],
     doc="ANSN's DSM (Eq. 3.1) with a covariance noise; equals dsm for isotropic noise",
@@ -312,32 +552,51 @@ def ansn_dsm(weighting: str) -> ANSNDSM:
     return ANSNDSM(weighting)
 
 
+# ----------------------------------------------------------------------------- the sampler
 class PreconditionedLangevin:
-    """x ← x + α_i/2·Ĉ·s + √α_i·Ĉ^{1/2}·z, α_i = ε σ_i²/σ_L²: a valid Langevin chain for any
-    fixed SPD Ĉ (its stationary law is still the target). score_scaling = divide_sigma uses
-    the paper's Alg. 1 as written, α_i/(2σ_i)·s."""
+    """Annealed Langevin preconditioned by a fixed SPD Ĉ (the final Ĉ of training):
+    α_i = ε σ_i²/σ_L²;  x ← x + α_i/2·k_i·Ĉ s(x, σ_i) + √α_i·Ĉ^{1/2} z,  T steps per level.
 
-    def __init__(self, steps_per_level: int, step_size: float, score_scaling: str) -> None:
-        self.T, self.eps, self.scaling = steps_per_level, step_size, score_scaling
+    With k_i = 1 (``score_scaling = none``) every level is a Langevin chain whose stationary law
+    is the perturbed density for any fixed SPD Ĉ (Ĉ = I is NCSN's Alg. 1). ``divide_sigma``
+    uses k_i = 1/σ_i, ANSN's Alg. 1 line 6 as printed (α_i/(2σ_i)); see docs/ansn.md. With an
+    isotropic noise (no ``precondition_sqrt``) Ĉ = I.
+    """
+
+    def __init__(self, steps_per_level: int, step_size: float, score_scaling: str, record_every: int) -> None:
+        self.T, self.eps, self.scaling, self.record_every = (
+            steps_per_level,
+            step_size,
+            score_scaling,
+            record_every,
+        )
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        sig = ctx.sigmas
-        sL2 = float(sig[-1]) ** 2
-        for i in range(ctx.noise.num_levels):
-            a = self.eps * float(sig[i]) ** 2 / sL2
-            k = 1.0 / float(sig[i]) if self.scaling == "divide_sigma" else 1.0
+        sig = [float(s) for s in ctx.sigmas.detach().cpu().tolist()]  # one transfer, none per step
+        name = ctx.stage_name or "preconditioned_langevin"
+        noise = ctx.noise
+        sqrt = getattr(noise, "precondition_sqrt", None)
+        t_all = 0
+        for i, sigma in enumerate(sig):
+            a = self.eps * sigma**2 / sig[-1] ** 2  # Alg. 1, line 3
+            k = 1.0 / sigma if self.scaling == "divide_sigma" else 1.0
             bad = torch.zeros((), dtype=torch.bool, device=x.device)
-            for _ in range(self.T):
+            for t in range(self.T):
                 s = ctx.score(x, i)
-                draw = getattr(ctx.noise, "draw_preconditioned", None)  # isotropic noise: Ĉ = I
-                z = (
-                    _randn(x, ctx.generator)
-                    if draw is None
-                    else draw(x.shape, x.device, ctx.generator).view_as(x)
+                z = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
+                if sqrt is not None:
+                    z = sqrt(z, i)
+                x = x + 0.5 * a * k * noise.precondition(s, i) + a**0.5 * z
+                bad |= ~torch.isfinite(x).all()  # no host sync per step
+                t_all += 1
+                if self.record_every and ctx.record and t_all % self.record_every == 0:
+                    suffix = "" if t + 1 == self.T else f".step{t + 1}"
+                    ctx.record(f"{name}:level{i + 1}{suffix}", x)
+            if bool(bad):  # one host sync per level
+                raise SamplerDiverged(
+                    f"{name} diverged at noise level {i + 1} (σ = {sigma:.4g}): non-finite values in the "
+                    f"samples. Lower step_size (or check the score model)."
                 )
-                x = x + 0.5 * a * k * ctx.noise.precondition(s, i) + a**0.5 * z
-                bad |= ~torch.isfinite(x).all()
-            _check_finite(bad, ctx.stage_name or "preconditioned_langevin", i, float(sig[i]))
         return x
 
     def nfe(self, num_levels: int) -> int:
@@ -348,18 +607,19 @@ class PreconditionedLangevin:
     "stage",
     "preconditioned_langevin",
     params=[
-        Param("steps_per_level", Int(min=1), 100, "T"),
+        Param("steps_per_level", Int(min=1), 100, "T, Langevin steps per noise level"),
         Param("step_size", Float(min=0.0, exclusive_min=True), 2e-5, "ε (α_i = ε σ_i²/σ_L²)"),
         Param(
             "score_scaling",
             Choice(("none", "divide_sigma")),
             "none",
-            "divide_sigma: ANSN Alg. 1 as printed, α/(2σ_i)·s",
+            "none: α_i/2·Ĉ s (NCSN); divide_sigma: α_i/(2σ_i)·Ĉ s, ANSN's Alg. 1 as printed",
         ),
+        Param("record_every", Int(min=0), 0, "record intermediate samples every this many steps (0 = off)"),
     ],
-    doc="annealed Langevin preconditioned by ANSN's Ĉ: x + α/2·Ĉ s + √α·Ĉ^{1/2} z",
+    doc="annealed Langevin preconditioned by ANSN's final Ĉ: x + α_i/2·Ĉ s + √α_i·Ĉ^{1/2} z",
 )
 def preconditioned_langevin(
-    steps_per_level: int, step_size: float, score_scaling: str
+    steps_per_level: int, step_size: float, score_scaling: str, record_every: int
 ) -> PreconditionedLangevin:
-    return PreconditionedLangevin(steps_per_level, step_size, score_scaling)
+    return PreconditionedLangevin(steps_per_level, step_size, score_scaling, record_every)

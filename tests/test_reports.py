@@ -91,7 +91,7 @@ def test_markdown(runs: Path) -> None:
     text = render(collect(runs), "md")
     assert "| complete" in text and "26 ± 0.707" in text and "+1" in text and "+4.0%" in text
     assert "within published uncertainty" in text
-    assert "running / incomplete" in text  # the partial run keeps its published rows
+    assert "incomplete (1 training)" in text  # the partial run keeps its published rows, with its state
     assert "inception_score" in text and "not run" not in text.split("## Sweeps")[0].split("complete")[1][:10]
     assert "### sw" in text and "20 *" in text  # lower FID is best
 

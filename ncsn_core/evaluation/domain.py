@@ -1,25 +1,40 @@
 """A domain feature extractor for small image datasets (digits, Fashion-MNIST, MNIST) where
 Inception features are meaningless or unavailable: a small CNN classifier trained on the
-dataset's labels, cached by its own hash. It gives "FID (domain)" (the Fréchet distance of
-its penultimate features) and a classifier-based Inception-style score, with their floor:
-the same metrics between the train and test splits."""
+dataset's own labels, cached on disk by its own hash (dataset identity, architecture,
+training settings).
+
+It is registered with torch-fidelity as the feature extractor ``repro-domain-classifier``
+and receives its weights file through ``feature_extractor_weights_path``, so "FID (domain)"
+and the Inception-style score ``exp(E KL(p(y|x) ‖ p(y)))`` are computed by torch-fidelity's
+own FID and IS code on its penultimate features and logits. The **floor** of each (the same
+metric between the train and test splits) is computed once with the classifier and stored
+in the protocol.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from ncsn_core.evaluation.fidelity import Uint8Images, cache_name, calculate, content_hash
 from ncsn_core.spec import digest
+from ncsn_core.values import Call
 
-ARCH = "cnn32-64-64/elu/v1"
+EXTRACTOR = "repro-domain-classifier"
+ARCH = "cnn32-64-64/elu/avgpool/v1"
+# Everything that changes the trained classifier goes into its hash.
+TRAINING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 128, "seed": 0, "input": "uint8/255"}
 
 
 class DomainClassifier(nn.Module):
+    """Three 3×3 convolutions (32, 64, 64 channels, two stride-2), ELU, global average pool:
+    64 features; a linear head gives the class logits. Any image size."""
+
     def __init__(self, channels: int, classes: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
@@ -39,46 +54,84 @@ class DomainClassifier(nn.Module):
         return f, self.head(f)
 
 
-def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
-    """‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^{1/2}) (Heusel et al.), with scipy's sqrtm."""
-    from scipy import linalg
+def _extractor_class() -> type:
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        off = np.eye(s1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    class DomainFeatureExtractor(FeatureExtractorBase):
+        """torch-fidelity's view of a trained :class:`DomainClassifier` (uint8 input)."""
+
+        def __init__(
+            self,
+            name: str,
+            features_list: list[str],
+            feature_extractor_weights_path: str | None = None,
+            **kw: Any,
+        ) -> None:
+            super().__init__(name, features_list)
+            if not feature_extractor_weights_path:
+                raise ValueError(f"{EXTRACTOR} needs feature_extractor_weights_path (the classifier file)")
+            st = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+            cfg = st["config"]
+            self.channels = int(cfg["channels"])
+            self.net = DomainClassifier(self.channels, int(cfg["classes"]))
+            self.net.load_state_dict(st["model"])
+            self.requires_grad_(False)
+            self.eval()
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            x = x[:, : self.channels].float() / 255.0  # 1-channel data arrives repeated to 3
+            f, logits = self.net(x)
+            feats = {"features": f.double(), "logits": logits.double()}
+            return tuple(feats[a] for a in self.features_list)
+
+        @staticmethod
+        def get_provided_features_list() -> tuple[str, ...]:
+            return ("features", "logits")
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric: str) -> str:
+            return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
+
+        @staticmethod
+        def can_be_compiled() -> bool:
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile() -> torch.Tensor:
+            return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+    return DomainFeatureExtractor
 
 
-def stats(f: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    a = f.double().numpy()
-    return a.mean(0), np.cov(a, rowvar=False)
+def register_with_torch_fidelity() -> None:
+    """Register :data:`EXTRACTOR` once per process."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(EXTRACTOR, _extractor_class())
 
 
-def inception_style_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) ‖ p(y))) over splits (Salimans et al.), mean and std."""
-    p = torch.softmax(logits.double(), 1)
-    scores = []
-    for part in torch.chunk(p, splits):
-        py = part.mean(0, keepdim=True)
-        kl = (part * (torch.log(part + 1e-12) - torch.log(py + 1e-12))).sum(1).mean()
-        scores.append(float(torch.exp(kl)))
-    return float(np.mean(scores)), float(np.std(scores))
+def default_epochs(n_train: int) -> int:
+    """About 30k examples seen, between 2 and 30 epochs (digits: 20, MNIST: 2)."""
+    return max(2, min(30, 30_000 // max(n_train, 1)))
 
 
-def _train(data: Any, epochs: int, seed: int) -> DomainClassifier:
+def classifier_key(data: Any, epochs: int) -> str:
+    return digest([data.identity, ARCH, TRAINING, epochs])
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int) -> DomainClassifier:
+    seed = int(TRAINING["seed"])
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x = data.as_float("train")
-    y = data.train_labels
-    model = DomainClassifier(x.shape[1], int(y.max()) + 1)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    torch.manual_seed(seed)  # initialisation
+    model = DomainClassifier(x.shape[1], classes)
+    opt = torch.optim.Adam(model.parameters(), lr=float(TRAINING["lr"]))
+    bs = int(TRAINING["batch_size"])
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=g)
-        for i in range(0, x.shape[0], 128):
-            b = perm[i : i + 128]
-            _, logits = model(x[b])
+        for i in range(0, x.shape[0], bs):
+            b = perm[i : i + bs]
+            _, logits = model(x[b].float() / 255.0)
             loss = nn.functional.cross_entropy(logits, y[b])
             opt.zero_grad()
             loss.backward()
@@ -87,70 +140,122 @@ def _train(data: Any, epochs: int, seed: int) -> DomainClassifier:
 
 
 @torch.no_grad()
-def _features(model: DomainClassifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    fs, ls = [], []
-    for i in range(0, x.shape[0], 1000):
-        f, lg = model(x[i : i + 1000].float().cpu())
-        fs.append(f)
-        ls.append(lg)
-    return torch.cat(fs), torch.cat(ls)
+def _logits(model: DomainClassifier, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model(x[i : i + 1000].float() / 255.0)[1] for i in range(0, x.shape[0], 1000)])
 
 
-def load_classifier(data: Any, cache_dir: Path, epochs: int = 0) -> tuple[DomainClassifier, dict[str, Any]]:
-    """The cached classifier for this dataset (trained once), with its test accuracy and floor."""
-    from ncsn_core.evaluation import EvaluationError
+def load_classifier(
+    data: Any, cache_dir: Path, epochs: int = 0, settings: dict[str, Any] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The classifier file for this dataset (trained once, then cached) and its info: hash,
+    SHA-256, architecture, training settings, test accuracy and the metrics' floors."""
+    from ncsn_core.evaluation import EvaluationError, check_fits, sha256_file
 
-    if getattr(data, "train_labels", None) is None or getattr(data, "kind", "") != "image":
-        raise EvaluationError(
-            f"the domain classifier needs labelled image data; {getattr(data, 'name', '?')} has no labels"
-        )
-    n = len(data)
-    epochs = epochs or max(2, min(30, 30_000 // max(n, 1)))
-    key = digest([data.identity, ARCH, epochs, 0])
+    check_fits(["fid_domain"], data)
+    if data.test is None or data.test_labels is None:
+        raise EvaluationError(f"the domain classifier needs a labelled test split; {data.name} has none")
+    register_with_torch_fidelity()
+    epochs = epochs or default_epochs(len(data))
+    key = classifier_key(data, epochs)
     path = cache_dir / f"domain-classifier-{key}.pt"
-    x = data.as_float("train")
-    model = DomainClassifier(x.shape[1], int(data.train_labels.max()) + 1)
-    if path.exists():
-        st = torch.load(path, weights_only=False)
-        model.load_state_dict(st["model"])
-        return model.eval(), st["info"]
-    model = _train(data, epochs, 0)
-    ftr, _ = _features(model, x)
-    fte, lte = _features(model, data.as_float("test"))
-    acc = float((lte.argmax(1) == data.test_labels).double().mean())
-    floor_fid = frechet_distance(*stats(ftr), *stats(fte))
-    floor_is, _ = inception_style_score(lte)
+    info_path = path.with_suffix(".json")
+    if path.exists() and info_path.exists():
+        return path, json.loads(info_path.read_text())
+    t0 = time.perf_counter()
+    y = data.train_labels.long()
+    classes = int(max(int(y.max()), int(data.test_labels.max()))) + 1
+    model = _train(data.train, y, classes, epochs)
+    acc = float((_logits(model, data.test).argmax(1) == data.test_labels).double().mean())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": {"channels": int(data.train.shape[1]), "classes": classes, "arch": ARCH},
+        },
+        tmp,
+    )
+    tmp.replace(path)
+    # The floor: the same metrics between the test and train splits (IS: of the test split).
+    floor = calculate(
+        Uint8Images(data.test),
+        Uint8Images(data.train),
+        feature_extractor=EXTRACTOR,
+        weights=path,
+        input1_cache_name=cache_name("domain", key, data.identity, "test"),
+        input2_cache_name=cache_name("domain", key, data.identity, "train"),
+        cache_root=cache_dir / "torch-fidelity",
+        settings=dict(settings or {}, cache=True),
+        device="cpu",
+        fid=True,
+        isc=True,
+        isc_splits=10,
+    )
     info = {
         "hash": key,
+        "sha256": sha256_file(path),
+        "file": str(path),
         "arch": ARCH,
-        "epochs": epochs,
-        "test_accuracy": acc,
-        "floor_fid_domain_train_vs_test": floor_fid,
-        "is_domain_test_split": floor_is,
+        "training": {**TRAINING, "epochs": epochs},
+        "classes": classes,
+        "train_size": int(data.train.shape[0]),
+        "test_size": int(data.test.shape[0]),
+        "test_accuracy": round(acc, 6),
+        "floor_fid_domain_test_vs_train": float(floor["frechet_inception_distance"]),
+        "is_domain_test_split": float(floor["inception_score_mean"]),
+        "seconds": round(time.perf_counter() - t0, 3),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "info": info}, tmp)
-    tmp.replace(path)
-    (cache_dir / f"domain-classifier-{key}.json").write_text(json.dumps(info, indent=2))
-    return model, info
+    tmp_info = info_path.with_name(info_path.name + ".tmp")
+    tmp_info.write_text(json.dumps(info, indent=2))
+    tmp_info.replace(info_path)
+    return path, info
 
 
 def compute(
-    name: str,
-    params: dict[str, Any],
+    calls: list[Call],
     samples: torch.Tensor,
     data: Any,
     settings: dict[str, Any],
+    run_key: str,
     cache_dir: Path,
-    device: Any,
+    device: torch.device | str,
     protocol: dict[str, Any],
 ) -> dict[str, float]:
-    model, info = load_classifier(data, cache_dir)
+    """``fid_domain`` and ``is_domain`` through torch-fidelity with the domain classifier."""
+    from ncsn_core.evaluation import EvaluationError
+
+    path, info = load_classifier(data, cache_dir, settings=settings)
+    names = {c.name: dict(c.params) for c in calls}
+    split = str(settings.get("reference", "train"))
+    ref = data.train if split == "train" else data.test
+    n = int(samples.shape[0])
+    splits = int(names.get("is_domain", {}).get("splits", 10))
+    if "is_domain" in names and n < splits:
+        raise EvaluationError(f"is_domain with {splits} splits needs at least that many samples")
+    ds = Uint8Images(samples)
+    flags: dict[str, Any] = {"fid": "fid_domain" in names, "isc": "is_domain" in names}
+    if flags["isc"]:
+        flags["isc_splits"] = splits
+    res = calculate(
+        ds,
+        Uint8Images(ref) if flags["fid"] else None,
+        feature_extractor=EXTRACTOR,
+        weights=path,
+        input1_cache_name=None,  # samples are never cached (see fidelity.py)
+        input2_cache_name=cache_name("domain", info["hash"], data.identity, split),
+        cache_root=cache_dir / "torch-fidelity",
+        settings=settings,
+        device="cpu",  # a few-layer CNN on small images: the CPU is fast enough and deterministic
+        **flags,
+    )
+    out: dict[str, float] = {}
+    if flags["fid"]:
+        out["fid_domain"] = float(res["frechet_inception_distance"])
+    if flags["isc"]:
+        out["is_domain"] = float(res["inception_score_mean"])
+        out["is_domain_std"] = float(res["inception_score_std"])
     protocol["domain_classifier"] = info
-    fs, ls = _features(model, samples.clamp(0, 1))
-    if name == "fid_domain":
-        split = settings.get("reference", "train")
-        fr, _ = _features(model, data.as_float(split))
-        return {"fid_domain": frechet_distance(*stats(fs), *stats(fr))}
-    m, s = inception_style_score(ls, int(params.get("splits", 10)))
-    return {"is_domain": m, "is_domain_std": s}
+    protocol.setdefault("samples_hash", content_hash(ds.x))
+    if flags["isc"]:
+        protocol["is_domain_splits"] = splits
+    return out

@@ -1,10 +1,27 @@
 """Inception-based metrics through torch-fidelity, guarding its pitfalls:
-only options it knows are passed (it ignores unknown ones silently), each feature extractor
-gets its weights file explicitly, cache names carry the run key and the weights hash (its
-cache keys ignore both), and images are fed as uint8 3-channel tensors."""
+
+- it silently ignores options it does not know: every option passed is checked against
+  ``torch_fidelity.defaults.DEFAULTS`` first (:func:`checked_kwargs`);
+- each feature extractor gets its weights file explicitly (``feature_extractor_weights_path``),
+  so nothing is downloaded behind our back and the file's hash can be recorded;
+- its feature caches are keyed by the names we give and the extractor's name only (not the
+  weights, not the sample count, not the content): the reference set's name carries the
+  dataset identity, the split, its size and the weights' hash. The samples' features are never
+  cached (``input1_cache_name = None``): the eval stage's metrics.json is their cache, the
+  evaluation hash (``run_key``) is the same for every seed, and 50k samples' Inception
+  features would take about 600 MB per evaluation;
+- images are fed as uint8 3-channel tensors (a Dataset wrapper; 1-channel data is repeated),
+  with no DataLoader worker processes (the tensors are in memory already);
+- ``cuda = True`` moves the extractor to the *current* CUDA device, so a run on ``cuda:1``
+  sets it for the call.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +29,23 @@ import torch
 
 from ncsn_core.values import Call
 
+FEATURE_EXTRACTOR = "inception-v3-compat"
+RNG_SEED = 2020  # torch-fidelity's default, stated so it is part of the protocol
+KID_SUBSETS = 100
 
-class _Uint8Images(torch.utils.data.Dataset):
-    """Float images in [0, 1] (or uint8) → uint8 C×H×W with 3 channels, as torch-fidelity wants."""
+
+class Uint8Images(torch.utils.data.Dataset):
+    """Images as torch-fidelity wants them: uint8, C×H×W, 3 channels.
+
+    Float input is taken to be in [0, 1] and rounded to the nearest of 256 levels (as
+    ``torchvision.utils.save_image`` does); uint8 input passes unchanged.
+    """
 
     def __init__(self, x: torch.Tensor) -> None:
         if x.dtype != torch.uint8:
-            x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+            x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"expected N×1×H×W or N×3×H×W images, got {tuple(x.shape)}")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         self.x = x.contiguous()
@@ -36,8 +63,70 @@ def checked_kwargs(**kw: Any) -> dict[str, Any]:
 
     unknown = sorted(set(kw) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"torch-fidelity does not know the option(s) {unknown}")
+        raise ValueError(f"torch-fidelity does not know the option(s) {unknown}; it would ignore them")
     return kw
+
+
+def cache_name(*parts: Any) -> str:
+    """A file-name-safe feature-cache name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(p) for p in parts if p != ""))
+
+
+def content_hash(x: torch.Tensor, n: int = 16) -> str:
+    """SHA-256 of a tensor's bytes (its shape and dtype included)."""
+    x = x.detach().cpu().contiguous()
+    h = hashlib.sha256(repr((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    return h.hexdigest()[:n]
+
+
+@contextlib.contextmanager
+def _on(device: torch.device | str) -> Iterator[bool]:
+    """Yields torch-fidelity's ``cuda`` flag, with the right CUDA device current."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        with torch.cuda.device(dev.index if dev.index is not None else torch.cuda.current_device()):
+            yield True
+    else:
+        yield False
+
+
+def calculate(
+    input1: torch.utils.data.Dataset,
+    input2: torch.utils.data.Dataset | None,
+    *,
+    feature_extractor: str,
+    weights: Path,
+    input1_cache_name: str | None,
+    input2_cache_name: str | None,
+    cache_root: Path,
+    settings: dict[str, Any],
+    device: torch.device | str,
+    **flags: Any,
+) -> dict[str, float]:
+    """One ``torch_fidelity.calculate_metrics`` call with checked options."""
+    import torch_fidelity
+
+    cache = bool(settings.get("cache", True))
+    with _on(device) as cuda:
+        kw = checked_kwargs(
+            input1=input1,
+            input2=input2,
+            cuda=cuda,
+            batch_size=int(settings.get("batch_size", 500)),
+            feature_extractor=feature_extractor,
+            feature_extractor_weights_path=str(weights),
+            cache=cache,
+            cache_root=str(cache_root),
+            input1_cache_name=input1_cache_name if cache else None,
+            input2_cache_name=input2_cache_name if cache else None,
+            rng_seed=RNG_SEED,
+            save_cpu_ram=True,  # no DataLoader worker processes for in-memory tensors
+            samples_find_deep=False,
+            verbose=False,
+            **flags,
+        )
+        return dict(torch_fidelity.calculate_metrics(**kw))
 
 
 def compute(
@@ -47,9 +136,10 @@ def compute(
     settings: dict[str, Any],
     run_key: str,
     cache_dir: Path,
-    device: Any,
+    device: torch.device | str,
     protocol: dict[str, Any],
 ) -> dict[str, float]:
+    """IS / FID / KID / precision-recall with torch-fidelity's Inception-v3."""
     import torch_fidelity
 
     from ncsn_core.evaluation import EvaluationError, preflight, sha256_file
@@ -58,51 +148,70 @@ def compute(
         raise EvaluationError(
             "inception_score / fid / kid / precision_recall need image data; use mmd or mode_weights"
         )
-    weights = preflight(calls, settings)
+    weights = preflight(tuple(calls), settings)
     assert weights is not None
     whash = sha256_file(weights)
     names = {c.name: dict(c.params) for c in calls}
-    split = settings.get("reference", "train")
+    split = str(settings.get("reference", "train"))
     ref = data.train if split == "train" else data.test
-    n = int(samples.shape[0])
-    kw = checked_kwargs(
-        input1=_Uint8Images(samples),
-        input2=_Uint8Images(ref),
-        cuda=torch.device(device).type == "cuda",
-        batch_size=int(settings.get("batch_size", 500)),
-        isc="inception_score" in names,
-        fid="fid" in names,
-        kid="kid" in names,
-        prc="precision_recall" in names,
-        feature_extractor="inception-v3-compat",
-        feature_extractor_weights_path=str(weights),
-        cache=bool(settings.get("cache", True)),
-        cache_root=str(cache_dir / "torch-fidelity"),
-        input1_cache_name=None,  # samples are never cached: their name would not change with them
-        input2_cache_name=f"ref-{data.identity}-{split}-w{whash[:12]}".replace(":", "_"),
-        kid_subset_size=min(1000, n, int(ref.shape[0])),
-        verbose=False,
-        samples_find_deep=False,
+    if ref is None:
+        raise EvaluationError(f"evaluate.reference = {split}: {data.name} has no {split} split")
+    n, m = int(samples.shape[0]), int(ref.shape[0])
+    binary = any(k in names for k in ("fid", "kid", "precision_recall"))
+    flags: dict[str, Any] = {
+        "isc": "inception_score" in names,
+        "fid": "fid" in names,
+        "kid": "kid" in names,
+        "prc": "precision_recall" in names,
+    }
+    isc_splits = int(names.get("inception_score", {}).get("splits", 10))
+    if flags["isc"]:
+        if n < isc_splits:
+            raise EvaluationError(
+                f"inception_score with {isc_splits} splits needs at least that many samples"
+            )
+        flags["isc_splits"] = isc_splits
+    kid_size = min(1000, n, m)
+    if flags["kid"]:
+        if kid_size < 2:
+            raise EvaluationError("kid needs at least 2 samples")
+        flags.update(kid_subsets=KID_SUBSETS, kid_subset_size=kid_size)
+    ds = Uint8Images(samples)
+    res = calculate(
+        ds,
+        Uint8Images(ref) if binary else None,
+        feature_extractor=FEATURE_EXTRACTOR,
+        weights=weights,
+        input1_cache_name=None,  # see the module docstring: samples are never cached
+        input2_cache_name=cache_name("ref", data.identity, split, f"n{m}", f"w{whash[:12]}"),
+        cache_root=cache_dir / "torch-fidelity",
+        settings=settings,
+        device=device,
+        **flags,
     )
-    if "inception_score" in names:
-        kw["isc_splits"] = int(names["inception_score"].get("splits", 10))
-    res = torch_fidelity.calculate_metrics(**kw)
     out: dict[str, float] = {}
-    if "inception_score" in names:
+    if flags["isc"]:
         out["inception_score"] = float(res["inception_score_mean"])
         out["inception_score_std"] = float(res["inception_score_std"])
-    if "fid" in names:
+    if flags["fid"]:
         out["fid"] = float(res["frechet_inception_distance"])
-    if "kid" in names:
+    if flags["kid"]:
         out["kid"] = float(res["kernel_inception_distance_mean"])
         out["kid_std"] = float(res["kernel_inception_distance_std"])
-    if "precision_recall" in names:
+    if flags["prc"]:
         out["precision"] = float(res["precision"])
         out["recall"] = float(res["recall"])
+        out["f_score"] = float(res.get("f_score", float("nan")))
     protocol.update(
-        implementation=f"torch-fidelity {torch_fidelity.__version__}",
+        samples_hash=content_hash(ds.x),
+        feature_extractor=FEATURE_EXTRACTOR,
         inception_weights=str(weights),
         inception_weights_sha256=whash,
-        run_key=run_key,
+        torch_fidelity=str(torch_fidelity.__version__),
+        rng_seed=RNG_SEED,
     )
+    if flags["isc"]:
+        protocol["isc_splits"] = isc_splits
+    if flags["kid"]:
+        protocol.update(kid_subsets=KID_SUBSETS, kid_subset_size=kid_size)
     return out

@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dsl.errors import Diagnostic, DiagnosticError
-from dsl.resolve import COMPONENT_BLOCKS, Entry, RBlock, Resolved
-from ncsn_core import registry
-from ncsn_core.registry import AutoContext, AutoValue, Component, ParamError
+from dsl.resolve import Entry, RBlock, Resolved
+from ncsn_core import registry, schema
+from ncsn_core.errors import ParamError
+from ncsn_core.params import AutoContext, AutoValue
+from ncsn_core.registry import Component
 from ncsn_core.spec import ComponentSpec, PublishedSpec, RunSpec
 from ncsn_core.values import AUTO
 
@@ -58,108 +60,107 @@ class _Checker:
 
     def run(self) -> RunSpec | None:
         r = self.res
-        exp_schema = registry.lookup("block", "experiment")
-        fields = self.params(exp_schema, r.fields, "experiment")
+        fields = self.params(registry.lookup("block", "experiment"), r.fields, "experiment")
+        # Every block of the schema: (component or the fixed block's schema, checked params).
         comps: dict[str, tuple[Component | None, dict[str, Any]]] = {}
-        for kind in COMPONENT_BLOCKS:
-            blk = r.blocks.get(kind)
-            if blk is not None:
-                comps[kind] = self.component(kind, blk)
-        for kind in ("data", "noise"):
-            if kind not in r.blocks:
-                self.err(r.pos, f"experiment '{r.name}' has no {kind} block")
-        has_net, has_loss = "network" in r.blocks, "loss" in r.blocks
-        if has_net != has_loss:
-            missing = "loss" if has_net else "network"
-            self.err(
-                r.pos,
-                f"experiment '{r.name}' has a {'network' if has_net else 'loss'} but no {missing} block",
-            )
-        fixed: dict[str, dict[str, Any] | None] = {}
-        for kind in ("train", "sample", "evaluate"):
-            blk = r.blocks.get(kind)
+        children: dict[str, list[tuple[Component | None, dict[str, Any], Any]]] = {}
+        for b in schema.BLOCKS:
+            blk = r.blocks.get(b.name)
             if blk is None:
-                fixed[kind] = None
+                if b.required:
+                    self.err(r.pos, f"experiment '{r.name}' has no {b.name} block")
+                elif b.default_with is not None and b.default_with in r.blocks:
+                    comps[b.name] = self.fixed(b.name, {})
                 continue
-            fixed[kind] = self.params(registry.lookup("block", kind), blk.params, kind)
-        if has_net and fixed["train"] is None:
-            fixed["train"] = self.params(registry.lookup("block", "train"), {}, "train")
-        stages: list[tuple[Component | None, dict[str, Any], Any]] = []
-        sblk = r.blocks.get("sample")
-        if sblk is not None:
-            if not sblk.stages:
-                self.err(sblk.pos, "the sample block has no stage; add e.g. `stage annealed_langevin { }`")
-            for st in sblk.stages:
-                try:
-                    comp = registry.lookup("stage", st.name)
-                except ParamError as e:
-                    self.err(st.name_pos, str(e), ("see `repro explain stage`",))
-                    stages.append((None, {}, st))
-                    continue
-                stages.append((comp, self.params(comp, st.params, "sample"), st))
-        if fixed["evaluate"] is not None and sblk is None:
-            self.err(r.blocks["evaluate"].pos, "evaluate needs samples: add a sample block")
+            for other in b.needs:
+                if other not in r.blocks:
+                    self.err(*self.missing(b, other))
+            if b.default_with is not None and b.default_with not in r.blocks:
+                continue  # nothing to apply it to (`train` without a network)
+            comps[b.name] = self.component(b.holds, blk) if b.holds else self.fixed(b.name, blk.params)
+            if b.child is not None:
+                children[b.name] = self.children(b.child, blk)
         published = self.published()
         if self.diags:
             return None
-        # ---- auto values, in dependency order: noise (σ_max, then L), then sampler stages
+        # ---- auto values, in schema order (noise: σ_max, then L), then the children (stages)
         resolved: dict[tuple[str, str], Any] = {}
         data_comp, data_params = comps["data"]
         assert data_comp is not None
         data_key = repr((data_comp.name, sorted(data_params.items(), key=lambda kv: kv[0])))
+        shape = tuple(data_comp.facts.shape(data_params)) if data_comp.facts is not None else None
 
         def data() -> Any:
             if data_key not in self.data_cache:
-                self.data_cache[data_key] = data_comp.builder(**data_params)
+                self.data_cache[data_key] = data_comp.build(**data_params)
             return self.data_cache[data_key]
 
         def lookup_resolved(block: str, key: str) -> Any:
             return resolved[(block, key)]
 
-        for kind in ("noise", "network", "loss"):
-            comp, params = comps.get(kind, (None, {}))
-            if comp is None:
+        for b in schema.BLOCKS:
+            comp, params = comps.get(b.name, (None, {}))
+            if comp is None or not b.holds:
                 continue
-            blk = r.blocks[kind]
-            self.fill_autos(comp, params, f"{kind}.", blk.params, lookup_resolved, data)
+            self.fill_autos(comp, params, f"{b.name}.", r.blocks[b.name].params, lookup_resolved, data, shape)
             for k, v in params.items():
-                resolved[(kind, k)] = v
+                resolved[(b.name, k)] = v
         if self.diags:
             return None  # a failed noise auto would only cascade into the stages' autos
-        for comp, params, st in stages:
-            assert comp is not None
-            self.fill_autos(comp, params, f"sample.{st.name}.", st.params, lookup_resolved, data)
+        for kids in children.values():
+            for comp, params, st in kids:
+                assert comp is not None
+                self.fill_autos(comp, params, f"sample.{st.name}.", st.params, lookup_resolved, data, shape)
         if self.diags:
             return None
-
-        def spec(kind: str) -> ComponentSpec | None:
-            comp, params = comps.get(kind, (None, None))
-            if comp is None or params is None:
-                return None
-            return ComponentSpec(comp.name, _sorted(params))
-
-        def fixed_spec(kind: str) -> ComponentSpec | None:
-            p = fixed[kind]
-            return None if p is None else ComponentSpec(kind, _sorted(p))
-
+        # ---- lowering: one run spec field per block, one per block's children
+        lowered: dict[str, Any] = {}
+        for b in schema.BLOCKS:
+            if b.name in comps:
+                comp, params = comps[b.name]
+                lowered[b.name] = ComponentSpec(comp.name if b.holds else b.name, _sorted(params))
+            if b.child is not None:
+                lowered[b.child_field] = tuple(
+                    ComponentSpec(c.name, _sorted(p)) for c, p, _ in children.get(b.name, ()) if c is not None
+                )
         return RunSpec(
             experiment=r.name,
             seed=fields["seed"],
             paper=fields["paper"],
             description=fields["description"],
-            data=spec("data"),  # type: ignore[arg-type]
-            noise=spec("noise"),  # type: ignore[arg-type]
-            network=spec("network"),
-            loss=spec("loss"),
-            train=fixed_spec("train") if has_net else None,
-            sample=fixed_spec("sample"),
-            stages=tuple(ComponentSpec(c.name, _sorted(p)) for c, p, _ in stages if c is not None),
-            evaluate=fixed_spec("evaluate"),
+            **lowered,
             published=published,
             sweep=tuple(sorted(r.sweep_point.items())),
             autos=tuple(self.autos),
             source=r.file,
         )
+
+    def fixed(self, name: str, given: dict[str, Entry]) -> tuple[Component, dict[str, Any]]:
+        comp = registry.lookup("block", name)
+        return comp, self.params(comp, given, name)
+
+    def children(self, kind: str, blk: RBlock) -> list[tuple[Component | None, dict[str, Any], Any]]:
+        if not blk.stages:
+            self.err(
+                blk.pos, f"the {blk.kind} block has no {kind}; add e.g. `{kind} annealed_langevin {{ }}`"
+            )
+        out: list[tuple[Component | None, dict[str, Any], Any]] = []
+        for st in blk.stages:
+            try:
+                comp = registry.lookup(kind, st.name)
+            except ParamError as e:
+                self.err(st.name_pos, str(e), (f"see `repro explain {kind}`",))
+                out.append((None, {}, st))
+                continue
+            out.append((comp, self.params(comp, st.params, blk.kind), st))
+        return out
+
+    def missing(self, b: schema.BlockKind, other: str) -> tuple[Any, str]:
+        """The error for block ``b`` present without the block ``other`` it needs."""
+        r = self.res
+        if schema.BY_NAME[other].holds and schema.BY_NAME[b.name].holds:
+            return r.pos, f"experiment '{r.name}' has a {b.name} but no {other} block"
+        return r.blocks[b.name].pos, f"{b.name} needs {other}: add a {other} block"
 
     def fill_autos(
         self,
@@ -169,17 +170,19 @@ class _Checker:
         given: dict[str, Entry],
         lookup_resolved: Callable[[str, str], Any],
         data: Callable[[], Any],
+        shape: tuple[int, ...] | None,
     ) -> None:
         for p in comp.params:  # declaration order: a later auto may use an earlier one
             if params.get(p.name) is not AUTO:
                 continue
             if not self.compute_auto:
                 continue
-            assert p.auto is not None
             e = given.get(p.name)
             t0 = time.perf_counter()
             try:
-                av = p.auto(AutoContext(params=params, resolved=lookup_resolved, data=data))
+                av = comp.auto(p.name)(
+                    AutoContext(params=params, resolved=lookup_resolved, data=data, shape=shape)
+                )
             except Exception as exc:  # a failing technique is the user's problem to see, with context
                 self.err(e.pos if e else self.res.pos, f"cannot compute {prefix}{p.name} = auto: {exc}")
                 return

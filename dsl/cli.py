@@ -17,6 +17,7 @@ import typer
 from tabulate import tabulate
 
 from dsl.errors import DiagnosticError
+from ncsn_core.errors import ReproError
 
 app = typer.Typer(
     add_completion=False,
@@ -37,12 +38,6 @@ ExpOpt = Annotated[
 ]
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from ncsn_core.errors import user_error_types
-
-    return user_error_types()
-
-
 def _fail(e: BaseException, code: int) -> None:
     msg = e.render() if isinstance(e, DiagnosticError) else f"error: {e}"
     typer.echo(msg, err=True)
@@ -50,22 +45,19 @@ def _fail(e: BaseException, code: int) -> None:
 
 
 def _guard(fn):  # type: ignore[no-untyped-def]
-    """Turn user mistakes into messages and exit codes, never tracebacks."""
+    """Turn every :class:`~ncsn_core.errors.ReproError` into its message and exit code (2: a
+    mistake in the input, 1: a run failed), never a traceback."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*a, **k):  # type: ignore[no-untyped-def]
         try:
             return fn(*a, **k)
-        except DiagnosticError as e:
-            _fail(e, 2)
+        except ReproError as e:
+            _fail(e, e.exit_code)
         except KeyboardInterrupt:
             typer.echo("interrupted: the last complete checkpoint is kept; run again to resume", err=True)
             raise typer.Exit(130) from None
-        except Exception as e:  # noqa: BLE001
-            if isinstance(e, _user_error_types()):
-                _fail(e, 1)
-            raise
 
     return wrapper
 
@@ -95,7 +87,10 @@ def compile_(
     set_: SetOpt = None,
     experiment: ExpOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print canonical JSON")] = False,
-    no_auto: Annotated[bool, typer.Option("--no-auto", help="do not compute auto values")] = False,
+    no_auto: Annotated[
+        bool,
+        typer.Option("--no-auto", help="compute no auto values and no parameter counts (imports no torch)"),
+    ] = False,
 ) -> None:
     """Print the resolved experiment(s): canonical values, hashes, what each `auto` became."""
     from dsl.compiler import compile_file
@@ -107,7 +102,24 @@ def compile_(
     from dsl.show import show_spec
 
     for s in specs:
-        typer.echo(show_spec(s))
+        notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
+        typer.echo(show_spec(s, notes))
+
+
+def _parameter_note(spec) -> str:  # type: ignore[no-untyped-def]
+    """'30,117,635 parameters', counted on the meta device from the data's declared shape (no
+    dataset read or downloaded), or why it is unknown."""
+    from ncsn_core import registry
+    from ncsn_core.networks import count_parameters
+
+    try:
+        shape = registry.lookup("data", spec.data.name).facts.shape(spec.data.kwargs())
+        n = count_parameters(
+            spec.network.name, spec.network.kwargs(), shape, int(spec.noise.get("levels", 1))
+        )
+        return f"{n:,} parameters"
+    except Exception as e:  # noqa: BLE001 - compile must still print the spec
+        return f"parameters unknown ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
 @app.command()
@@ -153,7 +165,7 @@ def explain(
     kind: Annotated[Optional[str], typer.Argument(help="a component kind, e.g. noise")] = None,  # noqa: UP045
     name: Annotated[Optional[str], typer.Argument(help="a component name, e.g. geometric")] = None,  # noqa: UP045
 ) -> None:
-    """List the vocabulary of the language, with docs from the registry."""
+    """List the vocabulary of the language, with docs from the registry and the schema."""
     from dsl.docgen import KIND_TITLES, param_rows
     from ncsn_core import registry
 
@@ -173,12 +185,10 @@ def explain(
         return
     try:
         c = registry.lookup(kind, name)
-    except registry.ParamError as e:
+    except ReproError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{kind} {c.name}: {c.doc}")
-    if not c.implemented:
-        typer.echo("(validated by the checker; running it says it is not implemented yet)")
     if c.params:
         typer.echo(
             tabulate(param_rows(c), headers=["parameter", "type", "default", "meaning"], tablefmt="simple")

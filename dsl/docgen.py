@@ -10,53 +10,18 @@ import sys
 from pathlib import Path
 
 from ncsn_core import registry
-from ncsn_core.registry import REQUIRED, Component, Param
-from ncsn_core.values import AUTO, Call, Expr, Ident, format_number
+from ncsn_core.params import REQUIRED, Param
+from ncsn_core.registry import Component
+from ncsn_core.values import value_text
 
 BEGIN = "<!-- BEGIN GENERATED: registry reference (python -m dsl.docgen --write) -->"
 END = "<!-- END GENERATED -->"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "language.md"
-
-KIND_TITLES = {
-    "block": "Blocks (`experiment` fields, `train`, `sample`, `evaluate`)",
-    "data": "`data` — datasets",
-    "noise": "`noise` — noise schedules",
-    "network": "`network` — score networks",
-    "loss": "`loss` — training objectives",
-    "stage": "`stage` — sampler stages (inside `sample`)",
-    "init": "`init` — initial samples (`sample { init = ... }`)",
-    "optimizer": "`optimizer` — optimizers (`train { optimizer = ... }`)",
-    "metric": "`metric` — evaluation metrics (`evaluate { metrics = [...] }`)",
-}
+KIND_TITLES = registry.KINDS
 
 
 def default_text(p: Param) -> str:
-    d = p.default
-    if d is REQUIRED:
-        return "required"
-    return value_text(d)
-
-
-def value_text(d: object) -> str:
-    if d is AUTO:
-        return "auto"
-    if isinstance(d, bool):
-        return "true" if d else "false"
-    if isinstance(d, (int, float)):
-        return format_number(d)
-    if isinstance(d, str):
-        return f'"{d}"'
-    if isinstance(d, Ident):
-        return d.name
-    if isinstance(d, Call):
-        return d.name + (
-            "(" + ", ".join(f"{k} = {value_text(v)}" for k, v in d.params) + ")" if d.params else ""
-        )
-    if isinstance(d, Expr):
-        return d.text()
-    if isinstance(d, tuple):
-        return "[" + ", ".join(value_text(x) for x in d) + "]"
-    return str(d)
+    return "required" if p.default is REQUIRED else value_text(p.default)
 
 
 def param_rows(c: Component) -> list[list[str]]:
@@ -81,8 +46,7 @@ def reference_markdown() -> str:
             continue
         parts.append(f"### {KIND_TITLES.get(kind, kind)}\n")
         for c in comps:
-            status = "" if c.implemented else " *(validated; running it says it is not implemented yet)*"
-            parts.append(f"#### `{c.name}`{status}\n\n{c.doc}\n")
+            parts.append(f"#### `{c.name}`\n\n{c.doc}\n")
             if c.params:
                 parts.append(_md_table(param_rows(c)))
             else:

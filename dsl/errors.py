@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 
 from dsl.ast import Pos
+from ncsn_core.errors import UserError
 
 # Source text of pseudo-files (``--set`` arguments) so diagnostics can quote them.
 _PSEUDO_SOURCES: dict[str, str] = {}
@@ -56,8 +57,8 @@ def _source_line(pos: Pos, sources: dict[str, str] | None) -> str | None:
     return None
 
 
-class DiagnosticError(Exception):
-    """One or more user mistakes; the CLI prints them all and exits with code 2."""
+class DiagnosticError(UserError):
+    """One or more positioned mistakes in `.exp` text; the CLI prints them all and exits with 2."""
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)

@@ -18,13 +18,14 @@ import attrs
 from dsl.ast import Assign, Block, Experiment, Module, Pos, Published, Stage, Sweep, Value
 from dsl.errors import Diagnostic, DiagnosticError, register_source
 from dsl.parser import parse_file, parse_value
-from ncsn_core.registry import did_you_mean
-from ncsn_core.values import Call, Ident
+from ncsn_core import schema
+from ncsn_core.params import did_you_mean
+from ncsn_core.values import Call, Ident, value_text
 
-COMPONENT_BLOCKS = ("data", "noise", "network", "loss")
-FIXED_BLOCKS = ("train", "sample", "evaluate")
-BLOCK_KINDS = COMPONENT_BLOCKS + FIXED_BLOCKS
-EXPERIMENT_FIELDS = ("seed", "paper", "description")
+COMPONENT_BLOCKS = schema.COMPONENT_BLOCKS
+FIXED_BLOCKS = schema.FIXED_BLOCKS
+BLOCK_KINDS = schema.NAMES
+EXPERIMENT_FIELDS = schema.FIELDS
 
 
 @attrs.define
@@ -207,8 +208,9 @@ class _Resolver:
         new_stages: list[RStage] = []
         for it in b.items:
             if isinstance(it, Stage):
-                if b.kind != "sample":
-                    self.err(it.pos, f"'stage' belongs in the sample block, not in {b.kind}")
+                if schema.BY_NAME[b.kind].child is None:
+                    holder = next(k.name for k in schema.BLOCKS if k.child)
+                    self.err(it.pos, f"'stage' belongs in the {holder} block, not in {b.kind}")
                     continue
                 params: dict[str, Entry] = {}
                 for a in it.items:
@@ -235,7 +237,7 @@ class _Resolver:
         if len(path) == 1:
             blk.params[path[0]] = e
             return
-        if blk.kind == "sample" and len(path) == 2:
+        if schema.BY_NAME[blk.kind].child is not None and len(path) == 2:
             st = self.find_stage(blk, path[0], pos)
             if st is not None:
                 st.params[path[1]] = e
@@ -290,7 +292,8 @@ class _Resolver:
                 # `noise = linear` switches the component (its parameters start from defaults).
                 name = e.value.name
                 params = {
-                    k: Entry(v, _text(v), e.pos, pos, e.origin) for k, v in getattr(e.value, "params", ())
+                    k: Entry(v, value_text(v), e.pos, pos, e.origin)
+                    for k, v in getattr(e.value, "params", ())
                 }
                 res.blocks[head] = RBlock(head, name, e.pos, params, origin=e.origin)
                 return
@@ -329,33 +332,14 @@ def _entry(v: Value, key_pos: Pos) -> Entry:
     return Entry(v.value, v.text, v.pos, key_pos)
 
 
-def _text(v: Any) -> str:
-    from ncsn_core.values import format_number
-
-    if isinstance(v, (Ident, Call)):
-        return (
-            v.name
-            if isinstance(v, Ident)
-            else f"{v.name}(" + ", ".join(f"{k} = {_text(x)}" for k, x in v.params) + ")"
-        )
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return format_number(v)
-    if isinstance(v, tuple):
-        return "[" + ", ".join(_text(x) for x in v) + "]"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
 def _call_text(name: str, kw: dict[str, Any], key: str, e: Entry) -> str:
-    parts = [f"{k} = {e.text if k == key else _text(v)}" for k, v in kw.items()]
+    parts = [f"{k} = {e.text if k == key else value_text(v)}" for k, v in kw.items()]
     return f"{name}(" + ", ".join(parts) + ")"
 
 
 def _example(kind: str) -> str:
-    return {"data": "digits", "noise": "geometric", "network": "ncsn", "loss": "dsm"}.get(kind, "name")
+    b = schema.block(kind)
+    return b.example if b is not None and b.example else "name"
 
 
 def _inherit(parent: Resolved, name: str, pos: Pos, file: str) -> Resolved:

@@ -1,41 +1,25 @@
-"""Canonical text of a RunSpec for `repro compile`."""
+"""Canonical text of a RunSpec for `repro compile` (blocks in the schema's order)."""
 
 from __future__ import annotations
 
-from dsl.docgen import value_text
+from ncsn_core import schema
 from ncsn_core.spec import ComponentSpec, RunSpec
+from ncsn_core.values import value_text
 
 
-def _comp(kind: str, c: ComponentSpec | None, named: bool = True) -> str:
-    if c is None:
-        return ""
-    head = f"{kind} {c.name}" if named else kind
-    body = ", ".join(f"{k} = {value_text(v)}" for k, v in c.params)
-    return f"    {head} {{ {body} }}" if body else f"    {head} {{ }}"
+def _items(c: ComponentSpec) -> str:
+    return ", ".join(f"{k} = {value_text(v)}" for k, v in c.params)
 
 
-def network_parameters(spec: RunSpec) -> str:
-    """'30,117,635 parameters' built on the meta device, or why it is unknown."""
-    if spec.network is None:
-        return ""
-    try:
-        from ncsn_core import registry
-        from ncsn_core.data import static_shape
-        from ncsn_core.networks import count_parameters
-
-        # The shape comes from the data's parameters: compile never reads (or downloads) a dataset.
-        shape = static_shape(spec.data.name, spec.data.kwargs())
-        if shape is None:
-            shape = tuple(registry.lookup("data", spec.data.name).builder(**spec.data.kwargs()).shape)
-        n = count_parameters(
-            spec.network.name, spec.network.kwargs(), shape, int(spec.noise.get("levels", 1))
-        )
-        return f"{n:,} parameters"
-    except Exception as e:  # noqa: BLE001 - compile must still print the spec
-        return f"parameters unknown ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+def _comp(head: str, c: ComponentSpec, indent: str = "    ") -> str:
+    body = _items(c)
+    return f"{indent}{head} {{ {body} }}" if body else f"{indent}{head} {{ }}"
 
 
-def show_spec(spec: RunSpec) -> str:
+def show_spec(spec: RunSpec, notes: dict[str, str] | None = None) -> str:
+    """The spec as `.exp`-like text; ``notes`` adds a trailing comment to a block's line
+    (``{"network": "30,117,635 parameters"}``)."""
+    notes = notes or {}
     lines = [f"experiment {spec.experiment}  # run {spec.hash()}  seed {spec.seed}"]
     lines.append(
         f"    # stages: train {spec.train_hash()}, sample {spec.sample_hash()}, evaluate {spec.eval_hash()}"
@@ -43,23 +27,20 @@ def show_spec(spec: RunSpec) -> str:
     if spec.sweep:
         lines.append("    # sweep point: " + ", ".join(f"{k} = {v}" for k, v in spec.sweep))
     if spec.paper:
-        lines.append(f'    paper = "{spec.paper}"')
-    for kind in ("data", "noise", "network", "loss"):
-        line = _comp(kind, getattr(spec, kind))
-        if line:
-            if kind == "network":
-                line += f"  # {network_parameters(spec)}"
-            lines.append(line)
-    if spec.train is not None:
-        lines.append(_comp("train", spec.train, named=False))
-    if spec.sample is not None:
-        lines.append("    sample {")
-        lines.append("        " + ", ".join(f"{k} = {value_text(v)}" for k, v in spec.sample.params))
-        for st in spec.stages:
-            lines.append("    " + _comp("stage", st))
+        lines.append(f"    paper = {value_text(spec.paper)}")
+    for b in schema.BLOCKS:
+        c = getattr(spec, b.name)
+        if c is None:
+            continue
+        if b.child is None:
+            line = _comp(f"{b.name} {c.name}" if b.holds else b.name, c)
+            lines.append(line + (f"  # {notes[b.name]}" if b.name in notes else ""))
+            continue
+        lines.append(f"    {b.name} {{")
+        lines.append("        " + _items(c))
+        for st in getattr(spec, b.child_field):
+            lines.append(_comp(f"{b.child} {st.name}", st, "        "))
         lines.append("    }")
-    if spec.evaluate is not None:
-        lines.append(_comp("evaluate", spec.evaluate, named=False))
     for p in spec.published:
         vals = ", ".join(f"{k} = {v:g}" + (f" ± {e:g}" if e is not None else "") for k, v, e in p.values)
         lines.append(f'    published "{p.label}" {{ {vals} }}')

@@ -19,13 +19,11 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core.declarations.ansn import FULL_MAX_DIM
 from ncsn_core.errors import ReproError
 from ncsn_core.losses import DSM, SIGMA_SQUARED
 from ncsn_core.noise import NoiseSchedule
-from ncsn_core.registry import Choice, Float, Int, Param, register
 from ncsn_core.samplers import SampleContext, SamplerDiverged
-
-FULL_MAX_DIM = 4096  # form = full keeps a D×D matrix and factorises it every batch
 
 
 def geometric_ladder(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
@@ -440,49 +438,6 @@ def data_diagonal(data: Any, dim: int, s_d: float, eps: float, normalize: str, j
     return Covariance.diagonal(d + jitter)
 
 
-_FORMS = ("diagonal", "full", "lowrank")
-
-
-@register(
-    "noise",
-    "adaptive",
-    params=[
-        Param("sigma_max", Float(min=0.0, exclusive_min=True), 1.0, "largest noise scale σ₁"),
-        Param("sigma_min", Float(min=0.0, exclusive_min=True), 0.01, "smallest noise scale σ_L"),
-        Param("levels", Int(min=1), 10, "number of levels L (geometric ladder)"),
-        Param(
-            "form",
-            Choice(_FORMS),
-            "diagonal",
-            f"form of Ĉ: diagonal, full (D×D, D ≤ {FULL_MAX_DIM}) or lowrank (rank + diagonal)",
-        ),
-        Param("rank", Int(min=1), 16, "k of the lowrank form (frequent-directions sketch of 2k rows)"),
-        Param("s_d", Float(min=0.0), 0.0, "Haario's scaling s_d of Eq. 2.5 (0 = 2.4²/d)"),
-        Param("eps", Float(min=0.0), 1e-5, "ε of Eq. 2.5: s_d·ε·I keeps Ĉ positive definite"),
-        Param(
-            "c0",
-            Choice(("identity", "data_diag")),
-            "identity",
-            "C₀ of Eq. 2.5: I, or the training set's per-coordinate variances (s_d(var + ε))",
-        ),
-        Param(
-            "normalize",
-            Choice(("trace", "none")),
-            "trace",
-            "trace: rescale Ĉ to mean eigenvalue 1 (σ keeps NCSN's meaning); none: s_d·cov as is",
-        ),
-        Param(
-            "estimate_on",
-            Choice(("data", "perturbed", "residual")),
-            "data",
-            "what 'previously seen data' is: clean batches, perturbed batches, or σ·(s − target) "
-            "residuals (needs loss ansn_dsm)",
-        ),
-        Param("jitter", Float(min=0.0), 1e-6, "added to Ĉ's diagonal after normalising"),
-        Param("warmup", Int(min=0), 0, "batches t ≤ warmup use C₀ (Eq. 2.5 uses it at t = 0 only)"),
-    ],
-    doc="ANSN's adaptive-covariance noise Σ_i = σ_i²·Ĉ, Ĉ from a running covariance (Eq. 2.5-2.8)",
-)
 def adaptive(
     sigma_max: float,
     sigma_min: float,
@@ -535,19 +490,6 @@ class ANSNDSM(DSM):
         return super().per_sample(r, idx, noise)  # isotropic noise: Σ = σ²I, the same value
 
 
-@register(
-    "loss",
-    "ansn_dsm",
-    params=[
-        Param(
-            "weighting",
-            Choice(("whitened", "sigma2")),
-            "whitened",
-            "whitened: Eq. 3.1 read as ½(s − t)ᵀΣ(s − t); sigma2: NCSN's λ = σ², ½σ²‖s − t‖²",
-        )
-    ],
-    doc="ANSN's DSM (Eq. 3.1) with a covariance noise; equals dsm for isotropic noise",
-)
 def ansn_dsm(weighting: str) -> ANSNDSM:
     return ANSNDSM(weighting)
 
@@ -603,22 +545,6 @@ class PreconditionedLangevin:
         return self.T * num_levels
 
 
-@register(
-    "stage",
-    "preconditioned_langevin",
-    params=[
-        Param("steps_per_level", Int(min=1), 100, "T, Langevin steps per noise level"),
-        Param("step_size", Float(min=0.0, exclusive_min=True), 2e-5, "ε (α_i = ε σ_i²/σ_L²)"),
-        Param(
-            "score_scaling",
-            Choice(("none", "divide_sigma")),
-            "none",
-            "none: α_i/2·Ĉ s (NCSN); divide_sigma: α_i/(2σ_i)·Ĉ s, ANSN's Alg. 1 as printed",
-        ),
-        Param("record_every", Int(min=0), 0, "record intermediate samples every this many steps (0 = off)"),
-    ],
-    doc="annealed Langevin preconditioned by ANSN's final Ĉ: x + α_i/2·Ĉ s + √α_i·Ĉ^{1/2} z",
-)
 def preconditioned_langevin(
     steps_per_level: int, step_size: float, score_scaling: str, record_every: int
 ) -> PreconditionedLangevin:

@@ -33,11 +33,7 @@ from typing import Any
 import attrs
 import torch
 
-from ncsn_core.registry import Bool, Choice, Float, Int, ListOf, Param, Str, register
-
-
-class DataError(Exception):
-    """A dataset that is missing or damaged; the message names the path and what was expected."""
+from ncsn_core.errors import DataError
 
 
 # ----------------------------------------------------------------------------- mixtures
@@ -165,36 +161,7 @@ def _offline() -> bool:
     return bool(os.environ.get("REPRO_OFFLINE"))
 
 
-_FLIP = Param("flip", Bool(), False, "random horizontal flips during training")
-_DEQ = Param("dequantize", Choice(("none", "uniform")), "uniform", "uniform dequantisation x·255/256 + U/256")
-
-
 # ----------------------------------------------------------------------------- toy
-@register(
-    "data",
-    "mixture2d",
-    params=[
-        Param("weights", ListOf(Float(min=0.0), min_len=1), (0.2, 0.8), "mixture weights (normalised)"),
-        Param(
-            "means",
-            ListOf(Float()),
-            (-5.0, -5.0, 5.0, 5.0),
-            "component means, flattened (x₁, y₁, x₂, y₂, ...)",
-        ),
-        Param(
-            "std", Float(min=0.0, exclusive_min=True), 1.0, "isotropic standard deviation of every component"
-        ),
-        Param(
-            "stds",
-            ListOf(Float(min=0.0, exclusive_min=True)),
-            (),
-            "per-component per-axis stds, flattened; overrides std",
-        ),
-        Param("n_train", Int(min=1), 100_000, "size of the fixed training set drawn from the mixture"),
-        Param("seed", Int(min=0), 0, "seed of the training-set draw"),
-    ],
-    doc="NCSN's 2-D toy mixture 1/5 N((-5,-5), I) + 4/5 N((5,5), I) (§3.2), or any 2-D Gaussian mixture",
-)
 def mixture2d(
     weights: tuple[float, ...],
     means: tuple[float, ...],
@@ -224,12 +191,6 @@ def mixture2d(
 
 
 # ----------------------------------------------------------------------------- digits
-@register(
-    "data",
-    "digits",
-    params=[_FLIP, _DEQ],
-    doc="scikit-learn's 8×8 handwritten digits (1797 images, shipped with the package): the embedded default",
-)
 def digits(flip: bool, dequantize: str) -> DataSource:
     from sklearn.datasets import load_digits
 
@@ -330,25 +291,6 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
-_SIZE28 = Param("image_size", Int(min=4), 28, "resize to this size")
-
-
-@register(
-    "data",
-    "fashion_mnist",
-    params=[
-        Param(
-            "root",
-            Str(),
-            "/usr/share/datasets/fashion-mnist",
-            "folder with the IDX files (Debian's dataset-fashion-mnist)",
-        ),
-        _FLIP,
-        _DEQ,
-        _SIZE28,
-    ],
-    doc="Fashion-MNIST read from local IDX files (28×28, 60k train / 10k test)",
-)
 def fashion_mnist(root: str, flip: bool, dequantize: str, image_size: int) -> DataSource:
     r = Path(root).expanduser()
     xtr, ytr, xte, yte = _load_idx_folder(r, "Fashion-MNIST")
@@ -359,8 +301,6 @@ def fashion_mnist(root: str, flip: bool, dequantize: str, image_size: int) -> Da
 
 
 # ----------------------------------------------------------------------------- MNIST / CIFAR-10 / CelebA
-_ROOT_DOC = "dataset folder; downloaded there when missing and download = true"
-_DOWNLOAD = Param("download", Bool(), True, "download with torchvision when the files are not in root")
 
 
 def _cache_path(root: Path, name: str, **kw: Any) -> Path:
@@ -407,12 +347,6 @@ def _mnist_folder(r: Path) -> Path | None:
     return None
 
 
-@register(
-    "data",
-    "mnist",
-    params=[Param("root", Str(), "data/mnist", _ROOT_DOC), _DOWNLOAD, _FLIP, _DEQ, _SIZE28],
-    doc="MNIST (torchvision's MNIST/raw/ IDX files under root, read directly; or downloaded)",
-)
 def mnist(root: str, download: bool, flip: bool, dequantize: str, image_size: int) -> DataSource:
     r = Path(root).expanduser()
     folder = _mnist_folder(r)
@@ -489,18 +423,6 @@ def _cifar_folder(r: Path) -> Path | None:
     return None
 
 
-@register(
-    "data",
-    "cifar10",
-    params=[
-        Param("root", Str(), "data/cifar10", _ROOT_DOC),
-        _DOWNLOAD,
-        Param("flip", Bool(), True, "random horizontal flips"),
-        _DEQ,
-        Param("image_size", Int(min=4), 32, "resize to this size (32: as stored, no resizing)"),
-    ],
-    doc="CIFAR-10 32×32 (cifar-10-batches-py/ under root, read directly; or downloaded by torchvision)",
-)
 def cifar10(root: str, download: bool, flip: bool, dequantize: str, image_size: int = 32) -> DataSource:
     r = Path(root).expanduser()
     expected = "torchvision's cifar-10-batches-py/ folder (data_batch_1..5, test_batch)"
@@ -587,19 +509,6 @@ def read_celeba_folder(folder: Path, image_size: int, limit: int = 0) -> dict[st
     return out
 
 
-@register(
-    "data",
-    "celeba",
-    params=[
-        Param("root", Str(), "data/celeba", _ROOT_DOC),
-        _DOWNLOAD,
-        Param("flip", Bool(), True, "random horizontal flips"),
-        _DEQ,
-        Param("image_size", Int(min=4), 32, "center-crop 140, then resize to this (NCSN: 32; NCSNv2: 64)"),
-        Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)"),
-    ],
-    doc="CelebA, center-cropped to 140×140 and resized (NCSN §5); local files or a torchvision download",
-)
 def celeba(root: str, download: bool, flip: bool, dequantize: str, image_size: int, limit: int) -> DataSource:
     r = Path(root).expanduser()
     expected = "torchvision's celeba/ folder with img_align_celeba/ (the JPEGs) and list_eval_partition.txt"
@@ -626,20 +535,3 @@ def celeba(root: str, download: bool, flip: bool, dequantize: str, image_size: i
     s = image_size
     ident = _identity("celeba", t["train"], size=s, limit=limit)
     return DataSource("celeba", "image", (3, s, s), t["train"], t["test"], ident, flip, dequantize)
-
-
-# Per-sample shapes known without reading any file (for `repro compile`'s parameter counts).
-_STATIC_SHAPES: dict[str, Callable[[dict[str, Any]], tuple[int, ...]]] = {
-    "mixture2d": lambda p: (2,),
-    "digits": lambda p: (1, 8, 8),
-    "fashion_mnist": lambda p: (1, p["image_size"], p["image_size"]),
-    "mnist": lambda p: (1, p["image_size"], p["image_size"]),
-    "cifar10": lambda p: (3, p.get("image_size", 32), p.get("image_size", 32)),
-    "celeba": lambda p: (3, p["image_size"], p["image_size"]),
-}
-
-
-def static_shape(name: str, params: dict[str, Any]) -> tuple[int, ...] | None:
-    """The per-sample shape of a dataset from its parameters alone, or None if unknown."""
-    f = _STATIC_SHAPES.get(name)
-    return None if f is None else tuple(f(params))

@@ -1,39 +1,59 @@
-"""Errors that are the user's to fix: the CLI prints their message, never a traceback."""
+"""The one error hierarchy: everything repro reports without a traceback is a :class:`ReproError`.
+
+- :class:`UserError` (exit 2): a mistake in the input — a `.exp` file, a ``--set``, a data or
+  checkpoint path the user named. Its message says where: ``file:line:col`` (the language's
+  diagnostics, :class:`dsl.errors.DiagnosticError`) or the path.
+- :class:`RunError` (exit 1): a run that failed — a diverged sampler, a non-finite loss, a
+  damaged checkpoint, a device that is not there.
+
+The CLI prints ``error: <message>`` (or the compiler-style diagnostics) and exits with
+``exit_code``; nothing else in the code base decides exit codes. This module imports nothing.
+"""
 
 from __future__ import annotations
 
 
 class ReproError(Exception):
-    """Base of run-time errors with a user-facing, one-paragraph message."""
+    """Base of every error with a user-facing, one-paragraph message."""
+
+    exit_code = 1
 
 
-class TrainingError(ReproError):
+class UserError(ReproError):
+    """A mistake in the input; the message names ``file:line:col`` or the path."""
+
+    exit_code = 2
+
+
+class RunError(ReproError):
+    """A run that failed; whatever was written before stays valid."""
+
+    exit_code = 1
+
+
+class ParamError(UserError, ValueError):
+    """A value that does not fit a parameter's type or range (the checker adds the position)."""
+
+
+class DataError(UserError):
+    """A dataset that is missing or damaged; the message names the path and what was expected."""
+
+
+class PluginError(UserError):
+    """A third-party plug-in (entry point group ``repro.plugins``) that cannot be loaded."""
+
+
+class TrainingError(RunError):
     """Training stopped (non-finite loss, ...); the last good checkpoint is kept."""
 
 
-class CheckpointError(ReproError):
-    """A checkpoint cannot be read (corrupt, from another spec)."""
+class CheckpointError(RunError):
+    """A checkpoint cannot be read (damaged, from another spec, not weights-only)."""
 
 
-class NotImplementedComponent(ReproError):
-    """A registered component whose builder is not written yet."""
+class SamplerDiverged(RunError):
+    """Non-finite values appeared in a sampler (the message names the stage and the level)."""
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [ReproError]
-    from ncsn_core.samplers import SamplerDiverged
-
-    types.append(SamplerDiverged)
-    try:
-        from ncsn_core.data import DataError
-
-        types.append(DataError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from ncsn_core.evaluation import EvaluationError  # type: ignore[attr-defined]
-
-        types.append(EvaluationError)
-    except ImportError:
-        pass
-    return tuple(types)
+class EvaluationError(RunError):
+    """Evaluation cannot run (weights missing offline, metrics that do not fit the data)."""

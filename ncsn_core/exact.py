@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from ncsn_core.errors import ReproError
-from ncsn_core.registry import register
 from ncsn_core.samplers import SampleContext
 
 
@@ -30,6 +29,5 @@ class ExactSample:
         return 0
 
 
-@register("stage", "exact_sample", doc="exact samples from a toy density (Fig. 3a's reference); no network")
 def exact_sample() -> ExactSample:
     return ExactSample()

@@ -12,12 +12,10 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core.declarations.losses import SIGMA_SQUARED
 from ncsn_core.errors import ReproError
 from ncsn_core.noise import NoiseSchedule
-from ncsn_core.registry import Choice, ExprType, Int, Param, register
 from ncsn_core.values import Expr
-
-SIGMA_SQUARED = Expr(("**", ("sym", "sigma"), ("num", 2)))
 
 
 @attrs.frozen
@@ -91,19 +89,6 @@ class DSM:
         return 0.5 * _flat(r).pow(2).sum(1) * self.lam(noise.scale(idx))
 
 
-@register(
-    "loss",
-    "dsm",
-    params=[
-        Param(
-            "weight",
-            ExprType(("sigma",)),
-            SIGMA_SQUARED,
-            "λ(σ) of Eq. 6 (NCSN: σ², so every level's loss has the same magnitude)",
-        )
-    ],
-    doc="denoising score matching over the noise levels (NCSN Eq. 5-6)",
-)
 def dsm(weight: Any) -> DSM:
     return DSM(weight)
 
@@ -163,33 +148,9 @@ class SSM:
         return LossOut(per.mean(), ps, pc)
 
 
-_SSM_PARAMS = [
-    Param("n_particles", Int(min=1), 1, "random projections per data point"),
-    Param(
-        "projection",
-        Choice(("gaussian", "rademacher", "sphere")),
-        "gaussian",
-        "distribution p_v of the projections",
-    ),
-    Param(
-        "weight",
-        ExprType(("sigma",)),
-        SIGMA_SQUARED,
-        "λ(σ) with a noise ladder (Eq. 6; official code: σ²); unused with noise none",
-    ),
-]
-
-
-@register("loss", "ssm", params=_SSM_PARAMS, doc="sliced score matching (NCSN Eq. 3; Song et al. 2019)")
 def ssm(n_particles: int, projection: str, weight: Any) -> SSM:
     return SSM(n_particles, projection, variance_reduced=False, weight=weight)
 
 
-@register(
-    "loss",
-    "ssm_vr",
-    params=_SSM_PARAMS,
-    doc="sliced score matching, variance-reduced: ½‖s‖² replaces ½(vᵀs)² (exact in expectation for Gaussian v)",
-)
 def ssm_vr(n_particles: int, projection: str, weight: Any) -> SSM:
     return SSM(n_particles, projection, variance_reduced=True, weight=weight)

@@ -58,7 +58,7 @@ class NoiseSchedule:
         pass
 
 
-# ----------------------------------------------------------------------------- registrations
+# ----------------------------------------------------------------------------- builders
 def ladder(kind: str, sigma_max: float, sigma_min: float, levels: int) -> list[float]:
     """σ₁ = sigma_max > … > σ_L = sigma_min; geometric (NCSN §4.1) or linear.
 
@@ -80,40 +80,6 @@ def ladder(kind: str, sigma_max: float, sigma_min: float, levels: int) -> list[f
     return out
 
 
-def _auto_sigma_max(ctx: Any) -> Any:
-    from ncsn_core.techniques import auto_sigma_max
-
-    return auto_sigma_max(ctx)
-
-
-def _auto_levels(ctx: Any) -> Any:
-    from ncsn_core.techniques import auto_levels
-
-    return auto_levels(ctx)
-
-
-def _ladder_params(auto: bool) -> list[Any]:
-    from ncsn_core.registry import Float, Int, Param
-
-    return [
-        Param(
-            "sigma_max",
-            Float(min=0.0, exclusive_min=True),
-            1.0,
-            "largest noise level σ₁" + (" (auto: NCSNv2 Technique 1, max pairwise distance)" if auto else ""),
-            auto=_auto_sigma_max if auto else None,
-        ),
-        Param("sigma_min", Float(min=0.0, exclusive_min=True), 0.01, "smallest noise level σ_L"),
-        Param(
-            "levels",
-            Int(min=1),
-            10,
-            "number of levels L" + (" (auto: NCSNv2 Technique 2, from the Φ equation)" if auto else ""),
-            auto=_auto_levels if auto else None,
-        ),
-    ]
-
-
 def _check_order(sigma_max: float, sigma_min: float, levels: int) -> None:
     from ncsn_core.errors import ReproError
 
@@ -121,47 +87,20 @@ def _check_order(sigma_max: float, sigma_min: float, levels: int) -> None:
         raise ReproError(f"noise: sigma_max ({sigma_max:g}) must be larger than sigma_min ({sigma_min:g})")
 
 
-def _register() -> None:
-    from ncsn_core.registry import Float, Int, Param, register
+def geometric(
+    sigma_max: float, sigma_min: float, levels: int, overlap: float, subsample: int, data: Any = None
+) -> NoiseSchedule:
+    _check_order(sigma_max, sigma_min, levels)
+    return NoiseSchedule(torch.tensor(ladder("geometric", sigma_max, sigma_min, levels)))
 
-    @register(
-        "noise",
-        "geometric",
-        params=_ladder_params(True)
-        + [
-            Param(
-                "overlap",
-                Float(0.0, 1.0),
-                0.5,
-                "C of Technique 2's Φ equation (poster: ≈ 0.5; official configs: 0.567)",
-            ),
-            Param(
-                "subsample",
-                Int(min=0),
-                0,
-                "Technique 1 on a random subset of this many points (0 = all, exact)",
-            ),
-        ],
-        doc="isotropic Gaussian noise, σ a geometric progression (NCSN §4.1)",
-    )
-    def geometric(
-        sigma_max: float, sigma_min: float, levels: int, overlap: float, subsample: int, data: Any = None
-    ) -> NoiseSchedule:
-        _check_order(sigma_max, sigma_min, levels)
-        return NoiseSchedule(torch.tensor(ladder("geometric", sigma_max, sigma_min, levels)))
 
-    @register(
-        "noise", "linear", params=_ladder_params(False), doc="isotropic Gaussian noise, σ evenly spaced"
-    )
-    def linear(sigma_max: float, sigma_min: float, levels: int, data: Any = None) -> NoiseSchedule:
-        _check_order(sigma_max, sigma_min, levels)
-        return NoiseSchedule(torch.tensor(ladder("linear", sigma_max, sigma_min, levels)))
+def linear(sigma_max: float, sigma_min: float, levels: int, data: Any = None) -> NoiseSchedule:
+    _check_order(sigma_max, sigma_min, levels)
+    return NoiseSchedule(torch.tensor(ladder("linear", sigma_max, sigma_min, levels)))
 
-    @register(
-        "noise", "none", doc="no perturbation: score matching on the data itself (NCSN Fig. 1-2 with SSM)"
-    )
-    def none(data: Any = None) -> NoiseSchedule:
-        return NoNoise()
+
+def none(data: Any = None) -> NoiseSchedule:
+    return NoNoise()
 
 
 class NoNoise(NoiseSchedule):
@@ -182,6 +121,3 @@ class NoNoise(NoiseSchedule):
         raise ReproError(
             "noise none has no denoising target: use loss ssm (or ssm_vr), or a noise ladder with dsm"
         )
-
-
-_register()

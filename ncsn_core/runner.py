@@ -22,7 +22,7 @@ import torch
 
 from ncsn_core import checkpoint as ckpt
 from ncsn_core import registry
-from ncsn_core.errors import NotImplementedComponent, ReproError
+from ncsn_core.errors import ReproError
 from ncsn_core.samplers import SampleContext
 from ncsn_core.spec import ComponentSpec, RunSpec, digest
 from ncsn_core.training import Trainer, plain_progress
@@ -41,12 +41,7 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def build(kind: str, spec: ComponentSpec, **extra: Any) -> Any:
-    comp = registry.lookup(kind, spec.name)
-    if not comp.implemented:
-        raise NotImplementedComponent(
-            f"{kind} '{spec.name}' is validated by the checker but not implemented yet"
-        )
-    return comp.builder(**spec.kwargs(), **extra)
+    return registry.lookup(kind, spec.name).build(**spec.kwargs(), **extra)
 
 
 def _env(device: torch.device) -> dict[str, Any]:

@@ -283,133 +283,48 @@ InitFn = Callable[[int, tuple[int, ...], "torch.Generator | None", Any, Any], to
 """An initialiser: ``init(n, shape, generator, device, data) -> x`` of shape [n, *shape]."""
 
 
-def _register() -> None:
-    from ncsn_core.registry import Bool, Choice, Float, Int, Param, register
-
-    def auto_step(ctx: Any) -> Any:
-        from ncsn_core.techniques import auto_step_size
-
-        return auto_step_size(ctx)
-
-    eps = Float(min=0.0, exclusive_min=True)
-    rec = Param(
-        "record_every", Int(min=0), 0, "record intermediate samples every this many steps (0 = off; Fig. 4)"
-    )
-    exact = Param(
-        "use_exact", Bool(), False, "use the data's exact score (toy mixtures) instead of the network"
-    )
-
-    @register(
-        "stage",
-        "langevin",
-        params=[
-            Param("steps", Int(min=1), 1000, "T"),
-            Param("step_size", eps, 2e-5, "ε of Eq. 4"),
-            Param(
-                "level", Int(), -1, "which noise level's score the network uses (0-based; -1 = the last, σ_L)"
-            ),
-            exact,
-            rec,
-        ],
-        doc="Langevin dynamics (NCSN Eq. 4) at one noise level; with use_exact, the data score itself",
-    )
-    def langevin(steps: int, step_size: float, level: int, use_exact: bool, record_every: int) -> Langevin:
-        return Langevin(steps, step_size, level, use_exact, record_every)
-
-    @register(
-        "stage",
-        "annealed_langevin",
-        params=[
-            Param("steps_per_level", Int(min=1), 100, "T, Langevin steps per noise level"),
-            Param(
-                "step_size",
-                eps,
-                2e-5,
-                "ε of Alg. 1 (official step_lr = ε/2); auto: NCSNv2 Technique 4",
-                auto=auto_step,
-            ),
-            exact,
-            rec,
-        ],
-        doc="annealed Langevin dynamics (NCSN Alg. 1): α_i = ε σ_i²/σ_L², x + α_i/2·s + √α_i·z",
-    )
-    def annealed_langevin(
-        steps_per_level: int, step_size: float, use_exact: bool, record_every: int
-    ) -> AnnealedLangevin:
-        return AnnealedLangevin(steps_per_level, step_size, use_exact, record_every)
-
-    @register(
-        "stage",
-        "inpainting",
-        params=[
-            Param("steps_per_level", Int(min=1), 100, "T"),
-            Param("step_size", eps, 2e-5, "ε of Alg. 2"),
-            Param(
-                "mask",
-                Choice(("half", "left", "center", "random")),
-                "half",
-                "occluded: half = bottom rows, left = right columns (left part known), "
-                "center = a centred box, random = random pixels",
-            ),
-            Param("mask_fraction", Float(0.0, 1.0), 0.5, "fraction of pixels occluded"),
-            Param(
-                "split",
-                Choice(("test", "train")),
-                "test",
-                "reference images: the split's first images, in order, one per sample",
-            ),
-        ],
-        doc="inpainting with annealed Langevin dynamics (NCSN Alg. 2); known pixels are kept",
-    )
-    def inpainting(
-        steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str
-    ) -> Inpainting:
-        return Inpainting(steps_per_level, step_size, mask, mask_fraction, split)
-
-    @register("stage", "denoise", doc="final denoising x + σ_L²·s(x, σ_L) (NCSNv2's 'w/ denoising')")
-    def denoise() -> Denoise:
-        return Denoise()
-
-    @register(
-        "init",
-        "uniform",
-        params=[Param("low", Float(), 0.0, "lower bound"), Param("high", Float(), 1.0, "upper bound")],
-        doc="U[low, high] initial samples (the papers: U[0, 1] for images, U[-8, 8]² for Fig. 3)",
-    )
-    def uniform(low: float, high: float) -> InitFn:
-        def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
-            return low + (high - low) * torch.rand((n, *shape), generator=gen, device=device)
-
-        return init
-
-    @register(
-        "init",
-        "gaussian",
-        params=[Param("mean", Float(), 0.0, "mean"), Param("std", Float(min=0.0), 1.0, "standard deviation")],
-        doc="N(mean, std²) initial samples",
-    )
-    def gaussian(mean: float, std: float) -> InitFn:
-        def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
-            return mean + std * torch.randn((n, *shape), generator=gen, device=device)
-
-        return init
-
-    @register(
-        "init",
-        "data_noise",
-        params=[Param("std", Float(min=0.0), 1.0, "noise added to the training images")],
-        doc="training examples (random, augmented as in training) plus std·z",
-    )
-    def data_noise(std: float) -> InitFn:
-        def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
-            cpu = torch.Generator().manual_seed(
-                int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=device))
-            )
-            idx = torch.randint(0, len(data), (n,), generator=cpu)
-            x = data.batch(idx, cpu).to(device)
-            return x + std * torch.randn(x.shape, generator=gen, device=device)
-
-        return init
+# ----------------------------------------------------------------------------- builders
+def langevin(steps: int, step_size: float, level: int, use_exact: bool, record_every: int) -> Langevin:
+    return Langevin(steps, step_size, level, use_exact, record_every)
 
 
-_register()
+def annealed_langevin(
+    steps_per_level: int, step_size: float, use_exact: bool, record_every: int
+) -> AnnealedLangevin:
+    return AnnealedLangevin(steps_per_level, step_size, use_exact, record_every)
+
+
+def inpainting(
+    steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str
+) -> Inpainting:
+    return Inpainting(steps_per_level, step_size, mask, mask_fraction, split)
+
+
+def denoise() -> Denoise:
+    return Denoise()
+
+
+def uniform(low: float, high: float) -> InitFn:
+    def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
+        return low + (high - low) * torch.rand((n, *shape), generator=gen, device=device)
+
+    return init
+
+
+def gaussian(mean: float, std: float) -> InitFn:
+    def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
+        return mean + std * torch.randn((n, *shape), generator=gen, device=device)
+
+    return init
+
+
+def data_noise(std: float) -> InitFn:
+    def init(n: int, shape: tuple[int, ...], gen: Any, device: Any, data: Any) -> torch.Tensor:
+        cpu = torch.Generator().manual_seed(
+            int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=device))
+        )
+        idx = torch.randint(0, len(data), (n,), generator=cpu)
+        x = data.batch(idx, cpu).to(device)
+        return x + std * torch.randn(x.shape, generator=gen, device=device)
+
+    return init

@@ -14,7 +14,8 @@ from typing import Any
 
 import attrs
 
-from ncsn_core.registry import AutoValue
+from ncsn_core import schema
+from ncsn_core.params import AutoValue
 from ncsn_core.values import to_json
 
 
@@ -71,20 +72,20 @@ class RunSpec:
         out: dict[str, Any] = {}
         for n in names:
             v = getattr(self, n)
-            if n == "stages":
+            if isinstance(v, tuple):  # a block's children (the sample block's stages)
                 out[n] = [s.to_json() for s in v]
             else:
                 out[n] = None if v is None else v.to_json()
         return out
 
     def train_part(self) -> dict[str, Any]:
-        return self._part("data", "noise", "network", "loss", "train")
+        return self._part(*schema.stage_fields("train"))
 
     def sample_part(self) -> dict[str, Any]:
-        return {"train": self.train_hash(), **self._part("sample", "stages")}
+        return {"train": self.train_hash(), **self._part(*schema.stage_fields("sample"))}
 
     def eval_part(self) -> dict[str, Any]:
-        return {"sample": self.sample_hash(), **self._part("evaluate")}
+        return {"sample": self.sample_hash(), **self._part(*schema.stage_fields("evaluate"))}
 
     def train_hash(self) -> str:
         return digest(self.train_part())
@@ -97,7 +98,7 @@ class RunSpec:
 
     def hash(self) -> str:
         """The run's identity: everything but the seed, the name and published numbers."""
-        return digest(self._part("data", "noise", "network", "loss", "train", "sample", "stages", "evaluate"))
+        return digest(self._part(*schema.spec_fields()))
 
     def canonical(self) -> dict[str, Any]:
         return {
@@ -109,7 +110,7 @@ class RunSpec:
             "train_hash": self.train_hash(),
             "sample_hash": self.sample_hash(),
             "eval_hash": self.eval_hash(),
-            **self._part("data", "noise", "network", "loss", "train", "sample", "stages", "evaluate"),
+            **self._part(*schema.spec_fields()),
             "published": [p.to_json() for p in self.published],
             "sweep": dict(self.sweep),
             "auto": {k: {"value": to_json(a.value), "explanation": a.explanation} for k, a in self.autos},

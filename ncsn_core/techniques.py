@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ncsn_core.registry import AutoContext, AutoValue
+from ncsn_core.params import AutoContext, AutoValue
 
 # C of Technique 2 that reproduces every official number of levels (the poster says ≈ 0.5).
 OFFICIAL_C = 0.567
@@ -220,7 +220,8 @@ def auto_sigma_max(ctx: AutoContext) -> AutoValue:
 def auto_levels(ctx: AutoContext) -> AutoValue:
     """Technique 2 for ``noise.levels = auto`` (needs sigma_max, sigma_min resolved; C = overlap)."""
     t0 = time.perf_counter()
-    D = math.prod(ctx.data().shape)
+    # Only the data's dimension is needed: from its declared shape, never reading the data.
+    D = math.prod(ctx.shape if ctx.shape is not None else ctx.data().shape)
     C = float(ctx.params.get("overlap", POSTER_C))
     g = solve_gamma(D, C)
     smax, smin = float(ctx.params["sigma_max"]), float(ctx.params["sigma_min"])

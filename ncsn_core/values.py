@@ -100,8 +100,7 @@ class Expr:
                 x = ev(n[2])
                 if n[1] == "sqrt":
                     return x**0.5
-                mod = _math_module(x)
-                return getattr(mod, n[1])(x)
+                return _apply(n[1], x)
             return _BINOPS[tag](ev(n[1]), ev(n[2]))
 
         return ev(self.tree)
@@ -111,7 +110,11 @@ class Expr:
         return _expr_text(self.tree, 0)
 
 
-_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "neg": 3, "**": 4}
+# The one precedence table of the language's arithmetic (the parser's rule names map onto it).
+PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "neg": 3, "**": 4}
+ATOM = 9  # the precedence of a number, a name, a call or a parenthesised expression
+OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}  # grammar rule → operator
+FUNCTIONS = ("sqrt", "exp", "log")
 
 
 def _expr_text(n: tuple, parent: int, right: bool = False) -> str:
@@ -123,9 +126,9 @@ def _expr_text(n: tuple, parent: int, right: bool = False) -> str:
     if tag == "call":
         return f"{n[1]}({_expr_text(n[2], 0)})"
     if tag == "neg":
-        s = "-" + _expr_text(n[1], _PREC["neg"])
-        return f"({s})" if parent > _PREC["neg"] else s
-    p = _PREC[tag]
+        s = "-" + _expr_text(n[1], PRECEDENCE["neg"])
+        return f"({s})" if parent > PRECEDENCE["neg"] else s
+    p = PRECEDENCE[tag]
     if tag == "**":  # right-associative
         s = f"{_expr_text(n[1], p + 1)} ** {_expr_text(n[2], p, True)}"
     else:
@@ -133,15 +136,11 @@ def _expr_text(n: tuple, parent: int, right: bool = False) -> str:
     return f"({s})" if p < parent or (right and p == parent and tag != "**") else s
 
 
-def _math_module(x: Any) -> Any:
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return torch
-    except ImportError:  # pragma: no cover
-        pass
-    return math
+def _apply(fname: str, x: Any) -> Any:
+    """sqrt/exp/log of a Python number (math) or of a tensor (its own method: no torch import here)."""
+    if isinstance(x, (int, float)):
+        return getattr(math, fname)(x)
+    return getattr(x, fname)()
 
 
 def format_number(v: float | int) -> str:
@@ -157,6 +156,35 @@ def format_number(v: float | int) -> str:
         mant, exp = r.split("e")
         return f"{mant}e{int(exp)}"
     return r
+
+
+def quote(s: str) -> str:
+    """A string literal of the language that reads back as ``s``."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def value_text(v: Any) -> str:
+    """The one printer of values as the language spells them (``repro compile``, the docs,
+    diagnostics, ``--set`` provenance): expressions print as source text."""
+    if v is AUTO:
+        return "auto"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return format_number(v)
+    if isinstance(v, str):
+        return quote(v)
+    if isinstance(v, Ident):
+        return v.name
+    if isinstance(v, Call):
+        return v.name + (
+            "(" + ", ".join(f"{k} = {value_text(x)}" for k, x in v.params) + ")" if v.params else ""
+        )
+    if isinstance(v, Expr):
+        return v.text()
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    return str(v)
 
 
 def to_json(value: Any) -> Any:

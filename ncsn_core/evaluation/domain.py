@@ -21,7 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ncsn_core.errors import EvaluationError
 from ncsn_core.evaluation.fidelity import Uint8Images, cache_name, calculate, content_hash
+from ncsn_core.evaluation.fits import check_fits
+from ncsn_core.evaluation.weights import fidelity_version, sha256_file
 from ncsn_core.spec import digest
 from ncsn_core.values import Call
 
@@ -149,8 +152,6 @@ def load_classifier(
 ) -> tuple[Path, dict[str, Any]]:
     """The classifier file for this dataset (trained once, then cached) and its info: hash,
     SHA-256, architecture, training settings, test accuracy and the metrics' floors."""
-    from ncsn_core.evaluation import EvaluationError, check_fits, sha256_file
-
     check_fits(["fid_domain"], data)
     if data.test is None or data.test_labels is None:
         raise EvaluationError(f"the domain classifier needs a labelled test split; {data.name} has none")
@@ -222,8 +223,6 @@ def compute(
     protocol: dict[str, Any],
 ) -> dict[str, float]:
     """``fid_domain`` and ``is_domain`` through torch-fidelity with the domain classifier."""
-    from ncsn_core.evaluation import EvaluationError
-
     path, info = load_classifier(data, cache_dir, settings=settings)
     names = {c.name: dict(c.params) for c in calls}
     split = str(settings.get("reference", "train"))
@@ -259,3 +258,7 @@ def compute(
     if flags["isc"]:
         protocol["is_domain_splits"] = splits
     return out
+
+
+def implementation(protocol: dict[str, Any]) -> str:
+    return f"torch-fidelity {fidelity_version()} (domain classifier {protocol['domain_classifier']['hash']})"

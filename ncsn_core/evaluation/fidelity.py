@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from ncsn_core.errors import EvaluationError
+from ncsn_core.evaluation.weights import fidelity_version, preflight, sha256_file
 from ncsn_core.values import Call
 
 FEATURE_EXTRACTOR = "inception-v3-compat"
@@ -142,8 +144,6 @@ def compute(
     """IS / FID / KID / precision-recall with torch-fidelity's Inception-v3."""
     import torch_fidelity
 
-    from ncsn_core.evaluation import EvaluationError, preflight, sha256_file
-
     if getattr(data, "kind", "image") != "image":
         raise EvaluationError(
             "inception_score / fid / kid / precision_recall need image data; use mmd or mode_weights"
@@ -215,3 +215,7 @@ def compute(
     if flags["kid"]:
         protocol.update(kid_subsets=KID_SUBSETS, kid_subset_size=kid_size)
     return out
+
+
+def implementation(protocol: dict[str, Any]) -> str:
+    return f"torch-fidelity {fidelity_version()} (inception-v3-compat)"

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ncsn_core.networks.refinenet import COMMON_PARAMS, RefineNet, check_image
-from ncsn_core.registry import Int, Param, register
-
-_NGF = Param("ngf", Int(min=1), 128, "filters of the first cascade")
+from ncsn_core.networks.refinenet import RefineNet, check_image
 
 
 def _build(name: str, arch: str, ngf: int, act: str, centered: bool, shape: tuple[int, ...],
@@ -24,34 +21,16 @@ def _build(name: str, arch: str, ngf: int, act: str, centered: bool, shape: tupl
     return RefineNet(shape, ngf, act, centered, sigmas, arch, conditional=False)
 
 
-@register(
-    "network",
-    "ncsnv2",
-    params=[_NGF, *COMMON_PARAMS],
-    doc="NCSNv2 (Technique 3: s(x)/σ, InstanceNorm++): 29,694,083 parameters at CIFAR-10 size",
-)
 def ncsnv2(ngf: int, act: str, centered: bool, shape: tuple[int, ...], sigmas: torch.Tensor) -> RefineNet:
     return _build("ncsnv2", "ncsn", ngf, act, centered, shape, sigmas)
 
 
-@register(
-    "network",
-    "ncsnv2_deeper",
-    params=[_NGF, *COMMON_PARAMS],
-    doc="NCSNv2Deeper (5 cascades; LSUN church/bedroom/tower): 83,445,379 parameters",
-)
 def ncsnv2_deeper(
     ngf: int, act: str, centered: bool, shape: tuple[int, ...], sigmas: torch.Tensor
 ) -> RefineNet:
     return _build("ncsnv2_deeper", "deeper", ngf, act, centered, shape, sigmas)
 
 
-@register(
-    "network",
-    "ncsnv2_deepest",
-    params=[_NGF, *COMMON_PARAMS],
-    doc="NCSNv2Deepest (6 cascades; FFHQ 256): 94,132,611 parameters",
-)
 def ncsnv2_deepest(
     ngf: int, act: str, centered: bool, shape: tuple[int, ...], sigmas: torch.Tensor
 ) -> RefineNet:

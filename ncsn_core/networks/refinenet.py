@@ -23,7 +23,6 @@ from ncsn_core.networks.layers import (
     RefineBlock,
     ResidualBlock,
 )
-from ncsn_core.registry import Bool, Choice, Int, Param, register
 
 # Encoder cascades: (in, out, resample, dilation) per residual block, in multiples of ngf.
 ENCODERS: dict[str, list[list[tuple[int, int, str | None, int]]]] = {
@@ -125,12 +124,6 @@ class RefineNet(nn.Module):
         return out
 
 
-COMMON_PARAMS = [
-    Param("act", Choice(tuple(ACTS)), "elu", "activation (the papers: ELU)"),
-    Param("centered", Bool(), True, "map inputs from [0, 1] to [-1, 1] first, as the official code"),
-]
-
-
 def check_image(shape: tuple[int, ...], name: str) -> None:
     """A RefineNet needs C×H×W data."""
     if len(shape) != 3:
@@ -139,13 +132,6 @@ def check_image(shape: tuple[int, ...], name: str) -> None:
         raise ReproError(f"network {name} is for images (C×H×W); this data has shape {shape}: use mlp")
 
 
-@register(
-    "network",
-    "ncsn",
-    params=[Param("ngf", Int(min=1), 128, "filters of the first cascade (CIFAR-10/CelebA: 128; MNIST: 64)")]
-    + COMMON_PARAMS,
-    doc="NCSN: RefineNet, dilations, CondInstanceNorm++ (NCSN App. A); 30,117,635 parameters at CIFAR-10 size",
-)
 def ncsn(ngf: int, act: str, centered: bool, shape: tuple[int, ...], sigmas: torch.Tensor) -> RefineNet:
     check_image(shape, "ncsn")
     return RefineNet(shape, ngf, act, centered, sigmas, "ncsn", conditional=True)

@@ -7,8 +7,6 @@ import math
 import torch
 from torch import nn
 
-from ncsn_core.registry import Bool, Choice, Int, Param, register
-
 _ACTS = {"softplus": nn.Softplus, "elu": nn.ELU, "relu": nn.ReLU, "swish": nn.SiLU}
 
 
@@ -49,18 +47,6 @@ class MLP(nn.Module):
         return out.view_as(x)
 
 
-@register(
-    "network",
-    "mlp",
-    params=[
-        Param("hidden", Int(min=1), 128, "hidden units per layer"),
-        Param("layers", Int(min=1), 3, "linear layers (the last maps to the output)"),
-        Param("act", Choice(tuple(_ACTS)), "softplus", "activation"),
-        Param("conditional", Bool(), False, "condition on the noise level (a learned embedding per level)"),
-        Param("scale_by_sigma", Bool(), False, "divide the output by σ_i (NCSNv2 Technique 3)"),
-    ],
-    doc="MLP score network (NCSN App. B.1: 3 layers, 128 units, softplus); images are flattened",
-)
 def mlp(
     hidden: int,
     layers: int,

@@ -1,0 +1,118 @@
+"""Datasets (implementations: :mod:`ncsn_core.data`). Each declares its per-sample shape from
+its parameters, so `levels = auto` (Technique 2) and parameter counts need no data on disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ncsn_core.params import Bool, Choice, DataFacts, Float, Int, ListOf, Param, Str, declare
+
+_IMPL = "ncsn_core.data:"
+_FLIP = Param("flip", Bool(), False, "random horizontal flips during training")
+_DEQ = Param("dequantize", Choice(("none", "uniform")), "uniform", "uniform dequantisation x·255/256 + U/256")
+_SIZE28 = Param("image_size", Int(min=4), 28, "resize to this size")
+_ROOT_DOC = "dataset folder; downloaded there when missing and download = true"
+_DOWNLOAD = Param("download", Bool(), True, "download with torchvision when the files are not in root")
+
+
+def _square(channels: int) -> Any:
+    return lambda p: (channels, p["image_size"], p["image_size"])
+
+
+DECLARATIONS = (
+    declare(
+        "data",
+        "mixture2d",
+        _IMPL + "mixture2d",
+        params=[
+            Param("weights", ListOf(Float(min=0.0), min_len=1), (0.2, 0.8), "mixture weights (normalised)"),
+            Param(
+                "means",
+                ListOf(Float()),
+                (-5.0, -5.0, 5.0, 5.0),
+                "component means, flattened (x₁, y₁, x₂, y₂, ...)",
+            ),
+            Param(
+                "std",
+                Float(min=0.0, exclusive_min=True),
+                1.0,
+                "isotropic standard deviation of every component",
+            ),
+            Param(
+                "stds",
+                ListOf(Float(min=0.0, exclusive_min=True)),
+                (),
+                "per-component per-axis stds, flattened; overrides std",
+            ),
+            Param("n_train", Int(min=1), 100_000, "size of the fixed training set drawn from the mixture"),
+            Param("seed", Int(min=0), 0, "seed of the training-set draw"),
+        ],
+        doc="NCSN's 2-D toy mixture 1/5 N((-5,-5), I) + 4/5 N((5,5), I) (§3.2), or any 2-D Gaussian mixture",
+        facts=DataFacts(lambda p: (2,), modality="points", density=True),
+    ),
+    declare(
+        "data",
+        "digits",
+        _IMPL + "digits",
+        params=[_FLIP, _DEQ],
+        doc="scikit-learn's 8×8 handwritten digits (1797 images, shipped with the package): the embedded default",
+        facts=DataFacts(lambda p: (1, 8, 8), labels=True),
+    ),
+    declare(
+        "data",
+        "fashion_mnist",
+        _IMPL + "fashion_mnist",
+        params=[
+            Param(
+                "root",
+                Str(),
+                "/usr/share/datasets/fashion-mnist",
+                "folder with the IDX files (Debian's dataset-fashion-mnist)",
+            ),
+            _FLIP,
+            _DEQ,
+            _SIZE28,
+        ],
+        doc="Fashion-MNIST read from local IDX files (28×28, 60k train / 10k test)",
+        facts=DataFacts(_square(1), labels=True),
+    ),
+    declare(
+        "data",
+        "mnist",
+        _IMPL + "mnist",
+        params=[Param("root", Str(), "data/mnist", _ROOT_DOC), _DOWNLOAD, _FLIP, _DEQ, _SIZE28],
+        doc="MNIST (torchvision's MNIST/raw/ IDX files under root, read directly; or downloaded)",
+        facts=DataFacts(_square(1), labels=True),
+    ),
+    declare(
+        "data",
+        "cifar10",
+        _IMPL + "cifar10",
+        params=[
+            Param("root", Str(), "data/cifar10", _ROOT_DOC),
+            _DOWNLOAD,
+            Param("flip", Bool(), True, "random horizontal flips"),
+            _DEQ,
+            Param("image_size", Int(min=4), 32, "resize to this size (32: as stored, no resizing)"),
+        ],
+        doc="CIFAR-10 32×32 (cifar-10-batches-py/ under root, read directly; or downloaded by torchvision)",
+        facts=DataFacts(_square(3), labels=True),
+    ),
+    declare(
+        "data",
+        "celeba",
+        _IMPL + "celeba",
+        params=[
+            Param("root", Str(), "data/celeba", _ROOT_DOC),
+            _DOWNLOAD,
+            Param("flip", Bool(), True, "random horizontal flips"),
+            _DEQ,
+            Param(
+                "image_size", Int(min=4), 32, "center-crop 140, then resize to this (NCSN: 32; NCSNv2: 64)"
+            ),
+            Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)"),
+        ],
+        doc="CelebA, center-cropped to 140×140 and resized (NCSN §5); local files or a torchvision download",
+        facts=DataFacts(_square(3)),
+    ),
+)

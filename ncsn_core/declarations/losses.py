@@ -1,0 +1,56 @@
+"""Training objectives (implementations: :mod:`ncsn_core.losses`)."""
+
+from __future__ import annotations
+
+from ncsn_core.params import Choice, ExprType, Int, Param, declare
+from ncsn_core.values import Expr
+
+_IMPL = "ncsn_core.losses:"
+SIGMA_SQUARED = Expr(("**", ("sym", "sigma"), ("num", 2)))  # λ(σ) = σ², NCSN §4.2
+
+_SSM_PARAMS = [
+    Param("n_particles", Int(min=1), 1, "random projections per data point"),
+    Param(
+        "projection",
+        Choice(("gaussian", "rademacher", "sphere")),
+        "gaussian",
+        "distribution p_v of the projections",
+    ),
+    Param(
+        "weight",
+        ExprType(("sigma",)),
+        SIGMA_SQUARED,
+        "λ(σ) with a noise ladder (Eq. 6; official code: σ²); unused with noise none",
+    ),
+]
+
+DECLARATIONS = (
+    declare(
+        "loss",
+        "dsm",
+        _IMPL + "dsm",
+        params=[
+            Param(
+                "weight",
+                ExprType(("sigma",)),
+                SIGMA_SQUARED,
+                "λ(σ) of Eq. 6 (NCSN: σ², so every level's loss has the same magnitude)",
+            )
+        ],
+        doc="denoising score matching over the noise levels (NCSN Eq. 5-6)",
+    ),
+    declare(
+        "loss",
+        "ssm",
+        _IMPL + "ssm",
+        params=_SSM_PARAMS,
+        doc="sliced score matching (NCSN Eq. 3; Song et al. 2019)",
+    ),
+    declare(
+        "loss",
+        "ssm_vr",
+        _IMPL + "ssm_vr",
+        params=_SSM_PARAMS,
+        doc="sliced score matching, variance-reduced: ½‖s‖² replaces ½(vᵀs)² (exact in expectation for Gaussian v)",
+    ),
+)

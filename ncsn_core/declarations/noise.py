@@ -1,0 +1,67 @@
+"""Noise schedules (implementations: :mod:`ncsn_core.noise`; ANSN's adaptive noise is in
+:mod:`ncsn_core.declarations.ansn`)."""
+
+from __future__ import annotations
+
+from ncsn_core.params import Float, Int, Param, declare
+
+_IMPL = "ncsn_core.noise:"
+_TECH = "ncsn_core.techniques:"
+
+
+def _ladder_params(auto: bool) -> list[Param]:
+    return [
+        Param(
+            "sigma_max",
+            Float(min=0.0, exclusive_min=True),
+            1.0,
+            "largest noise level σ₁" + (" (auto: NCSNv2 Technique 1, max pairwise distance)" if auto else ""),
+            auto=_TECH + "auto_sigma_max" if auto else None,
+        ),
+        Param("sigma_min", Float(min=0.0, exclusive_min=True), 0.01, "smallest noise level σ_L"),
+        Param(
+            "levels",
+            Int(min=1),
+            10,
+            "number of levels L" + (" (auto: NCSNv2 Technique 2, from the Φ equation)" if auto else ""),
+            auto=_TECH + "auto_levels" if auto else None,
+        ),
+    ]
+
+
+DECLARATIONS = (
+    declare(
+        "noise",
+        "geometric",
+        _IMPL + "geometric",
+        params=_ladder_params(True)
+        + [
+            Param(
+                "overlap",
+                Float(0.0, 1.0),
+                0.5,
+                "C of Technique 2's Φ equation (poster: ≈ 0.5; official configs: 0.567)",
+            ),
+            Param(
+                "subsample",
+                Int(min=0),
+                0,
+                "Technique 1 on a random subset of this many points (0 = all, exact)",
+            ),
+        ],
+        doc="isotropic Gaussian noise, σ a geometric progression (NCSN §4.1)",
+    ),
+    declare(
+        "noise",
+        "linear",
+        _IMPL + "linear",
+        params=_ladder_params(False),
+        doc="isotropic Gaussian noise, σ evenly spaced",
+    ),
+    declare(
+        "noise",
+        "none",
+        _IMPL + "none",
+        doc="no perturbation: score matching on the data itself (NCSN Fig. 1-2 with SSM)",
+    ),
+)

@@ -1,0 +1,94 @@
+"""The Inception-v3 weights torch-fidelity's metrics need: where they are looked up, the one
+message that says which file to put where, and the check run before any training or sampling
+(:func:`preflight`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ncsn_core.errors import EvaluationError
+from ncsn_core.values import Call
+
+# The file torch-fidelity's Inception-v3 ("inception-v3-compat") loads: the basename of
+# torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3, which torch.hub stores in
+# <hub dir>/checkpoints/ when it downloads it.
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+
+
+def hub_weights_path() -> Path:
+    """Where torch-fidelity's own download puts the Inception weights (torch's hub cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def find_inception_weights(setting: str = "") -> Path | None:
+    """The Inception weights file, looked up in order: the evaluate block's
+    ``inception_weights``, ``$REPRO_INCEPTION_WEIGHTS``, torch's hub cache."""
+    for cand in (setting, os.environ.get("REPRO_INCEPTION_WEIGHTS", ""), str(hub_weights_path())):
+        if cand and Path(cand).expanduser().is_file():
+            return Path(cand).expanduser().resolve()
+    return None
+
+
+def weights_help(where: str) -> str:
+    """The one message that says which file is needed and where to put it."""
+    return (
+        f"the Inception-v3 weights are needed for {where} but were not found. torch-fidelity "
+        f"{fidelity_version()} uses the file {INCEPTION_FILE} (it downloads it from its download URL, "
+        "torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3). On a machine without internet, copy "
+        "that file over and do one of: (1) write evaluate { inception_weights = "
+        f'"/path/to/{INCEPTION_FILE}" }} in the experiment, (2) export REPRO_INCEPTION_WEIGHTS=/path/to/'
+        f"{INCEPTION_FILE}, or (3) put it at {hub_weights_path()}. See docs/evaluation.md. (Small "
+        "datasets with labels can use fid_domain / is_domain instead, which need no download.)"
+    )
+
+
+def fidelity_version() -> str:
+    try:
+        import torch_fidelity
+
+        return str(torch_fidelity.__version__)
+    except Exception:  # noqa: BLE001 - not installed: the message still helps
+        return "(not installed)"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def preflight(calls: tuple[Call, ...] | list[Call], settings: dict[str, Any]) -> Path:
+    """The Inception weights file for ``calls`` (torch-fidelity metrics), found or downloaded now
+    rather than after hours of training and sampling. Raises :class:`EvaluationError` when the
+    weights are missing and cannot be downloaded (always when ``REPRO_OFFLINE`` is set)."""
+    where = ", ".join(c.name for c in calls)
+    setting = str(settings.get("inception_weights", "") or "")
+    if setting and not Path(setting).expanduser().is_file():
+        raise EvaluationError(
+            f"evaluate.inception_weights = {setting!r}: no such file; " + weights_help(where)
+        )
+    found = find_inception_weights(setting)
+    if found is not None:
+        return found
+    if os.environ.get("REPRO_OFFLINE"):
+        raise EvaluationError(weights_help(where) + " (REPRO_OFFLINE is set, so no download was tried.)")
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+        dst = hub_weights_path()
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".partial")
+        torch.hub.download_url_to_file(URL_INCEPTION_V3, str(tmp), progress=False)
+        tmp.replace(dst)
+        return dst
+    except Exception as e:  # noqa: BLE001 - offline, proxy, full disk...
+        raise EvaluationError(
+            weights_help(where) + f" The download failed: {type(e).__name__}: {e}"
+        ) from None

@@ -1,0 +1,152 @@
+"""The one schema of the language: every block kind an experiment can hold.
+
+Each :class:`BlockKind` says what the block is called, which registry kind it names
+(``data digits { }`` names a ``data`` component; ``train { }`` is a fixed block with its own
+fields), whether it holds repeated child blocks (``sample`` holds ``stage NAME { }``), which
+other blocks it needs, and which run stage's hash covers it. The resolver, the checker, the
+lowering to :class:`~ncsn_core.spec.RunSpec`, ``repro explain``, ``repro compile``'s output,
+the generated docs and the CLI all read this table: adding a block kind is one entry here plus
+its field in the run spec.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ncsn_core.params import Bool, Choice, ComponentOf, Either, Float, Int, ListOf, Param, Str
+from ncsn_core.values import Call
+
+# The run's stages, in order; each stage's hash covers its blocks and the previous stage's hash.
+STAGES = ("train", "sample", "evaluate")
+
+
+@attrs.frozen
+class BlockKind:
+    name: str
+    doc: str
+    holds: str | None = None  # the registry kind named by the block (`data digits { }`); None: fixed fields
+    fields: tuple[Param, ...] = ()  # a fixed block's parameters
+    child: str | None = None  # the registry kind of repeated `<child> NAME { }` blocks inside it
+    child_field: str = ""  # the run spec's field holding the children, in order
+    required: bool = False
+    needs: tuple[str, ...] = ()  # blocks that must be present when this one is
+    # Lowered exactly when that block is present (with its defaults if not written): `train`
+    # without a `network` has nothing to train and is left out of the run spec.
+    default_with: str | None = None
+    stage: str = "train"  # the run stage whose hash covers it
+    example: str = ""  # a component name for messages (`data digits { ... }`)
+
+
+EXPERIMENT = BlockKind(
+    "experiment",
+    "top-level fields of an experiment",
+    fields=(
+        Param(
+            "seed", Int(min=0), 0, "random seed; sweeping it gives repeats of the same run (not in the hash)"
+        ),
+        Param("paper", Str(), "", "which paper's table this experiment reproduces (groups the report)"),
+        Param("description", Str(), "", "one line shown in reports"),
+    ),
+)
+
+BLOCKS: tuple[BlockKind, ...] = (
+    BlockKind("data", "the dataset", holds="data", required=True, example="digits"),
+    BlockKind("noise", "the noise schedule", holds="noise", required=True, example="geometric"),
+    BlockKind("network", "the score network", holds="network", needs=("loss",), example="ncsn"),
+    BlockKind("loss", "the training objective", holds="loss", needs=("network",), example="dsm"),
+    BlockKind(
+        "train",
+        "training loop settings",
+        fields=(
+            Param("optimizer", ComponentOf("optimizer"), Call("adam", ()), "optimizer, e.g. adam(lr = 1e-3)"),
+            Param("batch_size", Int(min=1), 128, "training batch size"),
+            Param("iterations", Int(min=0), 200_000, "optimizer steps"),
+            Param("checkpoint_every", Int(min=1), 5_000, "steps between checkpoints (written atomically)"),
+            Param("keep_checkpoints", Int(min=1), 3, "how many recent checkpoints to keep on disk"),
+            Param(
+                "ema", Float(0.0, 1.0), 0.0, "EMA rate of the parameters (NCSNv2 Technique 5: 0.999; 0 = off)"
+            ),
+            Param("grad_clip", Float(min=0.0), 0.0, "clip the gradient norm to this value (0 = off)"),
+            Param("log_every", Int(min=1), 100, "steps between log lines (losses are averaged in between)"),
+        ),
+        default_with="network",
+    ),
+    BlockKind(
+        "sample",
+        "sampling settings; the ordered `stage` list inside it runs one stage after another",
+        fields=(
+            Param(
+                "init",
+                ComponentOf("init"),
+                Call("uniform", ()),
+                "initial samples, e.g. uniform(low = -8, high = 8)",
+            ),
+            Param("samples", Int(min=1), 64, "how many samples to draw (the grid and samples.pt)"),
+            Param("batch_size", Int(min=1), 1000, "samples drawn at once"),
+            Param(
+                "use_ema", Bool(), True, "sample with the EMA weights when training kept them (Technique 5)"
+            ),
+            Param(
+                "checkpoint",
+                Either((Int(min=0), Str())),
+                "last",
+                'which checkpoint to sample from: "last" or a training step',
+            ),
+        ),
+        child="stage",
+        child_field="stages",
+        stage="sample",
+    ),
+    BlockKind(
+        "evaluate",
+        "evaluation settings; changing them never resamples",
+        fields=(
+            Param(
+                "metrics",
+                ListOf(ComponentOf("metric")),
+                (),
+                "metrics to compute, e.g. [inception_score, fid]",
+            ),
+            Param("samples", Int(min=2), 50_000, "samples drawn for evaluation (the papers: 50k)"),
+            Param("batch_size", Int(min=1), 500, "feature-extraction batch size"),
+            Param(
+                "reference",
+                Choice(("train", "test")),
+                "train",
+                "the dataset split compared against (recorded)",
+            ),
+            Param(
+                "inception_weights",
+                Str(),
+                "",
+                "path of the Inception weights file (offline machines); see docs/evaluation.md",
+            ),
+            Param(
+                "cache", Bool(), True, "cache reference-set features (keyed by data, split and weights hash)"
+            ),
+        ),
+        needs=("sample",),
+        stage="evaluate",
+    ),
+)
+
+BY_NAME = {b.name: b for b in BLOCKS}
+NAMES = tuple(BY_NAME)
+COMPONENT_BLOCKS = tuple(b.name for b in BLOCKS if b.holds)
+FIXED_BLOCKS = tuple(b.name for b in BLOCKS if not b.holds)
+FIELDS = tuple(p.name for p in EXPERIMENT.fields)
+
+
+def block(name: str) -> BlockKind | None:
+    return BY_NAME.get(name)
+
+
+def stage_fields(stage: str) -> tuple[str, ...]:
+    """The run spec's fields a stage's hash covers (its blocks, then their children)."""
+    own = [b for b in BLOCKS if b.stage == stage]
+    return tuple(b.name for b in own) + tuple(b.child_field for b in own if b.child)
+
+
+def spec_fields() -> tuple[str, ...]:
+    """Every run spec field that the blocks lower to, in stage order."""
+    return tuple(f for s in STAGES for f in stage_fields(s))

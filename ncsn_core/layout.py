@@ -159,9 +159,14 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 # ---- recorded paths
 def record(path: Path, run: Path) -> str:
-    """``path`` as written into a file of the run folder ``run``: relative to it (through
-    ``../..`` for another run under the same runs folder), with forward slashes."""
-    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(run))).as_posix()
+    """``path`` as written into a file of the run folder ``run``, with forward slashes:
+    relative to the run folder, or, for anything else under the runs folder (another run's
+    train stage, the caches), ``../../`` and its path from the runs folder."""
+    p, r = Path(os.path.abspath(path)), Path(os.path.abspath(run))
+    root = r.parent.parent
+    if not p.is_relative_to(r) and p.is_relative_to(root):
+        return (Path("..", "..") / p.relative_to(root)).as_posix()
+    return Path(os.path.relpath(p, r)).as_posix()
 
 
 def resolve(recorded: str, run: Path, runs_root: Path | None = None) -> Path | None:

@@ -161,7 +161,7 @@ def load_classifier(
     path = cache_dir / f"domain-classifier-{key}.pt"
     info_path = path.with_suffix(".json")
     if path.exists() and info_path.exists():
-        return path, json.loads(info_path.read_text())
+        return path, {**json.loads(info_path.read_text()), "file": str(path)}  # where it is now
     t0 = time.perf_counter()
     y = data.train_labels.long()
     classes = int(max(int(y.max()), int(data.test_labels.max()))) + 1

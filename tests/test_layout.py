@@ -8,23 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_runs import TOY
 from typer.testing import CliRunner
 
 from dsl.cli import app
 from ncsn_core import layout
 
-SWEPT = """\
-experiment toy {
-    data mixture2d { n_train = 2000 }
-    noise geometric { sigma_max = 5.0, sigma_min = 0.1, levels = 5 }
-    network mlp { hidden = 32, layers = 3, conditional = true, scale_by_sigma = true }
-    loss dsm { }
-    train { optimizer = adam(lr = 1e-3), batch_size = 64, iterations = 40, checkpoint_every = 20, log_every = 10, ema = 0.9 }
-    sample { samples = 100, init = uniform(low = -8, high = 8), stage annealed_langevin { steps_per_level = 5, step_size = 0.05 } }
-    evaluate { metrics = [mmd, sliced_wasserstein], samples = 150 }
-    sweep sample.annealed_langevin.step_size = [0.05, 0.02]
-}
-"""
+# The toy run of test_runs, two sweep points sharing one train stage, evaluating more samples
+# than the sample stage keeps (the cached evaluation samples).
+SWEPT = TOY.replace("samples = 200 }", "samples = 300 }").replace(
+    "\n}\n", "\n    sweep sample.annealed_langevin.step_size = [0.05, 0.02]\n}\n"
+)
 
 
 def test_record_and_resolve(tmp_path: Path) -> None:
@@ -100,7 +94,7 @@ def test_moved_runs_folder_reports_and_resumes(tmp_path: Path, monkeypatch: pyte
         recorded += [st[k] for k in ("train", "samples_from") if f.name == layout.STAGE and k in st]
     assert sorted(recorded)[0].startswith("../../toy/") and len(recorded) == 4
     assert "2 complete seed(s), 0 incomplete" in before
-    assert before.count("seed 0: complete | 40") == 2  # iterations: also through the reused train
+    assert before.count("seed 0: complete | 60") == 2  # iterations: also through the reused train
 
     moved = tmp_path / "b" / "elsewhere"
     moved.parent.mkdir()

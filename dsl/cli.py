@@ -145,9 +145,9 @@ def fmt(
                 bad += 1
         elif write:
             if new != text:
-                tmp = f.with_suffix(f.suffix + ".tmp")
-                tmp.write_text(new, encoding="utf-8")
-                tmp.replace(f)
+                from ncsn_core import io as atomic
+
+                atomic.write_text(f, new)
         else:
             typer.echo(new, nl=False)
     if bad:

@@ -1,46 +1,21 @@
-"""Atomic checkpoints: write a temporary file, fsync, rename; a crash never leaves half a file."""
+"""Training checkpoints: atomic saves (:mod:`ncsn_core.io`; a crash never leaves half a file),
+loading with clear errors, listing and pruning."""
 
 from __future__ import annotations
 
-import io
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ncsn_core import io as atomic
+from ncsn_core import layout
 from ncsn_core.errors import CheckpointError
-
-_NAME = re.compile(r"step-(\d+)\.pt$")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    """Write a checkpoint atomically, streamed to disk (never held twice in memory)."""
+    atomic.write_with(path, lambda f: torch.save(state, f))
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -59,18 +34,15 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in a checkpoints folder, by step."""
     if not folder.is_dir():
         return []
-    out = []
-    for p in folder.iterdir():
-        m = _NAME.search(p.name)
-        if m and not p.name.startswith("."):
-            out.append((int(m.group(1)), p))
-    return sorted(out)
+    found = ((layout.checkpoint_step(p), p) for p in folder.iterdir())
+    return sorted((step, p) for step, p in found if step is not None)
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
-    return folder / f"step-{step:08d}.pt"
+    return layout.checkpoint_file(folder, step)
 
 
 def prune(folder: Path, keep: int) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core import io as atomic
 from ncsn_core.errors import DataError
 
 
@@ -317,9 +318,7 @@ def _cached(root: Path, name: str, build: Callable[[], dict[str, torch.Tensor]],
             p.unlink(missing_ok=True)
     out = build()
     try:
-        tmp = p.with_suffix(f".tmp{os.getpid()}")
-        torch.save(out, tmp)
-        tmp.replace(p)
+        atomic.write_with(p, lambda f: torch.save(out, f))
     except OSError:
         pass  # a read-only dataset folder: just don't cache
     return out

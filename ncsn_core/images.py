@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-from ncsn_core.checkpoint import atomic_write_bytes
+from ncsn_core import io as atomic
 
 
-def _png_of_images(x: torch.Tensor, nrow: int) -> bytes:
+def _png_of_images(x: torch.Tensor, nrow: int) -> Callable[[IO[bytes]], None]:
+    """A writer of the PNG of an image grid (for :func:`ncsn_core.io.write_with`)."""
     from PIL import Image
     from torchvision.utils import make_grid
 
@@ -21,12 +22,11 @@ def _png_of_images(x: torch.Tensor, nrow: int) -> bytes:
         k = max(1, 256 // g.shape[-1])
         g = g.repeat_interleave(k, dim=-1).repeat_interleave(k, dim=-2)
     arr = (g.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+    return lambda f: Image.fromarray(arr).save(f, format="PNG")
 
 
-def _png_of_points(x: torch.Tensor, ref: torch.Tensor | None, title: str = "") -> bytes:
+def _png_of_points(x: torch.Tensor, ref: torch.Tensor | None, title: str = "") -> Callable[[IO[bytes]], None]:
+    """A writer of the PNG of a scatter plot of 2-D points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,29 +40,33 @@ def _png_of_points(x: torch.Tensor, ref: torch.Tensor | None, title: str = "") -
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", fontsize=7)
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+
+    def write(f: IO[bytes]) -> None:
+        try:
+            fig.savefig(f, format="png")
+        finally:
+            plt.close(fig)
+
+    return write
 
 
 def save_grid(x: torch.Tensor, data: Any, path: Path) -> None:
     if getattr(data, "kind", "image") == "points":
         ref = data.train[:2000] if getattr(data, "train", None) is not None else None
-        atomic_write_bytes(path, _png_of_points(x, ref))
+        atomic.write_with(path, _png_of_points(x, ref))
         return
     n = min(len(x), 64)
-    atomic_write_bytes(path, _png_of_images(x[:n], nrow=int(math.ceil(math.sqrt(n)))))
+    atomic.write_with(path, _png_of_images(x[:n], nrow=int(math.ceil(math.sqrt(n)))))
 
 
 def save_strip(inter: dict[str, torch.Tensor], data: Any, path: Path) -> None:
     """Rows: samples; columns: recorded steps (NCSN Fig. 4)."""
     if getattr(data, "kind", "image") == "points":
         last = list(inter.values())[-1]
-        atomic_write_bytes(path, _png_of_points(last.reshape(-1, last.shape[-1]), None, "intermediate"))
+        atomic.write_with(path, _png_of_points(last.reshape(-1, last.shape[-1]), None, "intermediate"))
         return
     snaps = torch.cat([v for v in inter.values()], dim=0)  # [T, B, C, H, W]
     t, b = snaps.shape[0], snaps.shape[1]
     grid = snaps.transpose(0, 1).reshape(t * b, *snaps.shape[2:])
-    atomic_write_bytes(path, _png_of_images(grid, nrow=t))
+    atomic.write_with(path, _png_of_images(grid, nrow=t))

@@ -1,9 +1,11 @@
 """Run a RunSpec: train → sample → evaluate, each stage cached under its own hash.
 
-Layout (docs/architecture.md): ``runs/<experiment>/<run-hash>/seed-<k>/{train, sample-<h>,
-eval-<h>}``; a stage folder with a ``DONE`` file is complete and reused. A training stage
-with the same train hash and seed anywhere under the runs folder is reused too, so a
-sampler ablation never retrains and an evaluation change never resamples.
+Layout (:mod:`ncsn_core.layout`, docs/architecture.md): ``runs/<experiment>/<run-hash>/
+seed-<k>/{train, sample-<h>, eval-<h>}``; a stage folder with a ``DONE`` file is complete and
+reused. A training stage with the same train hash and seed anywhere under the runs folder is
+reused too, so a sampler ablation never retrains and an evaluation change never resamples.
+Every file is written atomically (:mod:`ncsn_core.io`), and every path written into the run
+folder is relative to it, so a runs folder can be moved whole.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 
 import torch
 
+import ncsn_core.layout as layout
 from ncsn_core import checkpoint as ckpt
+from ncsn_core import io as atomic
 from ncsn_core import registry
 from ncsn_core.errors import ReproError
 from ncsn_core.samplers import SampleContext
@@ -71,32 +75,26 @@ def _env(device: torch.device) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    ckpt.atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    atomic.write_json(path, obj, default=str)
 
 
-def _done(folder: Path, stage_hash: str) -> bool:
-    sj = folder / "stage.json"
-    if not (folder / "DONE").exists() or not sj.exists():
-        return False
-    try:
-        return json.loads(sj.read_text()).get("hash") == stage_hash
-    except (OSError, ValueError):
-        return False
+def _save_tensors(path: Path, obj: Any) -> None:
+    atomic.write_with(path, lambda f: torch.save(obj, f))
 
 
 def _open_stage(seed_dir: Path, kind: str, stage_hash: str, **meta: str) -> tuple[Path, bool]:
     """The stage folder ``<kind>-<hash>``: (folder, True) when complete, else created and
     described by stage.json, (folder, False)."""
-    folder = seed_dir / f"{kind}-{stage_hash}"
-    if _done(folder, stage_hash):
+    folder = layout.stage_dir(seed_dir, kind, stage_hash)
+    if layout.is_complete_stage(folder, stage_hash):
         return folder, True
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / "stage.json", {"stage": kind, "hash": stage_hash, **meta})
+    _write_json(folder / layout.STAGE, {"stage": kind, "hash": stage_hash, **meta})
     return folder, False
 
 
 def _mark_done(folder: Path) -> None:
-    ckpt.atomic_write_text(folder / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    atomic.write_text(folder / layout.DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
 
 
 @contextmanager
@@ -134,8 +132,8 @@ class Run:
         self.spec = spec
         self.runs_dir = Path(runs_dir)
         self.device = pick_device(device)
-        self.dir = self.runs_dir / spec.experiment / spec.hash()
-        self.seed_dir = self.dir / f"seed-{spec.seed}"
+        self.dir = layout.run_dir(self.runs_dir, spec.experiment, spec.hash())
+        self.seed_dir = layout.seed_dir(self.dir, spec.seed)
         self.source_text = source_text
         self.quiet = quiet
         self._data: Any = None
@@ -166,20 +164,24 @@ class Run:
     # ---- stages
     def write_meta(self) -> None:
         self.seed_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.dir / "spec.json", self.spec.canonical() | {"seed": None})
-        if self.source_text and not (self.dir / "source.exp").exists():
-            ckpt.atomic_write_text(self.dir / "source.exp", self.source_text)
-        _write_json(self.seed_dir / "env.json", _env(self.device))
+        _write_json(self.dir / layout.SPEC, self.spec.canonical() | {"seed": None})
+        if self.source_text and not (self.dir / layout.SOURCE).exists():
+            atomic.write_text(self.dir / layout.SOURCE, self.source_text)
+        _write_json(self.seed_dir / layout.ENV, _env(self.device))
+
+    def record(self, path: Path) -> str:
+        """``path`` as recorded in this run's files: relative to the run folder."""
+        return layout.record(path, self.dir)
 
     def find_trained(self) -> Path | None:
         """A complete train stage with this train hash and seed anywhere under runs/."""
         h = self.spec.train_hash()
-        own = self.seed_dir / "train"
-        if _done(own, h):
+        own = layout.stage_dir(self.seed_dir, layout.TRAIN)
+        if layout.is_complete_stage(own, h):
             return own
-        for sj in self.runs_dir.glob(f"*/*/seed-{self.spec.seed}/train/stage.json"):
-            if _done(sj.parent, h):
-                return sj.parent
+        for folder in layout.train_dirs(self.runs_dir, self.spec.seed):
+            if layout.is_complete_stage(folder, h):
+                return folder
         return None
 
     def train(self) -> Path | None:
@@ -187,12 +189,12 @@ class Run:
             return None
         found = self.find_trained()
         if found is not None:
-            if found != self.seed_dir / "train":
+            if found != layout.stage_dir(self.seed_dir, layout.TRAIN):
                 self.log(f"train: reusing {found} (same train hash {self.spec.train_hash()})")
             return found
-        folder = self.seed_dir / "train"
+        folder = layout.stage_dir(self.seed_dir, layout.TRAIN)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "stage.json", {"stage": "train", "hash": self.spec.train_hash()})
+        _write_json(folder / layout.STAGE, {"stage": layout.TRAIN, "hash": self.spec.train_hash()})
         torch.manual_seed(self.spec.seed)  # network initialisation
         assert self.spec.train is not None and self.spec.loss is not None
         s = self.spec.train.kwargs()
@@ -216,23 +218,24 @@ class Run:
             result = trainer.train()
         result["seconds"] = round(time.perf_counter() - t0, 3)
         result["resumed_from"] = start
-        _write_json(folder / "results.json", result)
+        _write_json(folder / layout.RESULTS, result)
         _mark_done(folder)
         return folder
 
     def load_model(self, train_dir: Path | None, use_ema: bool, which: Any) -> tuple[Any, dict[str, Any]]:
         if train_dir is None:
             return None, {}
-        cks = ckpt.list_checkpoints(train_dir / "checkpoints")
+        ckdir = layout.checkpoints_dir(train_dir)
+        cks = ckpt.list_checkpoints(ckdir)
         if not cks:
-            raise ReproError(f"no checkpoint in {train_dir / 'checkpoints'}; run the train stage first")
+            raise ReproError(f"no checkpoint in {ckdir}; run the train stage first")
         if which == "last":
             step, path = cks[-1]
         else:
             match = [c for c in cks if c[0] == which]
             if not match:
                 raise ReproError(
-                    f"sample.checkpoint = {which}: no such checkpoint in {train_dir / 'checkpoints'} "
+                    f"sample.checkpoint = {which}: no such checkpoint in {ckdir} "
                     f"(kept: {', '.join(str(c[0]) for c in cks)})"
                 )
             step, path = match[0]
@@ -244,7 +247,7 @@ class Run:
         noise = self.noise()
         noise.load_state_dict(st["noise"])  # ANSN: the covariance learned in training
         return model, {
-            "checkpoint": str(path),
+            "checkpoint": self.record(path),
             "step": step,
             "ema": bool(use_ema and st.get("ema") is not None),
         }
@@ -307,24 +310,27 @@ class Run:
         if self.spec.sample is None:
             return None
         folder, done = _open_stage(
-            self.seed_dir, "sample", self.spec.sample_hash(), train=str(train_dir or "")
+            self.seed_dir,
+            layout.SAMPLE,
+            self.spec.sample_hash(),
+            train="" if train_dir is None else self.record(train_dir),
         )
         if done:
             return folder
         s = self.spec.sample.kwargs()
         model, minfo = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
         x, extra = self.draw(model, s["samples"], 0, record=True)
-        torch.save(x, folder / "samples.pt")
+        _save_tensors(folder / layout.SAMPLES, x)
         from ncsn_core.images import save_grid, save_strip
 
-        save_grid(x, self.data, folder / "grid.png")
+        save_grid(x, self.data, folder / layout.GRID)
         if extra["intermediates"]:
             inter = {k: torch.stack(v) for k, v in extra["intermediates"].items()}
-            torch.save(inter, folder / "intermediates.pt")
-            save_strip(inter, self.data, folder / "intermediates.png")
-        _write_json(folder / "results.json", {**extra["info"], **minfo})
+            _save_tensors(folder / layout.INTERMEDIATES, inter)
+            save_strip(inter, self.data, folder / layout.STRIP)
+        _write_json(folder / layout.RESULTS, {**extra["info"], **minfo})
         _mark_done(folder)
-        self.log(f"sample: {s['samples']} samples in {extra['info']['seconds']}s → {folder / 'grid.png'}")
+        self.log(f"sample: {s['samples']} samples in {extra['info']['seconds']}s → {folder / layout.GRID}")
         return folder
 
     def evaluate(self, train_dir: Path | None, sample_dir: Path | None) -> Path | None:
@@ -333,39 +339,41 @@ class Run:
         from ncsn_core import evaluation
 
         h = self.spec.eval_hash()
-        folder, done = _open_stage(self.seed_dir, "eval", h, samples_from=str(sample_dir))
+        folder, done = _open_stage(self.seed_dir, layout.EVAL, h, samples_from=self.record(sample_dir))
         if done:
             return folder
         e = self.spec.evaluate.kwargs()
         n = e["samples"]
         s = self.spec.sample.kwargs() if self.spec.sample else {}
         if n == s.get("samples"):
-            x = torch.load(sample_dir / "samples.pt")
+            x = torch.load(sample_dir / layout.SAMPLES)
         else:
             # Samples for evaluation are their own cached product: changing metrics never resamples.
-            cache = self.seed_dir / f"evalsamples-{digest([self.spec.sample_hash(), n])}.pt"
+            cache = layout.eval_samples_file(self.seed_dir, digest([self.spec.sample_hash(), n]))
             if cache.exists():
                 x = torch.load(cache)
             else:
                 model, _ = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
                 x, _ = self.draw(model, n, 1, record=False)
-                buf = cache.with_suffix(".tmp")
-                torch.save(x, buf)
-                buf.replace(cache)
+                _save_tensors(cache, x)
         metrics = evaluation.evaluate(
             self.spec.evaluate.get("metrics"),
             x,
             self.data,
             settings=e,
             run_key=h,
-            cache_dir=self.runs_dir / ".cache",
+            cache_dir=layout.cache_dir(self.runs_dir),
             device=self.device,
         )
         trained = {}
-        if train_dir is not None and (train_dir / "results.json").exists():
-            trained = json.loads((train_dir / "results.json").read_text())
-        metrics.setdefault("protocol", {})["iterations_trained"] = trained.get("iterations")
-        _write_json(folder / "metrics.json", metrics)
+        if train_dir is not None and (train_dir / layout.RESULTS).exists():
+            trained = json.loads((train_dir / layout.RESULTS).read_text())
+        protocol = metrics.setdefault("protocol", {})
+        protocol["iterations_trained"] = trained.get("iterations")
+        classifier = protocol.get("domain_classifier")
+        if isinstance(classifier, dict) and classifier.get("file"):  # in the runs folder's cache
+            classifier["file"] = self.record(Path(classifier["file"]))
+        _write_json(folder / layout.METRICS, metrics)
         _mark_done(folder)
         return folder
 
@@ -396,7 +404,7 @@ def run_spec(
         return f"sampled → {sample_dir}"
     eval_dir = r.evaluate(train_dir, sample_dir)
     if eval_dir is not None:
-        m = json.loads((eval_dir / "metrics.json").read_text())
+        m = json.loads((eval_dir / layout.METRICS).read_text())
         nums = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, (int, float)))
         return f"{nums} → {eval_dir}"
     return f"done → {sample_dir or train_dir or r.seed_dir}"

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ncsn_core import io as atomic
 from ncsn_core.params import AutoContext, AutoValue
 
 # C of Technique 2 that reproduces every official number of levels (the poster says ≈ 0.5).
@@ -96,10 +97,7 @@ def cached_max_pairwise_distance(
         pass
     cache[key] = d
     try:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        tmp.replace(f)
+        atomic.write_json(f, cache, indent=1, sort_keys=True)
     except OSError:
         pass  # an unwritable cache only costs the recomputation
     return d, False

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ncsn_core import checkpoint as ckpt
+from ncsn_core import layout
 from ncsn_core.errors import TrainingError
 
 
@@ -104,7 +105,7 @@ class Trainer:
         self.s = settings
         self.device = device
         self.folder = folder
-        self.ckdir = folder / "checkpoints"
+        self.ckdir = layout.checkpoints_dir(folder)
         self.ema = EMA(self.model, settings["ema"]) if settings["ema"] > 0 else None
         self.order = DataOrder(len(data), seed * 7919 + 1)
         # Separate streams: data augmentation (CPU) and noise/projections (device).
@@ -162,7 +163,7 @@ class Trainer:
         log_every = self.s["log_every"]
         ck_every = self.s["checkpoint_every"]
         L = self.noise.num_levels
-        logf = open(self.folder / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        logf = open(self.folder / layout.LOG, "a", encoding="utf-8")  # noqa: SIM115
         acc = torch.zeros((), device=self.device)
         acc_lv = torch.zeros(L, device=self.device)
         cnt_lv = torch.zeros(L, device=self.device)

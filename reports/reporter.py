@@ -1,6 +1,6 @@
 """`repro report`: reproduced numbers beside the published ones, from files on disk only.
 
-Reads the layout of docs/architecture.md ("Runs on disk"):
+Reads the layout of docs/architecture.md ("Runs on disk", :mod:`ncsn_core.layout`):
 ``runs/<experiment>/<run-hash>/spec.json`` and each ``seed-<k>/`` (``train/`` with
 ``results.json`` and ``log.jsonl``, ``sample-*/`` with ``grid.png`` and ``intermediates.png``,
 ``eval-*/metrics.json``); a stage folder without ``DONE`` is incomplete. Runs are grouped by
@@ -25,6 +25,9 @@ from typing import Any
 import attrs
 import jinja2
 from tabulate import tabulate
+
+from ncsn_core import io as atomic
+from ncsn_core import layout
 
 TEMPLATES = Path(__file__).with_name("templates")
 FORMATS = ("md", "html", "tex")
@@ -131,17 +134,6 @@ def _num(v: Any) -> float | None:
     return float(v)
 
 
-def _seed_number(folder: Path) -> int:
-    try:
-        return int(folder.name.split("-", 1)[1])
-    except (IndexError, ValueError):
-        return -1
-
-
-def _done(folder: Path) -> bool:
-    return (folder / "DONE").is_file()
-
-
 def _latest(folders: list[Path]) -> list[Path]:
     """Stage folders, most recently written first."""
 
@@ -154,51 +146,41 @@ def _latest(folders: list[Path]) -> list[Path]:
     return sorted(folders, key=mtime, reverse=True)
 
 
-def _find_dir(recorded: str, root: Path | None) -> Path | None:
-    """A folder recorded in a stage.json (maybe relative to the directory the run started
-    in): as written, or its tail under the runs folder being read."""
-    p = Path(recorded)
-    cands = [p]
-    if root is not None and not p.is_absolute():
-        cands += [root / Path(*p.parts[i:]) for i in range(1, len(p.parts))]
-    return next((c for c in cands if c.is_dir()), None)
-
-
 def read_seed(folder: Path, evaluates: bool = True, runs_root: Path | None = None) -> SeedResult:
     """What one ``seed-<k>`` folder holds: its furthest stage and its numbers."""
-    res = SeedResult(_seed_number(folder), path=folder)
-    samples = _latest([p for p in folder.glob("sample-*") if p.is_dir()])
-    evals = _latest([p for p in folder.glob("eval-*") if p.is_dir()])
+    res = SeedResult(layout.seed_number(folder), path=folder)
+    samples = _latest(layout.stage_dirs(folder, layout.SAMPLE))
+    evals = _latest(layout.stage_dirs(folder, layout.EVAL))
     # The train folder: our own, or the one the sample stage recorded (a reused training run).
-    train = folder / "train"
+    train = layout.stage_dir(folder, layout.TRAIN)
     if not train.is_dir():
         for s in samples:
-            st = _read_json(s / "stage.json")
-            if isinstance(st, dict) and st.get("train"):
-                cand = _find_dir(str(st["train"]), runs_root)
-                if cand is not None:
+            st = layout.stage_info(s)
+            if st is not None and st.get(layout.TRAIN):
+                cand = layout.resolve(str(st[layout.TRAIN]), folder.parent, runs_root)
+                if cand is not None and cand.is_dir():
                     train = cand
                     break
     if train.is_dir():
-        res.status = "trained" if _done(train) else "training"
-        res.log = _read_log(train / "log.jsonl")
-        tr = _read_json(train / "results.json")
+        res.status = "trained" if layout.is_complete(train) else "training"
+        res.log = _read_log(train / layout.LOG)
+        tr = _read_json(train / layout.RESULTS)
         if isinstance(tr, dict) and _num(tr.get("iterations")) is not None:
             res.iterations = int(tr["iterations"])
         elif res.log:
             res.iterations = int(res.log[-1]["step"])
     for s in samples:
-        if res.grid is None and (s / "grid.png").is_file():
-            res.grid = s / "grid.png"
-        if res.strip is None and (s / "intermediates.png").is_file():
-            res.strip = s / "intermediates.png"
+        if res.grid is None and (s / layout.GRID).is_file():
+            res.grid = s / layout.GRID
+        if res.strip is None and (s / layout.STRIP).is_file():
+            res.strip = s / layout.STRIP
     if samples:
-        res.status = "sampled" if any(_done(s) for s in samples) else "sampling"
+        res.status = "sampled" if any(layout.is_complete(s) for s in samples) else "sampling"
         if res.status == "sampled" and not evaluates:
             res.status = "complete"  # nothing to evaluate: the samples are the result
     for e in evals:
-        m = _read_json(e / "metrics.json")
-        if _done(e) and isinstance(m, dict):
+        m = _read_json(e / layout.METRICS)
+        if layout.is_complete(e) and isinstance(m, dict):
             proto = m.get("protocol")
             res.protocol = proto if isinstance(proto, dict) else {}
             res.metrics = {
@@ -216,40 +198,21 @@ def read_seed(folder: Path, evaluates: bool = True, runs_root: Path | None = Non
     return res
 
 
-def _run_dirs(root: Path) -> list[Path]:
-    """Run folders (holding spec.json or seed-* folders): ``root`` may be the runs folder, an
-    experiment's folder or a single run's folder."""
-    if (root / "spec.json").exists() or any(root.glob("seed-*")):
-        return [root]
-    out: list[Path] = []
-    for depth in ("*", "*/*"):
-        for d in sorted(root.glob(depth)):
-            if not d.is_dir() or any(part.startswith(".") for part in d.relative_to(root).parts):
-                continue
-            if (d / "spec.json").exists() or any(p.is_dir() for p in d.glob("seed-*")):
-                if not any(d.is_relative_to(o) for o in out):
-                    out.append(d)
-    return out
-
-
 def collect(runs_dir: str | Path) -> list[RunRecord]:
     """Every run under ``runs_dir`` (missing or empty: an empty list)."""
     root = Path(runs_dir)
     out: list[RunRecord] = []
     if not root.is_dir():
         return out
-    for d in _run_dirs(root):
-        spec = _read_json(d / "spec.json")
+    for d in layout.find_run_dirs(root):
+        spec_file = d / layout.SPEC
+        spec = _read_json(spec_file)
         problems = []
         if not isinstance(spec, dict):
-            problems.append(
-                f"{d / 'spec.json'}: " + ("missing" if not (d / "spec.json").exists() else "unreadable")
-            )
+            problems.append(f"{spec_file}: " + ("missing" if not spec_file.exists() else "unreadable"))
             spec = {}
         evaluates = spec.get("evaluate", True) is not None
-        seeds = [
-            read_seed(s, evaluates, root) for s in sorted(d.glob("seed-*"), key=_seed_number) if s.is_dir()
-        ]
+        seeds = [read_seed(s, evaluates, root) for s in layout.seed_dirs(d)]
         published = [p for p in (spec.get("published") or []) if isinstance(p, dict)]
         sweep = spec.get("sweep") if isinstance(spec.get("sweep"), dict) else {}
         out.append(
@@ -728,9 +691,5 @@ def report(
     records = add_expected(collect(runs_dir), expected or [])
     text = render(records, fmt, tolerance, runs_dir=str(runs_dir))
     if out is not None:
-        p = Path(out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(p)
+        atomic.write_text(Path(out), text)
     return text

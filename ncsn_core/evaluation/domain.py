@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ncsn_core import io as atomic
 from ncsn_core.errors import EvaluationError
 from ncsn_core.evaluation.fidelity import Uint8Images, cache_name, calculate, content_hash
 from ncsn_core.evaluation.fits import check_fits
@@ -161,22 +162,17 @@ def load_classifier(
     path = cache_dir / f"domain-classifier-{key}.pt"
     info_path = path.with_suffix(".json")
     if path.exists() and info_path.exists():
-        return path, json.loads(info_path.read_text())
+        return path, {**json.loads(info_path.read_text()), "file": str(path)}  # where it is now
     t0 = time.perf_counter()
     y = data.train_labels.long()
     classes = int(max(int(y.max()), int(data.test_labels.max()))) + 1
     model = _train(data.train, y, classes, epochs)
     acc = float((_logits(model, data.test).argmax(1) == data.test_labels).double().mean())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "config": {"channels": int(data.train.shape[1]), "classes": classes, "arch": ARCH},
-        },
-        tmp,
-    )
-    tmp.replace(path)
+    state = {
+        "model": model.state_dict(),
+        "config": {"channels": int(data.train.shape[1]), "classes": classes, "arch": ARCH},
+    }
+    atomic.write_with(path, lambda f: torch.save(state, f))
     # The floor: the same metrics between the test and train splits (IS: of the test split).
     floor = calculate(
         Uint8Images(data.test),
@@ -206,9 +202,7 @@ def load_classifier(
         "is_domain_test_split": float(floor["inception_score_mean"]),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    tmp_info = info_path.with_name(info_path.name + ".tmp")
-    tmp_info.write_text(json.dumps(info, indent=2))
-    tmp_info.replace(info_path)
+    atomic.write_json(info_path, info)
     return path, info
 
 

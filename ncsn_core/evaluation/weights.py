@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
+from ncsn_core import io as atomic
 from ncsn_core.errors import EvaluationError
 from ncsn_core.values import Call
 
@@ -83,12 +84,20 @@ def preflight(calls: tuple[Call, ...] | list[Call], settings: dict[str, Any]) ->
         from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
         dst = hub_weights_path()
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".partial")
-        torch.hub.download_url_to_file(URL_INCEPTION_V3, str(tmp), progress=False)
-        tmp.replace(dst)
+        atomic.write_with(dst, lambda f: _download(URL_INCEPTION_V3, f))
         return dst
     except Exception as e:  # noqa: BLE001 - offline, proxy, full disk...
         raise EvaluationError(
             weights_help(where) + f" The download failed: {type(e).__name__}: {e}"
         ) from None
+
+
+def _download(url: str, f: IO[bytes]) -> None:
+    """Stream ``url`` into ``f`` (as ``torch.hub.download_url_to_file`` does, without its own
+    temporary file: :func:`ncsn_core.io.write_with` provides that)."""
+    import shutil
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"User-Agent": "torch.hub"})
+    with urllib.request.urlopen(req) as resp:  # noqa: S310 - a fixed https URL
+        shutil.copyfileobj(resp, f, 1 << 20)

@@ -1,0 +1,183 @@
+"""The run folder on disk (docs/architecture.md, "Runs on disk"): every file and folder name,
+and the small predicates the runner (writing) and the reporter (reading) both need.
+
+::
+
+    <runs>/<experiment>/<run-hash>/          spec.json  source.exp
+        seed-<k>/                            env.json  evalsamples-<key>.pt
+            train/                           stage.json results.json log.jsonl DONE
+                checkpoints/step-<n:08d>.pt
+            sample-<hash>/                   stage.json results.json samples.pt grid.png
+                                             intermediates.pt intermediates.png DONE
+            eval-<hash>/                     stage.json metrics.json DONE
+    <runs>/.cache/                           evaluation caches (features, classifiers)
+
+Paths written into a run folder are relative (:func:`record`): to the run folder, and
+through it to the runs folder for a reference to another run (a reused train stage), so a
+runs folder can be moved or copied whole. :func:`resolve` reads them back, and also the
+absolute or working-directory-relative paths older runs recorded.
+
+No torch here: the report code reads runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# ---- file and folder names
+SPEC = "spec.json"
+SOURCE = "source.exp"
+ENV = "env.json"
+STAGE = "stage.json"
+RESULTS = "results.json"
+LOG = "log.jsonl"
+METRICS = "metrics.json"
+DONE = "DONE"
+CHECKPOINTS = "checkpoints"
+SAMPLES = "samples.pt"
+GRID = "grid.png"
+INTERMEDIATES = "intermediates.pt"
+STRIP = "intermediates.png"
+CACHE = ".cache"
+
+TRAIN, SAMPLE, EVAL = "train", "sample", "eval"  # stage kinds
+_SEED = "seed-"
+_CHECKPOINT = re.compile(r"step-(\d+)\.pt$")
+
+
+# ---- paths
+def run_dir(runs_dir: Path, experiment: str, run_hash: str) -> Path:
+    return Path(runs_dir) / experiment / run_hash
+
+
+def seed_dir(run: Path, seed: int) -> Path:
+    return run / f"{_SEED}{seed}"
+
+
+def stage_dir(seed: Path, kind: str, stage_hash: str = "") -> Path:
+    """``train/`` (one per seed; its hash is in stage.json) or ``<kind>-<hash>/``."""
+    return seed / TRAIN if kind == TRAIN else seed / f"{kind}-{stage_hash}"
+
+
+def checkpoints_dir(train: Path) -> Path:
+    return train / CHECKPOINTS
+
+
+def checkpoint_file(folder: Path, step: int) -> Path:
+    """``step-<n>.pt`` in a checkpoints folder."""
+    return folder / f"step-{step:08d}.pt"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a checkpoint file name, or None for any other file (temporary files too)."""
+    m = _CHECKPOINT.search(path.name)
+    return int(m.group(1)) if m and not path.name.startswith(".") else None
+
+
+def eval_samples_file(seed: Path, key: str) -> Path:
+    """The cached samples an evaluation draws when it wants more than the sample stage kept."""
+    return seed / f"evalsamples-{key}.pt"
+
+
+def cache_dir(runs_dir: Path) -> Path:
+    return Path(runs_dir) / CACHE
+
+
+# ---- predicates and listings
+def seed_number(folder: Path) -> int:
+    """k of ``seed-<k>``; -1 for another name."""
+    try:
+        return int(folder.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def seed_dirs(run: Path) -> list[Path]:
+    """The ``seed-<k>`` folders of a run folder, by k."""
+    return sorted((p for p in run.glob(f"{_SEED}*") if p.is_dir()), key=seed_number)
+
+
+def stage_dirs(seed: Path, kind: str) -> list[Path]:
+    """The stage folders of one kind in a seed folder (complete or not), by name."""
+    if kind == TRAIN:
+        t = stage_dir(seed, TRAIN)
+        return [t] if t.is_dir() else []
+    return sorted(p for p in seed.glob(f"{kind}-*") if p.is_dir())
+
+
+def is_complete(stage: Path) -> bool:
+    """A stage folder is complete once its ``DONE`` file exists."""
+    return (stage / DONE).is_file()
+
+
+def stage_info(stage: Path) -> dict[str, Any] | None:
+    """The stage's ``stage.json`` (None: missing or unreadable)."""
+    try:
+        info = json.loads((stage / STAGE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def is_complete_stage(stage: Path, stage_hash: str) -> bool:
+    """Complete, and made for ``stage_hash`` (its stage.json says so)."""
+    if not is_complete(stage):
+        return False
+    info = stage_info(stage)
+    return info is not None and info.get("hash") == stage_hash
+
+
+def train_dirs(runs_dir: Path, seed: int) -> Iterator[Path]:
+    """Every seed-``seed`` train folder with a stage.json under the runs folder."""
+    for sj in Path(runs_dir).glob(f"*/*/{_SEED}{seed}/{TRAIN}/{STAGE}"):
+        yield sj.parent
+
+
+def is_run_dir(d: Path) -> bool:
+    return (d / SPEC).exists() or any(p.is_dir() for p in d.glob(f"{_SEED}*"))
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Run folders: ``root`` may be the runs folder, an experiment's folder or one run's
+    folder. Hidden folders (the caches) are skipped."""
+    if (root / SPEC).exists() or any(root.glob(f"{_SEED}*")):
+        return [root]
+    out: list[Path] = []
+    for depth in ("*", "*/*"):
+        for d in sorted(root.glob(depth)):
+            if not d.is_dir() or any(part.startswith(".") for part in d.relative_to(root).parts):
+                continue
+            if is_run_dir(d) and not any(d.is_relative_to(o) for o in out):
+                out.append(d)
+    return out
+
+
+# ---- recorded paths
+def record(path: Path, run: Path) -> str:
+    """``path`` as written into a file of the run folder ``run``, with forward slashes:
+    relative to the run folder, or, for anything else under the runs folder (another run's
+    train stage, the caches), ``../../`` and its path from the runs folder."""
+    p, r = Path(os.path.abspath(path)), Path(os.path.abspath(run))
+    root = r.parent.parent
+    if not p.is_relative_to(r) and p.is_relative_to(root):
+        return (Path("..", "..") / p.relative_to(root)).as_posix()
+    return Path(os.path.relpath(p, r)).as_posix()
+
+
+def resolve(recorded: str, run: Path, runs_root: Path | None = None) -> Path | None:
+    """An existing path recorded in a file of the run folder ``run``, or None. Relative
+    records are taken from ``run``; older records (absolute, or relative to the directory a
+    run was started in) are taken as written, else by their tail under ``runs_root``."""
+    if not recorded:
+        return None
+    p = Path(recorded)
+    cands = [] if p.is_absolute() else [Path(os.path.normpath(run / p))]
+    cands.append(p)
+    if runs_root is not None:
+        cands += [runs_root / Path(*p.parts[i:]) for i in range(1, len(p.parts))]
+    return next((c for c in cands if c.exists()), None)

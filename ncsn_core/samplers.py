@@ -89,16 +89,19 @@ class KnownPixels:
     """Alg. 2's known pixels for :func:`sample_annealed_langevin`: the reference x_ref and the
     mask m (1 = known). At the start of level i, y = x_ref + σ_i·z̃ is drawn (lines 4-5); after
     every step x ← x ⊙ (1 − m) + y ⊙ m (line 9), done with ``where`` so that the known pixels
-    equal y exactly.
+    equal y exactly. With ``at_level_start`` (the official code) line 9's replacement is also
+    done right after lines 4-5, before the level's first step (line 8) sees x, so that every
+    score evaluation of level i sees known pixels at σ_i; without it (Alg. 2 as printed) the
+    first step of level i sees the previous level's y (or, at i = 1, the initial x̃₀).
     """
 
-    def __init__(self, reference: torch.Tensor, mask: torch.Tensor) -> None:
-        self.reference, self.known = reference, mask.bool()
+    def __init__(self, reference: torch.Tensor, mask: torch.Tensor, at_level_start: bool = True) -> None:
+        self.reference, self.known, self.at_level_start = reference, mask.bool(), at_level_start
         self.y = reference
 
     def begin_level(self, x: torch.Tensor, sigma: float, gen: torch.Generator | None) -> torch.Tensor:
         self.y = self.reference + sigma * standard_normal(self.reference, gen)  # Alg. 2, lines 4-5
-        return x
+        return self.project(x) if self.at_level_start else x  # line 9, before line 8's first step
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(self.known, self.y, x)  # Alg. 2, line 9
@@ -259,16 +262,19 @@ def make_mask(
 ) -> torch.Tensor:
     """Alg. 2's m for one image of ``shape`` (C, H, W): 1 where pixels are known, 0 where occluded.
 
-    ``half``: the bottom ``fraction`` of the rows is occluded (0.5: the lower half);
-    ``left``: the right ``fraction`` of the columns is occluded, the left part is known;
-    ``center``: a centred rectangle with ``fraction`` of the area is occluded;
-    ``random``: each pixel (all channels together) is occluded with probability ``fraction``.
+    Each name says what is occluded:
+    ``right``: the right ``fraction`` of the columns (0.5: the right half, the left half known;
+    the official NCSN inpainting);
+    ``bottom``: the bottom ``fraction`` of the rows (0.5: the lower half);
+    ``center``: a centred rectangle with ``fraction`` of the area;
+    ``random``: each pixel (all channels together) with probability ``fraction``.
+    Older names: ``half`` = ``bottom``, ``left`` = ``right`` (it named the known part).
     """
     c, h, w = shape
     m = torch.zeros(shape, device=device)
-    if kind == "half":
+    if kind in ("bottom", "half"):
         m[:, : int(round(h * (1 - fraction))), :] = 1
-    elif kind == "left":
+    elif kind in ("right", "left"):
         m[:, :, : int(round(w * (1 - fraction)))] = 1
     elif kind == "center":
         m[:] = 1
@@ -301,6 +307,9 @@ class Inpainting:
     known pixels are replaced by the reference image perturbed at the current level:
     y = x_ref + σ_i·z̃ (drawn once per level, lines 4-5), x ← x ⊙ (1 − m) + y ⊙ m (line 9).
     So at the end the known pixels equal y of the last level exactly (x_ref + σ_L·z̃).
+    ``at_level_start`` (default, the official code): line 9's replacement is also done at the
+    start of each level, before its first step (line 8); false: Alg. 2 as printed. The default
+    mask is the official one, the right half occluded (``make_mask``).
 
     Reference images: sample k of the stage's n-th call is image (calls so far)·B + k of
     ``split`` (the test split by default): the runner calls a stage once per batch, so the
@@ -309,7 +318,13 @@ class Inpainting:
     """
 
     def __init__(
-        self, steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str
+        self,
+        steps_per_level: int,
+        step_size: float,
+        mask: str,
+        mask_fraction: float,
+        split: str,
+        at_level_start: bool = True,
     ) -> None:
         self.T, self.eps, self.mask, self.fraction, self.split = (
             steps_per_level,
@@ -318,6 +333,7 @@ class Inpainting:
             mask_fraction,
             split,
         )
+        self.at_level_start = at_level_start
         self._offset = 0
         self.last_mask: torch.Tensor | None = None
         self.last_reference: torch.Tensor | None = None
@@ -339,7 +355,7 @@ class Inpainting:
             ctx.record(f"{name}:occluded", ref * m)
         return sample_annealed_langevin(
             ctx.score, x, host_sigmas(ctx), step_size=self.eps, steps_per_level=self.T,
-            generator=ctx.generator, known=KnownPixels(ref, m), name=name,
+            generator=ctx.generator, known=KnownPixels(ref, m, self.at_level_start), name=name,
         )  # fmt: skip
 
     def nfe(self, num_levels: int) -> int:
@@ -413,10 +429,11 @@ def _register() -> None:
             Param("step_size", eps, 2e-5, "ε of Alg. 2"),
             Param(
                 "mask",
-                Choice(("half", "left", "center", "random")),
-                "half",
-                "occluded: half = bottom rows, left = right columns (left part known), "
-                "center = a centred box, random = random pixels",
+                Choice(("right", "bottom", "center", "random", "half", "left")),
+                "right",
+                "the occluded part: right = the right columns (the official NCSN mask: the left "
+                "half known), bottom = the bottom rows, center = a centred box, random = random "
+                "pixels; older names: half = bottom, left = right",
             ),
             Param("mask_fraction", Float(0.0, 1.0), 0.5, "fraction of pixels occluded"),
             Param(
@@ -425,13 +442,25 @@ def _register() -> None:
                 "test",
                 "reference images: the split's first images, in order, one per sample",
             ),
+            Param(
+                "at_level_start",
+                Bool(),
+                True,
+                "also re-impose the known pixels y = x_ref + σ_i z̃ before each level's first step "
+                "(the official code); false: only after each step (Alg. 2 as printed)",
+            ),
         ],
         doc="inpainting with annealed Langevin dynamics (NCSN Alg. 2); known pixels are kept",
     )
     def inpainting(
-        steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str
+        steps_per_level: int,
+        step_size: float,
+        mask: str,
+        mask_fraction: float,
+        split: str,
+        at_level_start: bool,
     ) -> Inpainting:
-        return Inpainting(steps_per_level, step_size, mask, mask_fraction, split)
+        return Inpainting(steps_per_level, step_size, mask, mask_fraction, split, at_level_start)
 
     @register("stage", "denoise", doc="final denoising x + σ_L²·s(x, σ_L) (NCSNv2's 'w/ denoising')")
     def denoise() -> Denoise:

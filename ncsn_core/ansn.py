@@ -23,7 +23,7 @@ from ncsn_core.declarations.ansn import FULL_MAX_DIM
 from ncsn_core.errors import ReproError
 from ncsn_core.losses import DSM, SIGMA_SQUARED
 from ncsn_core.noise import NoiseSchedule
-from ncsn_core.samplers import SampleContext, SamplerDiverged
+from ncsn_core.samplers import SampleContext, host_sigmas, sample_annealed_langevin
 
 
 def geometric_ladder(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
@@ -514,32 +514,14 @@ class PreconditionedLangevin:
         )
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        sig = [float(s) for s in ctx.sigmas.detach().cpu().tolist()]  # one transfer, none per step
-        name = ctx.stage_name or "preconditioned_langevin"
         noise = ctx.noise
-        sqrt = getattr(noise, "precondition_sqrt", None)
-        t_all = 0
-        for i, sigma in enumerate(sig):
-            a = self.eps * sigma**2 / sig[-1] ** 2  # Alg. 1, line 3
-            k = 1.0 / sigma if self.scaling == "divide_sigma" else 1.0
-            bad = torch.zeros((), dtype=torch.bool, device=x.device)
-            for t in range(self.T):
-                s = ctx.score(x, i)
-                z = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
-                if sqrt is not None:
-                    z = sqrt(z, i)
-                x = x + 0.5 * a * k * noise.precondition(s, i) + a**0.5 * z
-                bad |= ~torch.isfinite(x).all()  # no host sync per step
-                t_all += 1
-                if self.record_every and ctx.record and t_all % self.record_every == 0:
-                    suffix = "" if t + 1 == self.T else f".step{t + 1}"
-                    ctx.record(f"{name}:level{i + 1}{suffix}", x)
-            if bool(bad):  # one host sync per level
-                raise SamplerDiverged(
-                    f"{name} diverged at noise level {i + 1} (σ = {sigma:.4g}): non-finite values in the "
-                    f"samples. Lower step_size (or check the score model)."
-                )
-        return x
+        return sample_annealed_langevin(
+            ctx.score, x, host_sigmas(ctx), step_size=self.eps, steps_per_level=self.T,
+            generator=ctx.generator, precondition=noise.precondition,  # Ĉ s
+            noise_transform=getattr(noise, "precondition_sqrt", None),  # Ĉ^{1/2} z (None: isotropic)
+            score_scale=(lambda i, sigma: 1.0 / sigma) if self.scaling == "divide_sigma" else None,
+            record=ctx.record, record_every=self.record_every, name=ctx.stage_name or "preconditioned_langevin",
+        )  # fmt: skip
 
     def nfe(self, num_levels: int) -> int:
         return self.T * num_levels

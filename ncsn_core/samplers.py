@@ -41,7 +41,7 @@ class SampleContext:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _check_finite(flag: torch.Tensor, stage: str, i: int, sigma: float) -> None:
+def check_finite(flag: torch.Tensor, stage: str, i: int, sigma: float) -> None:
     """One host sync per noise level: raise if any non-finite value appeared."""
     if bool(flag):
         raise SamplerDiverged(
@@ -50,35 +50,122 @@ def _check_finite(flag: torch.Tensor, stage: str, i: int, sigma: float) -> None:
         )
 
 
-def _randn(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+def standard_normal(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """z ~ N(0, I) shaped like x (its device and dtype), drawn from ``gen``."""
     return torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
 
-def _nonfinite(x: torch.Tensor) -> torch.Tensor:
+def nonfinite(x: torch.Tensor) -> torch.Tensor:
     """A 0-d bool on x's device: does x hold a NaN or an infinity? (no host sync)"""
     return ~torch.isfinite(x).all()
 
 
-def _host_sigmas(ctx: SampleContext) -> list[float]:
+def host_sigmas(ctx: SampleContext) -> list[float]:
     """σ₁ … σ_L as Python floats: one transfer per run, none per step."""
     return [float(s) for s in ctx.sigmas.detach().cpu().tolist()]
 
 
-def _score(
-    ctx: SampleContext, x: torch.Tensor, i: int, use_exact: bool, sigma: float | None = None
-) -> torch.Tensor:
-    """s(x, σ_i): the network at level i, or with ``use_exact`` the data's exact score at ``sigma``
-    (default σ_i)."""
-    if use_exact:
-        if ctx.exact_score is None:
-            from ncsn_core.errors import ReproError
+def stage_score(
+    ctx: SampleContext, use_exact: bool, sigmas: list[float]
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``score(x, i)``: the network at level i, or with ``use_exact`` the data's exact score at σ_i."""
+    if not use_exact:
+        return ctx.score
+    exact = _exact_score(ctx)
+    return lambda x, i: exact(x, sigmas[i])
 
-            raise ReproError(
-                f"{ctx.stage_name or 'this stage'}: use_exact = true needs data with a known density "
-                f"(mixture2d)"
-            )
-        return ctx.exact_score(x, float(ctx.sigmas[i]) if sigma is None else sigma)
-    return ctx.score(x, i)
+
+def _exact_score(ctx: SampleContext) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    if ctx.exact_score is None:
+        from ncsn_core.errors import ReproError
+
+        raise ReproError(
+            f"{ctx.stage_name or 'this stage'}: use_exact = true needs data with a known density (mixture2d)"
+        )
+    return ctx.exact_score
+
+
+class KnownPixels:
+    """Alg. 2's known pixels for :func:`sample_annealed_langevin`: the reference x_ref and the
+    mask m (1 = known). At the start of level i, y = x_ref + σ_i·z̃ is drawn (lines 4-5); after
+    every step x ← x ⊙ (1 − m) + y ⊙ m (line 9), done with ``where`` so that the known pixels
+    equal y exactly. With ``at_level_start`` (the official code) line 9's replacement is also
+    done right after lines 4-5, before the level's first step (line 8) sees x, so that every
+    score evaluation of level i sees known pixels at σ_i; without it (Alg. 2 as printed) the
+    first step of level i sees the previous level's y (or, at i = 1, the initial x̃₀).
+    """
+
+    def __init__(self, reference: torch.Tensor, mask: torch.Tensor, at_level_start: bool = True) -> None:
+        self.reference, self.known, self.at_level_start = reference, mask.bool(), at_level_start
+        self.y = reference
+
+    def begin_level(self, x: torch.Tensor, sigma: float, gen: torch.Generator | None) -> torch.Tensor:
+        self.y = self.reference + sigma * standard_normal(self.reference, gen)  # Alg. 2, lines 4-5
+        return self.project(x) if self.at_level_start else x  # line 9, before line 8's first step
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.known, self.y, x)  # Alg. 2, line 9
+
+
+def sample_annealed_langevin(
+    score: Callable[[torch.Tensor, int], torch.Tensor],
+    x: torch.Tensor,
+    sigmas: list[float],
+    *,
+    step_size: float,
+    steps_per_level: int,
+    generator: torch.Generator | None = None,
+    score_scale: Callable[[int, float], float] | None = None,
+    precondition: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    noise_transform: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    known: KnownPixels | None = None,
+    record: Callable[[str, torch.Tensor], None] | None = None,
+    record_every: int = 0,
+    name: str = "annealed_langevin",
+) -> torch.Tensor:
+    """Annealed Langevin dynamics (NCSN Alg. 1), the one loop every annealed sampler runs:
+
+        α_i = ε·σ_i²/σ_L²;  x ← x + α_i/2·k_i·P_i(s(x, i)) + √α_i·N_i(z),  T steps per level,
+
+    for the host list ``sigmas`` = σ₁ … σ_L and ``score(x, i)`` the model at level index i.
+    Hooks (all optional; without them this is Alg. 1 as printed):
+
+    - ``score_scale(i, σ_i)`` = k_i (1 by default; ANSN's ``divide_sigma`` is 1/σ_i);
+    - ``precondition(s, i)`` = P_i, applied to the score (ANSN: Ĉ s);
+    - ``noise_transform(z, i)`` = N_i, applied to z ~ N(0, I) (ANSN: Ĉ^{1/2} z);
+    - ``known``: Alg. 2's known pixels (:class:`KnownPixels`): ``begin_level`` before the
+      level's first step (it draws y), ``project`` after every step.
+
+    Random draws, in order: per level whatever ``known.begin_level`` draws, then one z per step
+    (after the step's score evaluation). ``record_every`` = k > 0 calls ``record`` after every
+    k-th step counted over all levels, named ``{name}:level{i}`` at a level's last step and
+    ``{name}:level{i}.step{t}`` otherwise. The host synchronises once per level (a non-finite
+    value raises :class:`SamplerDiverged` naming ``name``, the level and σ_i).
+    """
+    t_all = 0
+    for i, sigma in enumerate(sigmas):
+        alpha = step_size * sigma**2 / sigmas[-1] ** 2  # Alg. 1, line 3
+        coef = 0.5 * alpha * (1.0 if score_scale is None else score_scale(i, sigma))
+        if known is not None:
+            x = known.begin_level(x, sigma, generator)
+        bad = torch.zeros((), dtype=torch.bool, device=x.device)
+        for t in range(steps_per_level):
+            s = score(x, i)
+            if precondition is not None:
+                s = precondition(s, i)
+            z = standard_normal(x, generator)
+            if noise_transform is not None:
+                z = noise_transform(z, i)
+            x = x + coef * s + alpha**0.5 * z  # Alg. 1, line 6
+            if known is not None:
+                x = known.project(x)
+            bad |= nonfinite(x)  # no host sync per step
+            t_all += 1
+            if record_every and record and t_all % record_every == 0:
+                suffix = "" if t + 1 == steps_per_level else f".step{t + 1}"
+                record(f"{name}:level{i + 1}{suffix}", x)
+        check_finite(bad, name, i, sigma)
+    return x
 
 
 # ----------------------------------------------------------------------------- stages
@@ -105,17 +192,18 @@ class Langevin:
         return self.level % L
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        sig = _host_sigmas(ctx)
+        sig = host_sigmas(ctx)
         i = self._level(len(sig))
         name = ctx.stage_name or "langevin"
+        exact = _exact_score(ctx) if self.use_exact else None
         bad = torch.zeros((), dtype=torch.bool, device=x.device)
         for t in range(self.steps):
-            s = _score(ctx, x, i, True, sigma=0.0) if self.use_exact else ctx.score(x, i)
-            x = x + 0.5 * self.eps * s + self.eps**0.5 * _randn(x, ctx.generator)  # Eq. 4
-            bad |= _nonfinite(x)
+            s = ctx.score(x, i) if exact is None else exact(x, 0.0)
+            x = x + 0.5 * self.eps * s + self.eps**0.5 * standard_normal(x, ctx.generator)  # Eq. 4
+            bad |= nonfinite(x)
             if self.record_every and ctx.record and (t + 1) % self.record_every == 0:
                 ctx.record(f"{name}:step{t + 1}", x)
-        _check_finite(bad, name, i, 0.0 if self.use_exact else sig[i])
+        check_finite(bad, name, i, 0.0 if self.use_exact else sig[i])
         return x
 
     def nfe(self, num_levels: int) -> int:
@@ -143,22 +231,12 @@ class AnnealedLangevin:
         )
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        sig = _host_sigmas(ctx)
-        name = ctx.stage_name or "annealed_langevin"
-        t_all = 0
-        for i, sigma in enumerate(sig):
-            alpha = self.eps * sigma**2 / sig[-1] ** 2  # Alg. 1, line 3
-            bad = torch.zeros((), dtype=torch.bool, device=x.device)
-            for t in range(self.T):
-                s = _score(ctx, x, i, self.use_exact, sigma)
-                x = x + 0.5 * alpha * s + alpha**0.5 * _randn(x, ctx.generator)  # Alg. 1, line 6
-                bad |= _nonfinite(x)
-                t_all += 1
-                if self.record_every and ctx.record and t_all % self.record_every == 0:
-                    suffix = "" if t + 1 == self.T else f".step{t + 1}"
-                    ctx.record(f"{name}:level{i + 1}{suffix}", x)
-            _check_finite(bad, name, i, sigma)
-        return x
+        sig = host_sigmas(ctx)
+        return sample_annealed_langevin(
+            stage_score(ctx, self.use_exact, sig), x, sig, step_size=self.eps, steps_per_level=self.T,
+            generator=ctx.generator, record=ctx.record, record_every=self.record_every,
+            name=ctx.stage_name or "annealed_langevin",
+        )  # fmt: skip
 
     def nfe(self, num_levels: int) -> int:
         return 0 if self.use_exact else self.T * num_levels
@@ -169,10 +247,10 @@ class Denoise:
     (the NCSNv2 paper's "w/ denoising"; Jolicoeur-Martineau et al.). One network evaluation."""
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        sig = _host_sigmas(ctx)
+        sig = host_sigmas(ctx)
         L = len(sig)
         x = x + sig[-1] ** 2 * ctx.score(x, L - 1)
-        _check_finite(_nonfinite(x), ctx.stage_name or "denoise", L - 1, sig[-1])
+        check_finite(nonfinite(x), ctx.stage_name or "denoise", L - 1, sig[-1])
         return x
 
     def nfe(self, num_levels: int) -> int:
@@ -184,16 +262,19 @@ def make_mask(
 ) -> torch.Tensor:
     """Alg. 2's m for one image of ``shape`` (C, H, W): 1 where pixels are known, 0 where occluded.
 
-    ``half``: the bottom ``fraction`` of the rows is occluded (0.5: the lower half);
-    ``left``: the right ``fraction`` of the columns is occluded, the left part is known;
-    ``center``: a centred rectangle with ``fraction`` of the area is occluded;
-    ``random``: each pixel (all channels together) is occluded with probability ``fraction``.
+    Each name says what is occluded:
+    ``right``: the right ``fraction`` of the columns (0.5: the right half, the left half known;
+    the official NCSN inpainting);
+    ``bottom``: the bottom ``fraction`` of the rows (0.5: the lower half);
+    ``center``: a centred rectangle with ``fraction`` of the area;
+    ``random``: each pixel (all channels together) with probability ``fraction``.
+    Older names: ``half`` = ``bottom``, ``left`` = ``right`` (it named the known part).
     """
     c, h, w = shape
     m = torch.zeros(shape, device=device)
-    if kind == "half":
+    if kind in ("bottom", "half"):
         m[:, : int(round(h * (1 - fraction))), :] = 1
-    elif kind == "left":
+    elif kind in ("right", "left"):
         m[:, :, : int(round(w * (1 - fraction)))] = 1
     elif kind == "center":
         m[:] = 1
@@ -226,6 +307,9 @@ class Inpainting:
     known pixels are replaced by the reference image perturbed at the current level:
     y = x_ref + σ_i·z̃ (drawn once per level, lines 4-5), x ← x ⊙ (1 − m) + y ⊙ m (line 9).
     So at the end the known pixels equal y of the last level exactly (x_ref + σ_L·z̃).
+    ``at_level_start`` (default, the official code): line 9's replacement is also done at the
+    start of each level, before its first step (line 8); false: Alg. 2 as printed. The default
+    mask is the official one, the right half occluded (``make_mask``).
 
     Reference images: sample k of the stage's n-th call is image (calls so far)·B + k of
     ``split`` (the test split by default): the runner calls a stage once per batch, so the
@@ -234,7 +318,13 @@ class Inpainting:
     """
 
     def __init__(
-        self, steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str
+        self,
+        steps_per_level: int,
+        step_size: float,
+        mask: str,
+        mask_fraction: float,
+        split: str,
+        at_level_start: bool = True,
     ) -> None:
         self.T, self.eps, self.mask, self.fraction, self.split = (
             steps_per_level,
@@ -243,6 +333,7 @@ class Inpainting:
             mask_fraction,
             split,
         )
+        self.at_level_start = at_level_start
         self._offset = 0
         self.last_mask: torch.Tensor | None = None
         self.last_reference: torch.Tensor | None = None
@@ -259,21 +350,13 @@ class Inpainting:
         self._offset += n
         m = make_mask(tuple(x.shape[1:]), self.mask, self.fraction, ctx.generator, x.device).to(x.dtype)
         self.last_mask, self.last_reference = m, ref
-        known = m.bool()
         name = ctx.stage_name or "inpainting"
         if ctx.record:
             ctx.record(f"{name}:occluded", ref * m)
-        sig = _host_sigmas(ctx)
-        for i, sigma in enumerate(sig):
-            alpha = self.eps * sigma**2 / sig[-1] ** 2  # Alg. 2, line 3
-            y = ref + sigma * _randn(ref, ctx.generator)  # lines 4-5
-            bad = torch.zeros((), dtype=torch.bool, device=x.device)
-            for _ in range(self.T):
-                x = x + 0.5 * alpha * ctx.score(x, i) + alpha**0.5 * _randn(x, ctx.generator)  # line 8
-                x = torch.where(known, y, x)  # line 9: x ⊙ (1 − m) + y ⊙ m, exact on known pixels
-                bad |= _nonfinite(x)
-            _check_finite(bad, name, i, sigma)
-        return x
+        return sample_annealed_langevin(
+            ctx.score, x, host_sigmas(ctx), step_size=self.eps, steps_per_level=self.T,
+            generator=ctx.generator, known=KnownPixels(ref, m, self.at_level_start), name=name,
+        )  # fmt: skip
 
     def nfe(self, num_levels: int) -> int:
         return self.T * num_levels
@@ -295,9 +378,9 @@ def annealed_langevin(
 
 
 def inpainting(
-    steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str
+    steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str, at_level_start: bool
 ) -> Inpainting:
-    return Inpainting(steps_per_level, step_size, mask, mask_fraction, split)
+    return Inpainting(steps_per_level, step_size, mask, mask_fraction, split, at_level_start)
 
 
 def denoise() -> Denoise:

@@ -203,6 +203,56 @@ def test_inpainting_masks_and_references() -> None:
         Inpainting(1, 1e-4, "half", 0.5, "test").run(torch.zeros(2, 2), c)
 
 
+def test_inpainting_reimposes_the_known_pixels_before_each_levels_first_step() -> None:
+    # The official code (and our default): at the start of level i, after drawing y = x_ref + σ_i z̃
+    # (Alg. 2, lines 4-5), the known pixels are set to y (line 9) before the first step (line 8).
+    # With a zero score, every score input of level i and every output has known pixels = y_i.
+    data = images(3, 4)
+    sig, T = [1.0, 0.4, 0.1], 2
+    inputs: list[torch.Tensor] = []
+
+    def zero(x: torch.Tensor, i: int) -> torch.Tensor:
+        inputs.append(x.clone())
+        return torch.zeros_like(x)
+
+    x0 = torch.full((2, 3, 6, 6), 7.0)  # far from any y: a stale known pixel shows
+    stage = build("stage", "inpainting", steps_per_level=T, step_size=1e-3)
+    x = stage.run(x0, ctx(zero, sig, seed=5, data=data))
+    known = stage.last_mask.bool().expand_as(x)
+    g, ref = gen(5), data.as_float("test")[:2]
+    ys = []
+    for s in sig:
+        ys.append(ref + s * torch.randn(ref.shape, generator=g))
+        for _ in range(T):
+            torch.randn(x0.shape, generator=g)
+    for k, inp in enumerate(inputs):  # the first step's input of level 1 included
+        assert torch.equal(inp[known], ys[k // T][known]), k
+    assert torch.equal(x[known], ys[-1][known])
+    assert (x[~known] != 7.0).all()  # the occluded part was sampled
+    # Alg. 2 as printed (at_level_start = false): level 1's first step still sees x̃₀.
+    inputs.clear()
+    Inpainting(T, 1e-3, "right", 0.5, "test", at_level_start=False).run(x0, ctx(zero, sig, seed=5, data=data))
+    assert (inputs[0][known] == 7.0).all() and torch.equal(inputs[1][known], ys[0][known])
+    assert torch.equal(inputs[T][known], ys[0][known])  # level 2's first step: the previous y
+
+
+def test_the_default_mask_is_the_official_right_half_occlusion() -> None:
+    ip = build("stage", "inpainting")
+    assert ip.mask == "right" and ip.fraction == 0.5 and ip.at_level_start
+    m = make_mask((3, 4, 6), ip.mask, ip.fraction, None, "cpu")
+    assert m[:, :, :3].eq(1).all() and m[:, :, 3:].eq(0).all()  # left half known, right half occluded
+    assert torch.equal(
+        make_mask((1, 4, 4), "bottom", 0.5, None, "cpu"), make_mask((1, 4, 4), "half", 0.5, None, "cpu")
+    )
+    assert torch.equal(
+        make_mask((1, 4, 4), "right", 0.25, None, "cpu"), make_mask((1, 4, 4), "left", 0.25, None, "cpu")
+    )
+    data = images(2, 1)
+    stage = build("stage", "inpainting", steps_per_level=1)
+    stage.run(torch.zeros(2, 3, 6, 6), ctx(lambda x, i: -x, [1.0, 0.1], data=data))
+    assert stage.last_mask[:, :, :3].eq(1).all() and stage.last_mask[:, :, 3:].eq(0).all()
+
+
 # ----------------------------------------------------------------------------- denoising
 def test_denoise_is_x_plus_sigma_L_squared_times_the_last_levels_score() -> None:
     calls: list[int] = []

@@ -55,10 +55,11 @@ DECLARATIONS = (
             Param("step_size", _EPS, 2e-5, "ε of Alg. 2"),
             Param(
                 "mask",
-                Choice(("half", "left", "center", "random")),
-                "half",
-                "occluded: half = bottom rows, left = right columns (left part known), "
-                "center = a centred box, random = random pixels",
+                Choice(("right", "bottom", "center", "random", "half", "left")),
+                "right",
+                "the occluded part: right = the right columns (the official NCSN mask: the left "
+                "half known), bottom = the bottom rows, center = a centred box, random = random "
+                "pixels; older names: half = bottom, left = right",
             ),
             Param("mask_fraction", Float(0.0, 1.0), 0.5, "fraction of pixels occluded"),
             Param(
@@ -66,6 +67,13 @@ DECLARATIONS = (
                 Choice(("test", "train")),
                 "test",
                 "reference images: the split's first images, in order, one per sample",
+            ),
+            Param(
+                "at_level_start",
+                Bool(),
+                True,
+                "also re-impose the known pixels y = x_ref + σ_i z̃ before each level's first step "
+                "(the official code); false: only after each step (Alg. 2 as printed)",
             ),
         ],
         doc="inpainting with annealed Langevin dynamics (NCSN Alg. 2); known pixels are kept",

@@ -100,8 +100,8 @@ def test_every_paper_file_checks_and_is_formatted() -> None:
 
 def test_compile_shows_parameter_counts_without_reading_data() -> None:
     root = Path(__file__).resolve().parent.parent / "papers"
-    r = runner.invoke(app, ["compile", str(root / "ncsn_cifar10.exp"), "-e", "ncsn_cifar10"])
+    r = runner.invoke(app, ["compile", str(root / "ncsn_cifar.exp"), "-e", "ncsn_cifar10"])
     assert r.exit_code == 0, r.output
     assert "30,117,635 parameters" in r.output  # CIFAR-10 is not on this machine: shape from params
-    r = runner.invoke(app, ["compile", str(root / "ncsnv2_cifar10.exp"), "-e", "ncsnv2_cifar10"])
+    r = runner.invoke(app, ["compile", str(root / "ncsnv2_cifar.exp"), "-e", "ncsnv2_cifar10"])
     assert "29,694,083 parameters" in r.output

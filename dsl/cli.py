@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from tabulate import tabulate
 
 from dsl.errors import DiagnosticError
 from ncsn_core.errors import ReproError
@@ -24,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="repro: declarative experiments for score-based generative models (NCSN, NCSNv2, ANSN).",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: `repro --help` starts without importing rich
 )
 
 Files = Annotated[list[Path], typer.Argument(help=".exp files", show_default=False)]
@@ -166,6 +166,8 @@ def explain(
     name: Annotated[Optional[str], typer.Argument(help="a component name, e.g. geometric")] = None,  # noqa: UP045
 ) -> None:
     """List the vocabulary of the language, with docs from the registry and the schema."""
+    from tabulate import tabulate
+
     from dsl.docgen import KIND_TITLES, param_rows
     from ncsn_core import registry
 

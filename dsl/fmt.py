@@ -10,6 +10,7 @@ kept where they were (own-line or trailing). Idempotent: fmt(parse(fmt(x))) == f
 from __future__ import annotations
 
 from dsl.ast import Assign, Block, Comment, Experiment, Import, Module, PubEntry, Published, Stage, Sweep
+from dsl.parser import parse_text
 
 WIDTH = 88
 IND = "    "
@@ -163,6 +164,4 @@ def format_module(mod: Module) -> str:
 
 
 def format_text(text: str, file: str = "<string>") -> str:
-    from dsl.parser import parse_text
-
     return format_module(parse_text(text, file))

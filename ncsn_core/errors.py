@@ -7,10 +7,12 @@
   damaged checkpoint, a device that is not there.
 
 The CLI prints ``error: <message>`` (or the compiler-style diagnostics) and exits with
-``exit_code``; nothing else in the code base decides exit codes. This module imports nothing.
+``exit_code``; nothing else in the code base decides exit codes. Standard library only.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class ReproError(Exception):
@@ -57,3 +59,22 @@ class SamplerDiverged(RunError):
 
 class EvaluationError(RunError):
     """Evaluation cannot run (weights missing offline, metrics that do not fit the data)."""
+
+
+class WriteError(RunError, OSError):
+    """A file could not be written; the previous file at that path (if any) is unchanged.
+
+    Also an :class:`OSError`, so code that tolerates an unwritable cache keeps doing so."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        self.message = (
+            f"cannot write {path}: {reason or type(cause).__name__}; the previous file, if any, is unchanged"
+        )
+        super().__init__(self.message)
+        self.path = Path(path)
+        self.errno = getattr(cause, "errno", None)
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return self.message

@@ -21,26 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ncsn_core.errors import ReproError
+from ncsn_core.errors import WriteError
 
-
-class WriteError(ReproError, OSError):
-    """A file could not be written; the previous file at that path (if any) is unchanged.
-
-    Also an :class:`OSError`, so code that tolerates an unwritable cache keeps doing so."""
-
-    def __init__(self, path: Path, cause: BaseException) -> None:
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-        self.message = (
-            f"cannot write {path}: {reason or type(cause).__name__}; the previous file, if any, is unchanged"
-        )
-        super().__init__(self.message)
-        self.path = Path(path)
-        self.errno = getattr(cause, "errno", None)
-        self.filename = str(path)
-
-    def __str__(self) -> str:
-        return self.message
+__all__ = ["WriteError", "write_bytes", "write_json", "write_text", "write_with"]
 
 
 def _temp_name(path: Path) -> Path:

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ncsn_core.errors import ReproError
+
 
 class NoiseSchedule:
     """Isotropic Gaussian noise levels σ₁ > σ₂ > … > σ_L (Alg. 1's order)."""
@@ -81,8 +83,6 @@ def ladder(kind: str, sigma_max: float, sigma_min: float, levels: int) -> list[f
 
 
 def _check_order(sigma_max: float, sigma_min: float, levels: int) -> None:
-    from ncsn_core.errors import ReproError
-
     if levels > 1 and sigma_max <= sigma_min:
         raise ReproError(f"noise: sigma_max ({sigma_max:g}) must be larger than sigma_min ({sigma_min:g})")
 
@@ -116,8 +116,6 @@ class NoNoise(NoiseSchedule):
     def perturb(
         self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from ncsn_core.errors import ReproError
-
         raise ReproError(
             "noise none has no denoising target: use loss ssm (or ssm_vr), or a noise ladder with dsm"
         )

@@ -11,11 +11,8 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core.errors import ReproError, SamplerDiverged
 from ncsn_core.noise import NoiseSchedule
-
-
-class SamplerDiverged(RuntimeError):
-    """Non-finite values appeared in a sampler (user-facing message names stage and level)."""
 
 
 @attrs.define
@@ -77,8 +74,6 @@ def stage_score(
 
 def _exact_score(ctx: SampleContext) -> Callable[[torch.Tensor, float], torch.Tensor]:
     if ctx.exact_score is None:
-        from ncsn_core.errors import ReproError
-
         raise ReproError(
             f"{ctx.stage_name or 'this stage'}: use_exact = true needs data with a known density (mixture2d)"
         )
@@ -183,8 +178,6 @@ class Langevin:
 
     def _level(self, L: int) -> int:
         if not -L <= self.level < L:
-            from ncsn_core.errors import ReproError
-
             raise ReproError(
                 f"stage langevin: level = {self.level} is outside the {L} noise level(s) "
                 f"(use 0 … {L - 1}, or −1 for the last)"
@@ -339,8 +332,6 @@ class Inpainting:
         self.last_reference: torch.Tensor | None = None
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        from ncsn_core.errors import ReproError
-
         if x.dim() != 4:
             raise ReproError("stage inpainting needs image data (samples shaped C × H × W)")
         if ctx.data is None:

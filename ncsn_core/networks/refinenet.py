@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ncsn_core.errors import ReproError
 from ncsn_core.networks.layers import (
     ACTS,
     CondInstanceNormPP,
@@ -127,8 +128,6 @@ class RefineNet(nn.Module):
 def check_image(shape: tuple[int, ...], name: str) -> None:
     """A RefineNet needs C×H×W data."""
     if len(shape) != 3:
-        from ncsn_core.errors import ReproError
-
         raise ReproError(f"network {name} is for images (C×H×W); this data has shape {shape}: use mlp")
 
 

@@ -161,6 +161,7 @@ def _missing(f: Path, e: OSError) -> DiagnosticError:
 
 
 @app.command()
+@_guard
 def explain(
     kind: Annotated[Optional[str], typer.Argument(help="a component kind, e.g. noise")] = None,  # noqa: UP045
     name: Annotated[Optional[str], typer.Argument(help="a component name, e.g. geometric")] = None,  # noqa: UP045

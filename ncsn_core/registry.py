@@ -240,3 +240,15 @@ def components(kind: str) -> list[Component]:
 def build(kind: str, name: str, params: dict[str, Any], **extra: Any) -> Any:
     """Build component ``kind name`` from checked ``params`` plus run-time arguments."""
     return lookup(kind, name).build(**params, **extra)
+
+
+def metric_outputs() -> dict[str, Any]:
+    """Every key a metric writes to metrics.json → its :class:`~ncsn_core.params.MetricOutput`
+    (which direction is better, how to print it): the report's one source for both."""
+    return {o.key: o for c in components("metric") for o in c.facts.outputs}
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a smaller value of metrics.json's ``key`` is better (unknown keys: higher)."""
+    o = metric_outputs().get(key)
+    return o is not None and o.better == "lower"

@@ -28,10 +28,10 @@ from tabulate import tabulate
 
 from ncsn_core import io as atomic
 from ncsn_core import layout
+from ncsn_core.registry import lower_is_better
 
 TEMPLATES = Path(__file__).with_name("templates")
 FORMATS = ("md", "html", "tex")
-LOWER_IS_BETTER = {"fid", "kid", "fid_domain", "mmd", "sliced_wasserstein", "mode_weight_error"}
 DEFAULT_TOLERANCE = 0.10  # relative; the verdict's band when the paper gives no uncertainty
 MAX_CURVES = 10  # loss curves per plot: this many noise levels, evenly spaced
 
@@ -443,7 +443,7 @@ def sweep_tables(records: list[RunRecord]) -> list[dict[str, Any]]:
         for m in metrics:
             vals = [st[0] for r in recs if (st := r.stat(m)) is not None]
             if len(vals) > 1:
-                best[m] = min(vals) if m in LOWER_IS_BETTER else max(vals)
+                best[m] = min(vals) if lower_is_better(m) else max(vals)
         rows = []
         for r in sorted(recs, key=lambda r: _sweep_sort_key(r.swept)):
             cells: list[dict[str, Any]] = [{"text": r.swept.get(k, "–"), "best": False} for k in keys]
@@ -458,7 +458,7 @@ def sweep_tables(records: list[RunRecord]) -> list[dict[str, Any]]:
             cells.append({"text": r.state_summary(), "best": False})
             rows.append(cells)
         directions = ["" for _ in keys] + [
-            " ↓" if m in LOWER_IS_BETTER else " ↑" for m in metrics
+            " ↓" if lower_is_better(m) else " ↑" for m in metrics
         ] + [""]  # fmt: skip
         tables.append(
             {

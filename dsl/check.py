@@ -6,6 +6,7 @@ all the semantic errors of a file at once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,11 +14,12 @@ from typing import Any
 from dsl.errors import Diagnostic, DiagnosticError
 from dsl.resolve import Entry, RBlock, Resolved
 from ncsn_core import registry, schema
+from ncsn_core.declarations.samplers import unstable_step
 from ncsn_core.errors import ParamError
-from ncsn_core.params import AutoContext, AutoValue
+from ncsn_core.params import AutoContext, AutoValue, ExprType, NoiseFacts
 from ncsn_core.registry import Component
 from ncsn_core.spec import ComponentSpec, PublishedSpec, RunSpec
-from ncsn_core.values import AUTO
+from ncsn_core.values import AUTO, Expr
 
 
 class _Checker:
@@ -25,11 +27,15 @@ class _Checker:
         self.res = res
         self.compute_auto = compute_auto
         self.diags: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
         self.autos: list[tuple[str, AutoValue]] = []
         self.data_cache = data_cache
 
     def err(self, pos: Any, msg: str, notes: tuple[str, ...] = ()) -> None:
         self.diags.append(Diagnostic(pos, msg, notes))
+
+    def warn(self, pos: Any, msg: str, notes: tuple[str, ...] = ()) -> None:
+        self.warnings.append(Diagnostic(pos, msg, notes, severity="warning"))
 
     def params(self, comp: Component, given: dict[str, Entry], where: str) -> dict[str, Any]:
         raw = {k: e.value for k, e in given.items()}
@@ -113,6 +119,9 @@ class _Checker:
                 self.fill_autos(comp, params, f"sample.{st.name}.", st.params, lookup_resolved, data, shape)
         if self.diags:
             return None
+        self.validate(comps, children)
+        if self.diags:
+            return None
         # ---- lowering: one run spec field per block, one per block's children
         lowered: dict[str, Any] = {}
         for b in schema.BLOCKS:
@@ -134,6 +143,68 @@ class _Checker:
             autos=tuple(self.autos),
             source=r.file,
         )
+
+    # ---- values that pass their types but cannot run, judged over the σ ladder
+    def validate(
+        self,
+        comps: dict[str, tuple[Component | None, dict[str, Any]]],
+        children: dict[str, list[tuple[Component | None, dict[str, Any], Any]]],
+    ) -> None:
+        noise, nparams = comps.get("noise", (None, {}))
+        facts = getattr(noise, "facts", None)
+        if noise is None or not isinstance(facts, NoiseFacts) or facts.sigmas is None:
+            return
+        if any(nparams.get(k) is AUTO for k in ("sigma_max", "sigma_min", "levels")):
+            return  # `repro check` leaves auto values uncomputed
+        nblk = self.res.blocks["noise"]
+        try:
+            sigmas = facts.sigmas(nparams)
+        except ParamError as e:
+            where = next((nblk.params[k] for k in ("sigma_min", "sigma_max") if k in nblk.params), None)
+            self.err(
+                where.pos if where else nblk.pos, f"noise {noise.name}: {e}", where.notes() if where else ()
+            )
+            return
+        for b in schema.BLOCKS:  # expressions in σ (loss weights) must be finite on every level
+            comp, params = comps.get(b.name, (None, {}))
+            if comp is None or not b.holds:
+                continue
+            for p in comp.params:
+                v = params.get(p.name)
+                if isinstance(p.type, ExprType) and "sigma" in p.type.symbols and isinstance(v, Expr):
+                    self.finite_on_ladder(comp, p.name, v, sigmas, self.res.blocks[b.name])
+        for kids in children.values():
+            for comp, params, st in kids:
+                if comp is not None and getattr(comp.facts, "annealed", False):
+                    self.step_stability(comp, params, st, sigmas)
+
+    def finite_on_ladder(self, comp: Component, name: str, v: Expr, sigmas: list[float], blk: RBlock) -> None:
+        for i, sigma in enumerate(sigmas):
+            try:
+                x = v.evaluate(sigma=sigma)
+                bad = "" if isinstance(x, (int, float)) and math.isfinite(x) else f"is {x}"
+            except (ArithmeticError, ValueError) as exc:
+                bad = f"cannot be computed ({exc})"
+            if bad:
+                e = blk.params.get(name)
+                self.err(
+                    e.pos if e else blk.pos,
+                    f"{comp.kind} {comp.name}: '{name}' = {v.text()} {bad} at σ = {sigma:g} "
+                    f"(level {i + 1} of {len(sigmas)}); it must be a finite number on every level",
+                    e.notes() if e else (),
+                )
+                return
+
+    def step_stability(self, comp: Component, params: dict[str, Any], st: Any, sigmas: list[float]) -> None:
+        eps = params.get("step_size")
+        why = unstable_step(eps, sigmas) if isinstance(eps, float) else ""
+        if why:
+            e = st.params.get("step_size")
+            self.warn(
+                e.pos if e else st.name_pos,
+                f"stage {comp.name} will likely diverge: {why}",
+                e.notes() if e else (),
+            )
 
     def fixed(self, name: str, given: dict[str, Entry]) -> tuple[Component, dict[str, Any]]:
         comp = registry.lookup("block", name)
@@ -202,9 +273,16 @@ def _sorted(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def check(
-    resolved: Sequence[Resolved], *, compute_auto: bool = True, data_cache: dict[str, Any] | None = None
+    resolved: Sequence[Resolved],
+    *,
+    compute_auto: bool = True,
+    data_cache: dict[str, Any] | None = None,
+    warnings: list[Diagnostic] | None = None,
 ) -> list[RunSpec]:
-    """Check and lower every resolved experiment; raise all diagnostics together."""
+    """Check and lower every resolved experiment; raise all diagnostics together. Warnings
+    (values that will likely fail at run time) are appended to ``warnings``. An experiment with
+    errors does not stop the others: the raised :class:`DiagnosticError` carries the specs that
+    compiled as ``.specs``."""
     diags: list[Diagnostic] = []
     specs: list[RunSpec] = []
     cache = {} if data_cache is None else data_cache
@@ -212,13 +290,20 @@ def check(
     for res in resolved:
         c = _Checker(res, compute_auto, cache)
         spec = c.run()
-        for d in c.diags:
+        for d in c.diags + c.warnings:
             key = (str(d.pos), d.message)
-            if key not in seen:  # a sweep repeats the same mistake once per grid point
-                seen.add(key)
+            if key in seen:  # a sweep repeats the same mistake once per grid point
+                continue
+            seen.add(key)
+            if d.severity == "warning":
+                if warnings is not None:
+                    warnings.append(d)
+            else:
                 diags.append(d)
         if spec is not None:
             specs.append(spec)
     if diags:
-        raise DiagnosticError(diags)
+        err = DiagnosticError(diags)
+        err.specs = specs
+        raise err
     return specs

@@ -69,15 +69,29 @@ def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
     from dsl.compiler import compile_file
 
     diags = []
+    warnings: list = []
     n = 0
     for f in files:
         try:
-            n += len(compile_file(f, experiments=experiment, sets=set_ or (), compute_auto=False))
+            n += len(
+                compile_file(
+                    f, experiments=experiment, sets=set_ or (), compute_auto=False, warnings=warnings
+                )
+            )
         except DiagnosticError as e:
             diags.extend(e.diagnostics)
+    _warn(warnings)
     if diags:
         raise DiagnosticError(diags)
-    typer.echo(f"ok: {len(files)} file(s), {n} run(s)")
+    typer.echo(
+        f"ok: {len(files)} file(s), {n} run(s)" + (f", {len(warnings)} warning(s)" if warnings else "")
+    )
+
+
+def _warn(warnings: list) -> None:
+    """Print warnings compiler-style on stderr (they never change the exit code)."""
+    for w in warnings:
+        typer.echo(w.render(), err=True)
 
 
 @app.command("compile")
@@ -95,15 +109,25 @@ def compile_(
     """Print the resolved experiment(s): canonical values, hashes, what each `auto` became."""
     from dsl.compiler import compile_file
 
-    specs = compile_file(file, experiments=experiment, sets=set_ or (), compute_auto=not no_auto)
+    warnings: list = []
+    failed: DiagnosticError | None = None
+    try:
+        specs = compile_file(
+            file, experiments=experiment, sets=set_ or (), compute_auto=not no_auto, warnings=warnings
+        )
+    except DiagnosticError as e:  # the experiments that compiled are still shown
+        failed, specs = e, e.specs
+    _warn(warnings)
     if as_json:
         typer.echo(json.dumps([s.canonical() for s in specs], indent=2, ensure_ascii=False))
-        return
-    from dsl.show import show_spec
+    else:
+        from dsl.show import show_spec
 
-    for s in specs:
-        notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
-        typer.echo(show_spec(s, notes))
+        for s in specs:
+            notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
+            typer.echo(show_spec(s, notes))
+    if failed is not None:
+        raise failed
 
 
 def _parameter_note(spec) -> str:  # type: ignore[no-untyped-def]
@@ -216,7 +240,9 @@ def run(
         from dsl.errors import error
 
         raise error(None, f"--until must be train, sample or evaluate, not '{until}'")
-    specs = compile_file(file, experiments=experiment, sets=set_ or ())
+    warnings: list = []
+    specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings)
+    _warn(warnings)
     source = Path(file).read_text(encoding="utf-8")
     t0 = time.time()
     for i, s in enumerate(specs):

@@ -18,9 +18,10 @@ def compile_file(
     sets: Sequence[str] = (),
     compute_auto: bool = True,
     data_cache: dict[str, Any] | None = None,
+    warnings: list[Any] | None = None,
 ) -> list[RunSpec]:
     """Compile every experiment defined in ``path`` (or the named ones), one RunSpec per
     sweep point. Raises :class:`dsl.errors.DiagnosticError` listing every mistake."""
     program = load(path)
     resolved = resolve(program, experiments, sets)
-    return check(resolved, compute_auto=compute_auto, data_cache=data_cache)
+    return check(resolved, compute_auto=compute_auto, data_cache=data_cache, warnings=warnings)

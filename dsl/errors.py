@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -62,6 +63,7 @@ class DiagnosticError(UserError):
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(diagnostics)
+        self.specs: list[Any] = []  # what did compile, when other experiments of the file did not
         super().__init__("\n".join(d.render() for d in self.diagnostics))
 
     def render(self) -> str:

@@ -308,6 +308,24 @@ class DataFacts:
 
 
 @attrs.frozen
+class NoiseFacts:
+    """The σ ladder a noise schedule's parameters give, computed without torch, so the checker
+    can evaluate loss weights over every σ and judge sampler step sizes before anything runs.
+    ``sigmas(params)`` returns σ₁ > … > σ_L (float64 arithmetic; equal to the run's ladder to
+    rounding) or raises :class:`ParamError` for an impossible ladder."""
+
+    sigmas: Callable[[dict[str, Any]], list[float]] | None = None
+
+
+@attrs.frozen
+class StageFacts:
+    """``annealed``: the stage runs Alg. 1's α_i = ε·σ_i²/σ_L² over the ladder (its
+    ``step_size`` is ε), so the checker can warn when the first level's step is unstable."""
+
+    annealed: bool = False
+
+
+@attrs.frozen
 class MetricOutput:
     key: str  # the key in metrics.json
     better: str  # "lower" or "higher"

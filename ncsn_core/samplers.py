@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core.declarations.samplers import unstable_step
 from ncsn_core.errors import ReproError, SamplerDiverged
 from ncsn_core.noise import NoiseSchedule
 
@@ -38,12 +39,12 @@ class SampleContext:
 
 
 # ----------------------------------------------------------------------------- helpers
-def check_finite(flag: torch.Tensor, stage: str, i: int, sigma: float) -> None:
+def check_finite(flag: torch.Tensor, stage: str, i: int, sigma: float, cause: str = "") -> None:
     """One host sync per noise level: raise if any non-finite value appeared."""
     if bool(flag):
         raise SamplerDiverged(
             f"{stage} diverged at noise level {i + 1} (σ = {sigma:.4g}): non-finite values in the samples. "
-            f"Lower step_size (or check the score model)."
+            + (cause or "Lower step_size (or check the score model).")
         )
 
 
@@ -159,7 +160,8 @@ def sample_annealed_langevin(
             if record_every and record and t_all % record_every == 0:
                 suffix = "" if t + 1 == steps_per_level else f".step{t + 1}"
                 record(f"{name}:level{i + 1}{suffix}", x)
-        check_finite(bad, name, i, sigma)
+        why = unstable_step(step_size, sigmas)
+        check_finite(bad, name, i, sigma, f"The likely cause: {why}" if why else "")
     return x
 
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from ncsn_core.params import Choice, Float, Int, Param, declare
+from ncsn_core.declarations.noise import ladder
+from ncsn_core.params import Choice, Float, Int, Param, StageFacts, declare
 
 _IMPL = "ncsn_core.ansn:"
 FULL_MAX_DIM = 4096  # form = full keeps a D×D matrix and factorises it every batch
@@ -50,6 +51,7 @@ DECLARATIONS = (
             Param("warmup", Int(min=0), 0, "batches t ≤ warmup use C₀ (Eq. 2.5 uses it at t = 0 only)"),
         ],
         doc="ANSN's adaptive-covariance noise Σ_i = σ_i²·Ĉ, Ĉ from a running covariance (Eq. 2.5-2.8)",
+        facts=ladder("geometric"),
     ),
     declare(
         "loss",
@@ -83,5 +85,6 @@ DECLARATIONS = (
             ),
         ],
         doc="annealed Langevin preconditioned by ANSN's final Ĉ: x + α_i/2·Ĉ s + √α_i·Ĉ^{1/2} z",
+        facts=StageFacts(annealed=True),
     ),
 )

@@ -3,10 +3,32 @@
 
 from __future__ import annotations
 
-from ncsn_core.params import Float, Int, Param, declare
+from typing import Any
+
+from ncsn_core.errors import ParamError
+from ncsn_core.params import Float, Int, NoiseFacts, Param, declare
 
 _IMPL = "ncsn_core.noise:"
 _TECH = "ncsn_core.techniques:"
+
+
+def ladder(kind: str) -> NoiseFacts:
+    """σ₁ = sigma_max > … > σ_L = sigma_min, geometric (NCSN §4.1) or linear; one level is
+    [sigma_min] (App. B.2's single-σ baseline)."""
+
+    def sigmas(p: dict[str, Any]) -> list[float]:
+        smax, smin, n = float(p["sigma_max"]), float(p["sigma_min"]), int(p["levels"])
+        if n == 1:
+            return [smin]
+        if smin >= smax:
+            raise ParamError(
+                f"sigma_min ({smin:g}) must be smaller than sigma_max ({smax:g}) for a ladder of {n} levels"
+            )
+        if kind == "geometric":
+            return [smax * (smin / smax) ** (i / (n - 1)) for i in range(n)]
+        return [smax + (smin - smax) * i / (n - 1) for i in range(n)]
+
+    return NoiseFacts(sigmas)
 
 
 def _ladder_params(auto: bool) -> list[Param]:
@@ -50,6 +72,7 @@ DECLARATIONS = (
             ),
         ],
         doc="isotropic Gaussian noise, σ a geometric progression (NCSN §4.1)",
+        facts=ladder("geometric"),
     ),
     declare(
         "noise",
@@ -57,6 +80,7 @@ DECLARATIONS = (
         _IMPL + "linear",
         params=_ladder_params(False),
         doc="isotropic Gaussian noise, σ evenly spaced",
+        facts=ladder("linear"),
     ),
     declare(
         "noise",

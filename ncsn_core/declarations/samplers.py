@@ -3,9 +3,26 @@ implementations: :mod:`ncsn_core.samplers` and :mod:`ncsn_core.exact`."""
 
 from __future__ import annotations
 
-from ncsn_core.params import Bool, Choice, Float, Int, Param, declare
+from ncsn_core.params import Bool, Choice, Float, Int, Param, StageFacts, declare
 
 _IMPL = "ncsn_core.samplers:"
+
+
+def unstable_step(step_size: float, sigmas: list[float]) -> str:
+    """Why Alg. 1 with ε = ``step_size`` diverges on this ladder, if its first step is unstable:
+    α₁ = ε·σ₁²/σ_L² > 2σ₁² (ε > 2σ_L²), where the update x·(1 − α₁/(2σ₁²)) on a Gaussian of
+    variance σ₁² stops contracting; "" otherwise. The checker warns with the same numbers."""
+    s1, sl = sigmas[0], sigmas[-1]
+    if step_size <= 2 * sl**2:
+        return ""
+    a1 = step_size * s1**2 / sl**2
+    return (
+        f"step_size ε = {step_size:g} > 2σ_L² = {2 * sl**2:g}, so the first level's step "
+        f"α₁ = ε·σ₁²/σ_L² = {a1:g} exceeds 2σ₁² = {2 * s1**2:g}, the stability bound of Langevin dynamics "
+        f"on a Gaussian of variance σ₁². Lower step_size below {2 * sl**2:g} or raise sigma_min."
+    )
+
+
 _EPS = Float(min=0.0, exclusive_min=True)
 _REC = Param(
     "record_every", Int(min=0), 0, "record intermediate samples every this many steps (0 = off; Fig. 4)"
@@ -45,6 +62,7 @@ DECLARATIONS = (
             _REC,
         ],
         doc="annealed Langevin dynamics (NCSN Alg. 1): α_i = ε σ_i²/σ_L², x + α_i/2·s + √α_i·z",
+        facts=StageFacts(annealed=True),
     ),
     declare(
         "stage",
@@ -77,6 +95,7 @@ DECLARATIONS = (
             ),
         ],
         doc="inpainting with annealed Langevin dynamics (NCSN Alg. 2); known pixels are kept",
+        facts=StageFacts(annealed=True),
     ),
     declare(
         "stage",

@@ -294,11 +294,17 @@ def report(
 @app.command()
 @_guard
 def bench(
-    what: Annotated[str, typer.Argument(help="train, sample or all")] = "all",
+    what: Annotated[str, typer.Argument(help="train, sample, all, or cli (start-up latency)")] = "all",
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "",
     size: Annotated[str, typer.Option(help="tiny (CI), cifar10 (paper network)")] = "tiny",
 ) -> None:
     """Speed benchmarks: training steps/s and sampler network evaluations/s."""
+    if what == "cli":
+        from dsl import clibench
+
+        for line in clibench.run():
+            typer.echo(line)
+        return
     from ncsn_core.bench import run_bench
 
     for line in run_bench(what, device or None, size):

@@ -214,19 +214,29 @@ def _plugin_declarations() -> list[Declaration]:
 
 
 _REGISTRY: Registry | None = None
+_PLUGINS_LOADED = False
 
 
-def get() -> Registry:
-    """The registry: built-ins, the schema's blocks and plug-ins, assembled once."""
-    global _REGISTRY
+def get(plugins: bool = True) -> Registry:
+    """The registry: built-ins and the schema's blocks, assembled once; plug-ins are added the
+    first time they can matter (a name the built-ins lack, or a listing of a kind), so a file
+    that names only built-ins never scans the installed packages' entry points."""
+    global _REGISTRY, _PLUGINS_LOADED
     if _REGISTRY is None:
-        _REGISTRY = Registry([*_block_declarations(), *declarations.ALL, *_plugin_declarations()])
+        _REGISTRY = Registry([*_block_declarations(), *declarations.ALL])
+    if plugins and not _PLUGINS_LOADED:
+        _PLUGINS_LOADED = True
+        for d in _plugin_declarations():
+            _REGISTRY.add(d)
     return _REGISTRY
 
 
 def lookup(kind: str, name: str) -> Component:
     """The component ``kind name``; raises :class:`ParamError` with a did-you-mean."""
-    return get().lookup(kind, name)
+    try:
+        return get(plugins=False).lookup(kind, name)
+    except ParamError:
+        return get().lookup(kind, name)
 
 
 def names(kind: str) -> list[str]:

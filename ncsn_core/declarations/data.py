@@ -12,6 +12,20 @@ _FLIP = Param("flip", Bool(), False, "random horizontal flips during training")
 _DEQ = Param("dequantize", Choice(("none", "uniform")), "uniform", "uniform dequantisation x·255/256 + U/256")
 _SIZE28 = Param("image_size", Int(min=4), 28, "resize to this size")
 _ROOT_DOC = "dataset folder; downloaded there when missing and download = true"
+_LIMIT = Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)")
+# The scene categories of LSUN's official export (each has <category>_train_lmdb and _val_lmdb).
+LSUN_CATEGORIES = (
+    "bedroom",
+    "bridge",
+    "church_outdoor",
+    "classroom",
+    "conference_room",
+    "dining_room",
+    "kitchen",
+    "living_room",
+    "restaurant",
+    "tower",
+)
 _DOWNLOAD = Param("download", Bool(), True, "download with torchvision when the files are not in root")
 
 
@@ -113,6 +127,67 @@ DECLARATIONS = (
             Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)"),
         ],
         doc="CelebA, center-cropped to 140×140 and resized (NCSN §5); local files or a torchvision download",
+        facts=DataFacts(_square(3)),
+    ),
+    declare(
+        "data",
+        "lsun",
+        _IMPL + "lsun",
+        params=[
+            Param(
+                "root",
+                Str(),
+                "data/lsun",
+                "folder holding the official LMDB export CATEGORY_train_lmdb/ (and CATEGORY_val_lmdb/)",
+            ),
+            Param("category", Choice(LSUN_CATEGORIES), "church_outdoor", "LSUN scene category"),
+            Param(
+                "image_size",
+                Int(min=4),
+                96,
+                "shorter side resized to this, then center-cropped (NCSNv2: church 96, bedroom/tower 128)",
+            ),
+            Param("flip", Bool(), True, "random horizontal flips"),
+            _DEQ,
+            _LIMIT,
+        ],
+        doc=(
+            "LSUN from its official LMDB export (needs the lmdb package), Resize + CenterCrop as NCSNv2; "
+            "CATEGORY_val_lmdb is the test split when present"
+        ),
+        facts=DataFacts(_square(3)),
+    ),
+    declare(
+        "data",
+        "images",
+        _IMPL + "images",
+        params=[
+            Param(
+                "path",
+                Str(),
+                "data/ffhq/images1024x1024",
+                "a folder of .png/.jpg/.jpeg/.webp files (searched recursively) or a .zip of them",
+            ),
+            Param(
+                "image_size",
+                Int(min=4),
+                256,
+                "shorter side resized to this, then center-cropped (NCSNv2 FFHQ: 256)",
+            ),
+            Param("flip", Bool(), True, "random horizontal flips"),
+            _DEQ,
+            _LIMIT,
+            Param(
+                "test_fraction",
+                Float(min=0.0, max=0.9),
+                0.1,
+                "the last fraction of the files, by name, is the test split (0: none)",
+            ),
+        ],
+        doc=(
+            "any image set (FFHQ: images1024x1024/ → 256) from a folder or zip, sorted by name, "
+            "RGB, Resize + CenterCrop"
+        ),
         facts=DataFacts(_square(3)),
     ),
 )

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsl.ast import Assign, Block, Experiment
 from dsl.compiler import compile_file
+from dsl.parser import parse_text
 from ncsn_core import data as data_mod
+from ncsn_core import registry
 from ncsn_core.declarations import losses as loss_decls
 from ncsn_core.evaluation.toy import mode_weights
 from ncsn_core.losses import ssm, ssm_vr
@@ -22,6 +25,63 @@ PAPERS = ROOT / "papers"
 
 def _specs(name: str) -> dict[str, object]:
     return {s.experiment: s for s in compile_file(PAPERS / name, compute_auto=False)}
+
+
+# ----------------------------------------------------------------------------- 1. dequantisation
+def _image_data_blocks() -> list[tuple[str, str, Block]]:
+    out = []
+    for f in sorted(PAPERS.glob("*.exp")):
+        mod = parse_text(f.read_text(), str(f))
+        for e in mod.experiments:
+            if not isinstance(e, Experiment):
+                continue
+            for b in e.body:
+                if isinstance(b, Block) and b.kind == "data":
+                    facts = registry.lookup("data", b.name or "").facts
+                    if getattr(facts, "modality", "image") == "image":
+                        out.append((f.name, e.name, b))
+    return out
+
+
+def test_every_image_data_block_in_papers_states_its_dequantisation() -> None:
+    blocks = _image_data_blocks()
+    assert len(blocks) >= 12
+    missing = [
+        (f, e)
+        for f, e, b in blocks
+        if not any(isinstance(i, Assign) and i.path == ("dequantize",) for i in b.items)
+    ]
+    assert not missing, f"data blocks without an explicit dequantize: {missing}"
+
+
+def test_ncsnv2_experiments_do_not_dequantise_and_ncsn_ones_do() -> None:
+    """Official NCSNv2 configs: uniform_dequantization: false (configs/cifar10.yml:44,
+    configs/celeba.yml:44); NCSN's code dequantises (runners/anneal_runner.py:135)."""
+    seen = set()
+    for f in sorted(PAPERS.glob("*.exp")):
+        for s in compile_file(f, compute_auto=False):
+            if registry.lookup("data", s.data.name).facts.modality != "image":
+                continue
+            expected = "none" if s.network.name == "ncsnv2" else "uniform"
+            assert s.data.get("dequantize") == expected, (f.name, s.experiment)
+            seen.add(expected)
+    assert seen == {"none", "uniform"}
+
+
+# ----------------------------------------------------------------------------- 2. NCSN on CelebA 64
+def test_ncsn_celeba64_rows_are_the_official_ncsn_original_run() -> None:
+    specs = _specs("ncsnv2_celeba.exp")
+    for name in ("ncsn_celeba64", "ncsn_celeba64_denoised"):
+        s = specs[name]
+        (stage, *_) = s.stages  # type: ignore[attr-defined]
+        assert stage.name == "annealed_langevin" and stage.get("step_size") == 4e-5  # step_lr 2e-5 = ε/2
+        assert s.sample.get("checkpoint") == 175_000  # type: ignore[attr-defined]
+        tr = s.train  # type: ignore[attr-defined]
+        assert tr.get("iterations") == 300_000
+        every, keep = tr.get("checkpoint_every"), tr.get("keep_checkpoints")
+        assert 175_000 % every == 0  # step 175,000 is written ...
+        kept = [tr.get("iterations") - k * every for k in range(keep)]
+        assert 175_000 in kept  # ... and still on disk when training ends
 
 
 # ----------------------------------------------------------------------------- 3. SSM vs SSM-VR

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dsl.ast import Assign, Block, Experiment
 from dsl.compiler import compile_file
 from dsl.parser import parse_text
 from ncsn_core import data as data_mod
 from ncsn_core import registry
+from ncsn_core.ansn import AdaptiveConfig, AdaptiveNoise
 from ncsn_core.declarations import losses as loss_decls
 from ncsn_core.evaluation.toy import mode_weights
 from ncsn_core.losses import ssm, ssm_vr
@@ -176,3 +179,126 @@ def test_fig3_mode_weight_and_per_mode_std_for_both_scores() -> None:
     # official: σ_L = 1 is the mode's own std → ≈ 1.0; the convolution ends at √2 ≈ 1.41
     assert all(abs(s - 1.0) < 0.08 for s in std_off)
     assert all(abs(s - math.sqrt(2)) < 0.1 for s in std_conv)
+
+
+# ----------------------------------------------------------------------------- 5. ANSN
+def _noise(d: int, **cfg: object) -> AdaptiveNoise:
+    return AdaptiveNoise(torch.tensor([1.0, 0.1]), d, AdaptiveConfig(**cfg))  # type: ignore[arg-type]
+
+
+def _points(n: int, d: int, seed: int, constant: int = 0) -> torch.Tensor:
+    """Correlated points; the first ``constant`` coordinates are always 0 (MNIST's border)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.randn(
+        d, d, generator=g, dtype=torch.float64
+    )
+    x[:, :constant] = 0
+    return x.float()
+
+
+def _fed(noise: AdaptiveNoise, x: torch.Tensor, batch: int = 32) -> AdaptiveNoise:
+    for k in range(0, x.shape[0], batch):
+        noise.update(x[k : k + batch])
+    noise.update(x[:2])  # noise.cov is now Ĉ of every batch before
+    return noise
+
+
+@pytest.mark.parametrize("form", ["full", "diagonal", "lowrank"])
+def test_trace_normalisation_cancels_haarios_s_d(form: str) -> None:
+    x = _points(256, 12, 0)
+    c = {
+        s_d: _fed(_noise(12, form=form, rank=4, s_d=s_d, normalize="trace"), x).cov.dense().double()
+        for s_d in (0.0, 1.0)  # 0: Haario's 2.4²/d
+    }
+    assert _noise(12, s_d=0.0).s_d == pytest.approx(2.4**2 / 12)
+    assert torch.allclose(c[0.0], c[1.0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("form", ["full", "diagonal", "lowrank"])
+def test_eigenvalue_floor_makes_c_hat_well_conditioned_with_constant_pixels(form: str) -> None:
+    x = _points(400, 16, 1, constant=4)
+    plain = _fed(_noise(16, form=form, rank=4, jitter=0.0), x).cov.dense().double()
+    floored = _fed(_noise(16, form=form, rank=4, jitter=0.0, floor=1e-3), x).cov.dense().double()
+    lam0, lam1 = torch.linalg.eigvalsh(plain), torch.linalg.eigvalsh(floored)
+    assert float(lam0.min()) < 1e-4 * float(lam0.mean())  # singular but for s_d·ε (today)
+    assert float(lam1.min()) >= 1e-3 * float(lam0.mean()) * (1 - 1e-5)  # floor · mean before flooring
+    if form == "full":  # only the small eigenvalues move
+        assert torch.allclose(lam1[lam0 > 1e-2], lam0[lam0 > 1e-2], rtol=1e-5)
+
+
+def test_floor_is_declared_and_the_paper_setting_files_use_the_preconditioned_sampler() -> None:
+    floor = {p.name: p for p in registry.lookup("noise", "adaptive").params}["floor"]
+    assert floor.default == 0.0 and "mean eigenvalue" in floor.doc
+    for f in ("ansn_mnist.exp", "ansn_cifar.exp"):
+        (spec,) = _specs(f).values()
+        assert spec.noise.get("floor") == 1e-3  # type: ignore[attr-defined]
+        (stage,) = spec.stages  # type: ignore[attr-defined]
+        assert stage.name == "preconditioned_langevin"
+        assert stage.get("score_scaling") == "divide_sigma" and stage.get("step_size") == 2e-5
+
+
+class _NoSquareTensors(TorchDispatchMode):
+    """Fails on any op that produces a tensor with ≥ D² elements."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.limit, self.biggest = dim * dim, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.biggest = max(self.biggest, t.numel())
+                assert t.numel() < self.limit, f"{func} made a tensor of shape {tuple(t.shape)}"
+        return out
+
+
+def test_lowrank_at_cifar_size_never_builds_a_d_by_d_matrix() -> None:
+    d, batch = 3072, 64
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4 * batch, d, generator=g)
+    guard = _NoSquareTensors(d)
+    with guard:
+        noise = _noise(d, form="lowrank", rank=16, floor=1e-3)
+        for k in range(0, x.shape[0], batch):
+            noise.update(x[k : k + batch])
+        idx = torch.randint(0, 2, (batch,), generator=g)
+        xt, target = noise.perturb(x[:batch], idx, g)
+        noise.quad(target, idx)
+        state = noise.state_dict()
+        again = _noise(d, form="lowrank", rank=16, floor=1e-3)
+        again.load_state_dict(state)
+        sample_annealed_langevin(
+            lambda y, i: -y, x[:8].clone(), [1.0, 0.1], step_size=1e-3, steps_per_level=3, generator=g,
+            precondition=again.precondition, noise_transform=again.precondition_sqrt,
+            score_scale=lambda i, sigma: 1.0 / sigma,
+        )  # fmt: skip
+    assert noise.cov.form == "lowrank" and guard.biggest < d * d
+
+
+def test_lowrank_state_is_checkpointed_and_resumed_exactly() -> None:
+    d, batch = 3072, 32
+    x = torch.rand(8 * batch, d, generator=torch.Generator().manual_seed(3))
+    cfg = dict(form="lowrank", rank=8, floor=1e-3)
+    a = _noise(d, **cfg)
+    for k in range(0, 4 * batch, batch):
+        a.update(x[k : k + batch])
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = _noise(d, **cfg)
+    b.load_state_dict(torch.load(buf, weights_only=False))
+    for k in range(4 * batch, 8 * batch, batch):
+        a.update(x[k : k + batch])
+        b.update(x[k : k + batch])
+        idx = torch.arange(batch) % 2
+        pa = a.perturb(x[k : k + batch], idx, torch.Generator().manual_seed(k))
+        pb = b.perturb(x[k : k + batch], idx, torch.Generator().manual_seed(k))
+        assert all(torch.equal(u, v) for u, v in zip(pa, pb))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa["stats"]["n"] == sb["stats"]["n"] and sa["batches"] == sb["batches"]
+    for key in ("mean", "m2_diag", "sketch"):
+        assert torch.equal(sa["stats"][key], sb["stats"][key])
+    assert sa["stats"]["m2"] is None and sa["stats"]["sketch"].shape == (16, d)
+    for key in sa["cov"]:
+        assert key == "form" or torch.equal(sa["cov"][key], sb["cov"][key])

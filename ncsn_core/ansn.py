@@ -249,6 +249,34 @@ class Covariance:
         return self.mul(torch.eye(d, device=next(iter(self.t.values())).device))
 
 
+# ----------------------------------------------------------------------------- the eigenvalue floor
+# Ĉ's eigenvalues below floor·(mean eigenvalue) are raised to that value; the mean eigenvalue
+# is trace(Ĉ)/D (1 with normalize = trace). Constant coordinates (MNIST's border pixels) have
+# zero variance, so without it Ĉ keeps only s_d·ε there (relative 1e-4 for MNIST) and Ĉ⁻¹ in
+# the DSM target and the sampler's Ĉ^{1/2} are dominated by those directions.
+def floor_diagonal(d: torch.Tensor, floor: float) -> torch.Tensor:
+    """diag(d) with its entries (the eigenvalues) floored at floor·mean(d)."""
+    return d if floor <= 0 else d.clamp(min=floor * float(d.mean()))
+
+
+def floor_full(m: torch.Tensor, floor: float) -> torch.Tensor:
+    """A symmetric D×D matrix with its eigenvalues clipped at floor·trace/D (in its eigenbasis)."""
+    if floor <= 0:
+        return m
+    lam, vec = torch.linalg.eigh((m + m.T) / 2)
+    lam = lam.clamp(min=floor * float(lam.mean()))
+    return (vec * lam) @ vec.T
+
+
+def floor_lowrank(d: torch.Tensor, w: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """diag(d) + WWᵀ with d floored at floor·trace/D: since WWᵀ ⪰ 0, every eigenvalue is then
+    ≥ floor·(mean eigenvalue). O(D·k), no D×D matrix."""
+    if floor <= 0:
+        return d, w
+    mean = float(d.sum() + (w * w).sum()) / d.shape[0]
+    return d.clamp(min=floor * mean), w
+
+
 # ----------------------------------------------------------------------------- the noise
 @attrs.frozen
 class AdaptiveConfig:
@@ -261,6 +289,7 @@ class AdaptiveConfig:
     estimate_on: str = "data"
     jitter: float = 1e-6
     warmup: int = 0
+    floor: float = 0.0  # eigenvalues of Ĉ below floor·(mean eigenvalue) raised to it (0 = off)
 
 
 class AdaptiveNoise(NoiseSchedule):
@@ -303,18 +332,19 @@ class AdaptiveNoise(NoiseSchedule):
         c, st, sd = self.cfg, self.stats, self.s_d
         if c.form == "full":
             m = sd * st.covariance() + sd * c.eps * torch.eye(self.dim, dtype=torch.float64, device=st.device)
-            m = m / self._normalised(torch.trace(m))
+            m = floor_full(m / self._normalised(torch.trace(m)), c.floor)
             return Covariance.full(m + c.jitter * torch.eye(self.dim, dtype=torch.float64, device=st.device))
         var = st.variances()
         if c.form == "diagonal":
             d = sd * var + sd * c.eps
-            return Covariance.diagonal(d / self._normalised(d.sum()) + c.jitter)
+            return Covariance.diagonal(floor_diagonal(d / self._normalised(d.sum()), c.floor) + c.jitter)
         w = st.lowrank_factor()
         # The diagonal part is what the rank-k part leaves of the exact variances, so diag(Ĉ) is exact.
         d = sd * (var - (w * w).sum(1)).clamp(min=0) + sd * c.eps
         w = math.sqrt(sd) * w
         scale = self._normalised(d.sum() + (w * w).sum())
-        return Covariance.lowrank(d / scale + c.jitter, w / scale.sqrt())
+        d, w = floor_lowrank(d / scale, w / scale.sqrt(), c.floor)
+        return Covariance.lowrank(d + c.jitter, w)
 
     def _refresh(self) -> None:
         # Ĉ_t = C_0 for t ≤ warmup (Eq. 2.5's t = 0 case, extended) and while cov(·) is undefined.
@@ -424,7 +454,9 @@ class AdaptiveNoise(NoiseSchedule):
             self._gen.set_state(state["gen"].to("cpu"))
 
 
-def data_diagonal(data: Any, dim: int, s_d: float, eps: float, normalize: str, jitter: float) -> Covariance:
+def data_diagonal(
+    data: Any, dim: int, s_d: float, eps: float, normalize: str, jitter: float, floor: float = 0.0
+) -> Covariance:
     """C_0 = s_d·(diag(var of the training set) + ε·I), normalised as Ĉ: Eq. 2.5's form with the
     whole training set's per-coordinate variances (no augmentation), read in chunks."""
     st = RunningCovariance(dim, "diagonal")
@@ -435,7 +467,7 @@ def data_diagonal(data: Any, dim: int, s_d: float, eps: float, normalize: str, j
     d = s_d * st.variances() + s_d * eps
     if normalize == "trace":
         d = d / d.mean()
-    return Covariance.diagonal(d + jitter)
+    return Covariance.diagonal(floor_diagonal(d, floor) + jitter)
 
 
 def adaptive(
@@ -451,6 +483,7 @@ def adaptive(
     estimate_on: str,
     jitter: float,
     warmup: int,
+    floor: float = 0.0,
     data: Any = None,
 ) -> AdaptiveNoise:
     if levels > 1 and sigma_max <= sigma_min:
@@ -463,10 +496,10 @@ def adaptive(
             f"noise adaptive: form = full needs a {dim}×{dim} matrix factorised every batch; "
             f"use form = lowrank (or diagonal) for D = {dim}"
         )
-    cfg = AdaptiveConfig(form, rank, s_d, eps, c0, normalize, estimate_on, jitter, warmup)
+    cfg = AdaptiveConfig(form, rank, s_d, eps, c0, normalize, estimate_on, jitter, warmup, floor)
     noise = AdaptiveNoise(geometric_ladder(sigma_max, sigma_min, levels), dim, cfg)
     if c0 == "data_diag":
-        noise.c0 = noise.cov = data_diagonal(data, dim, noise.s_d, eps, normalize, jitter)
+        noise.c0 = noise.cov = data_diagonal(data, dim, noise.s_d, eps, normalize, jitter, floor)
     return noise
 
 

@@ -42,15 +42,28 @@ from ncsn_core.errors import DataError
 class GaussianMixture:
     """Σ_k w_k N(μ_k, diag(s_k²)); scores of the σ-perturbed mixture are exact.
 
-    Convolving with N(0, σ²I) turns component k into N(μ_k, diag(s_k² + σ²)) (NCSN Eq. 5's q_σ).
+    Two constructions of "the mixture at noise level σ" (``perturbed``):
+
+    * ``convolution`` (the exact q_σ = p * N(0, σ²I) of NCSN Eq. 5): component k becomes
+      N(μ_k, diag(s_k² + σ²));
+    * ``component_std`` (the official toy runner, models/gmm.py GMMDistAnneal): σ *replaces*
+      the components' standard deviation, component k becomes N(μ_k, σ²I). At σ = 0 (the
+      data's own score, Fig. 3b) the components keep their stds s_k, as the official code's
+      default σ = 1 does for the unit-std mixture.
     """
 
     weights: torch.Tensor  # [K]
     means: torch.Tensor  # [K, d]
     stds: torch.Tensor  # [K, d] per-axis standard deviations
+    perturbed: str = "convolution"  # "convolution" | "component_std"
 
     def _params(self, sigma: float | torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        var = self.stds.to(x) ** 2 + torch.as_tensor(sigma, dtype=x.dtype, device=x.device) ** 2
+        sig2 = torch.as_tensor(sigma, dtype=x.dtype, device=x.device) ** 2
+        data_var = self.stds.to(x) ** 2
+        if self.perturbed == "component_std":
+            var = torch.where(sig2 > 0, sig2.expand_as(data_var), data_var)
+        else:
+            var = data_var + sig2
         return self.means.to(x), var
 
     def _log_components(
@@ -62,12 +75,13 @@ class GaussianMixture:
         return comp + torch.log(self.weights.to(x))[None], -diff / var[None]
 
     def log_prob(self, x: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
-        """log q_σ(x) with q_σ = p * N(0, σ²I): components N(μ_k, diag(s_k² + σ²))."""
+        """log q_σ(x): components N(μ_k, diag(s_k² + σ²)) (convolution) or N(μ_k, σ²I) (component_std)."""
         logw, _ = self._log_components(x, sigma)
         return torch.logsumexp(logw, dim=1)
 
     def score(self, x: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
-        """∇ₓ log q_σ(x) in closed form: Σ_k r_k(x)·(μ_k − x)/(s_k² + σ²), r_k the responsibilities."""
+        """∇ₓ log q_σ(x) in closed form: Σ_k r_k(x)·(μ_k − x)/v_k, r_k the responsibilities and
+        v_k the component variance (s_k² + σ², or σ² with component_std)."""
         logw, comp_scores = self._log_components(x, sigma)
         r = torch.softmax(logw, dim=1)
         return (r[..., None] * comp_scores).sum(1)
@@ -170,6 +184,7 @@ def mixture2d(
     stds: tuple[float, ...],
     n_train: int,
     seed: int,
+    perturbed: str = "convolution",
 ) -> DataSource:
     k = len(weights)
     if len(means) != 2 * k:
@@ -183,6 +198,7 @@ def mixture2d(
         (w / w.sum()).float(),
         torch.tensor(means, dtype=torch.float32).view(k, 2),
         torch.tensor(stds, dtype=torch.float32).view(k, 2) if stds else torch.full((k, 2), float(std)),
+        perturbed,
     )
     g = torch.Generator().manual_seed(seed)
     train = mix.sample(n_train, g)

@@ -1,5 +1,5 @@
 """Training objectives: denoising score matching over noise levels (NCSN Eq. 5-6) and sliced
-score matching (Eq. 3) with its variance-reduced form.
+score matching, plain (ssm) and variance-reduced (ssm_vr, NCSN Eq. 3).
 
 Every loss goes through the NoiseSchedule (perturb → x̃ and ∇log q(x̃|x); scale → σ), so a
 covariance noise (ANSN) works unchanged. Per-level sums are kept on the device for logging.
@@ -94,10 +94,16 @@ def dsm(weight: Any) -> DSM:
 
 
 class SSM:
-    """Sliced score matching (Eq. 3): E_v E_x [vᵀ∇ₓs v + ½(vᵀs)²] (plain) or
-    [vᵀ∇ₓs v + ½‖s‖²] (variance-reduced: E_v[(vᵀs)²] = ‖s‖² for E[vvᵀ] = I, so the ½‖s‖²
-    term is computed exactly instead of estimated). Both equal, in expectation, Hyvärinen's
-    objective E[tr ∇ₓs + ½‖s‖²] (Eq. 1 up to a constant).
+    """Sliced score matching (Song et al. 2019) in its two forms:
+
+    * ``ssm`` (plain SSM): E_v E_x [vᵀ∇ₓs v + ½(vᵀs)²], the ½‖s‖² term estimated through the
+      projection too;
+    * ``ssm_vr`` (variance-reduced, SSM-VR): E_v E_x [vᵀ∇ₓs v + ½‖s‖²], the ½‖s‖² term
+      computed exactly (E_v[(vᵀs)²] = ‖s‖² for any p_v with E[vvᵀ] = I). This is NCSN's
+      Eq. 3 and what the official code trains with (sliced_score_estimation_vr in the toy
+      runner, anneal_sliced_score_estimation_vr for NCSNs).
+
+    Both equal, in expectation, Hyvärinen's objective E[tr ∇ₓs + ½‖s‖²] (Eq. 1 up to a constant).
 
     With a noise ladder the data are perturbed at a uniformly drawn level first and s(x̃, i) is
     trained on the perturbed data ("sliced score matching can train NCSNs", §4.2), each

@@ -60,6 +60,14 @@ DECLARATIONS = (
             ),
             Param("n_train", Int(min=1), 100_000, "size of the fixed training set drawn from the mixture"),
             Param("seed", Int(min=0), 0, "seed of the training-set draw"),
+            Param(
+                "perturbed",
+                Choice(("convolution", "component_std")),
+                "convolution",
+                "the exact score at level σ: convolution, q_σ = p * N(0, σ²I) (components "
+                "N(μ_k, s_k² + σ²)); component_std, σ replaces the components' std (N(μ_k, σ²I)), "
+                "as the official toy runner (models/gmm.py GMMDistAnneal)",
+            ),
         ],
         doc="NCSN's 2-D toy mixture 1/5 N((-5,-5), I) + 4/5 N((5,5), I) (§3.2), or any 2-D Gaussian mixture",
         facts=DataFacts(lambda p: (2,), modality="points", density=True),

@@ -44,13 +44,13 @@ DECLARATIONS = (
         "ssm",
         _IMPL + "ssm",
         params=_SSM_PARAMS,
-        doc="sliced score matching (NCSN Eq. 3; Song et al. 2019)",
+        doc="sliced score matching, plain form of Song et al. 2019: E[vᵀ∇s v + ½(vᵀs)²] (not NCSN Eq. 3: see ssm_vr)",
     ),
     declare(
         "loss",
         "ssm_vr",
         _IMPL + "ssm_vr",
         params=_SSM_PARAMS,
-        doc="sliced score matching, variance-reduced: ½‖s‖² replaces ½(vᵀs)² (exact in expectation for Gaussian v)",
+        doc="sliced score matching, variance-reduced (SSM-VR): E[vᵀ∇s v + ½‖s‖²], NCSN Eq. 3 and the official toy runner",
     ),
 )

@@ -78,6 +78,24 @@ def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
     if diags:
         raise DiagnosticError(diags)
     typer.echo(f"ok: {len(files)} file(s), {n} run(s)")
+    for f in files:  # released checkpoints not yet downloaded: fine to check, needed to run
+        for s in compile_file(f, experiments=experiment, sets=set_ or (), compute_auto=False):
+            _released_note(s)
+
+
+def _released_note(spec) -> None:  # type: ignore[no-untyped-def]
+    """'note: ... checkpoint not present ...' for a `train.from` file that is not there."""
+    w = spec.weights()
+    if w is None:
+        return
+    from ncsn_core import released
+
+    if released.file_sha256(released.file_path(w)) is None:
+        typer.echo(
+            f"note: {spec.experiment}: train.from: checkpoint not present: {w.kwargs()['path']} "
+            f"(`repro run` needs it; published at {released.published_where(w)})",
+            err=True,
+        )
 
 
 @app.command("compile")
@@ -103,6 +121,10 @@ def compile_(
 
     for s in specs:
         notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
+        if s.weights() is not None:
+            r = s.canonical()["released"]
+            sha = r["sha256"] if r["sha256"] == "checkpoint not present" else "sha256 " + r["sha256"]
+            notes["train"] = f"released checkpoint, {sha}"
         typer.echo(show_spec(s, notes))
 
 
@@ -214,6 +236,11 @@ def run(
 
         raise error(None, f"--until must be train, sample or evaluate, not '{until}'")
     specs = compile_file(file, experiments=experiment, sets=set_ or ())
+    if any(s.weights() is not None for s in specs):  # missing released checkpoints: before any run
+        from ncsn_core import released
+
+        for s in specs:
+            released.preflight(s)
     source = Path(file).read_text(encoding="utf-8")
     t0 = time.time()
     for i, s in enumerate(specs):
@@ -222,6 +249,21 @@ def run(
         out = run_spec(s, runs_dir=runs_dir, device=device or None, until=until, source_text=source)
         typer.echo(f"{s.experiment}: {out}")
     typer.echo(f"done in {time.time() - t0:.1f}s")
+
+
+@app.command()
+@_guard
+def export(
+    source: Annotated[Path, typer.Argument(help="a run folder (one train stage) or a repro checkpoint file")],
+    format: Annotated[str, typer.Option("--format", "-f", help="ncsnv2 or ncsn")] = "ncsnv2",
+    out: Annotated[Path, typer.Option("--out", "-o", help="the checkpoint file to write")] = Path(
+        "checkpoint.pth"
+    ),
+) -> None:
+    """Write a repro checkpoint in the official code's layout (docs/released.md)."""
+    from ncsn_core.released import export as export_checkpoint
+
+    typer.echo(export_checkpoint(source, format, out))
 
 
 @app.command()

@@ -112,11 +112,9 @@ def test_ncsn_layout_through_repro_run_and_protocol(write, tmp_path) -> None:  #
     spec = one(exp)
     seed = layout.seed_dir(layout.run_dir(runs, "rel", spec.hash()), 0)
     assert torch.equal(torch.load(seed / f"sample-{spec.sample_hash()}" / "samples.pt"), x_src)
-    # The evaluation protocol names the released checkpoint.
-    run = Run(spec, runs, "cpu", quiet=True)
-    train_dir = run.train()
-    metrics_spec = one(exp, sets=["evaluate.metrics=[fid_domain]", "evaluate.samples=6"])
-    assert metrics_spec.train_hash() == spec.train_hash() and train_dir is not None
+    # What the evaluation protocol copies as `weights`: the released file, its SHA-256 and format.
+    train_dir = Run(spec, runs, "cpu", quiet=True).train()  # the completed stage, reused
+    assert train_dir is not None
     results = json.loads((train_dir / "results.json").read_text())
     assert results["weights"] == f"released checkpoint {f} (sha256 {rel.file_sha256(f)}, format ncsn)"
 
@@ -219,3 +217,16 @@ def test_a_missing_file_is_named_before_any_work(write, tmp_path) -> None:  # ty
     assert r.exit_code == 2, r.output
     assert f"checkpoint not present: {missing}" in r.output and "github.com/ermongroup/ncsnv2" in r.output
     assert "Traceback" not in r.output and not runs.exists()
+
+
+def test_repro_format_reads_a_repro_checkpoint(write, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, runs, ck, x_src = trained(write, tmp_path, "ncsnv2", 0.9)
+    exp = write("rel.exp", 'import "src.exp"\n' + RELEASED.format(path=ck, fmt="repro"))
+    spec = one(exp)
+    run_spec(spec, runs_dir=runs, device="cpu", until="sample", quiet=True)
+    seed = layout.seed_dir(layout.run_dir(runs, "rel", spec.hash()), 0)
+    assert torch.equal(torch.load(seed / f"sample-{spec.sample_hash()}" / "samples.pt"), x_src)
+    # An official file named with the wrong format says what it is.
+    wrong = write("wrong.exp", 'import "src.exp"\n' + RELEASED.format(path=ck, fmt="ncsnv2"))
+    with pytest.raises(CheckpointError, match="use format = repro"):
+        run_spec(one(wrong), runs_dir=runs, device="cpu", until="sample", quiet=True)

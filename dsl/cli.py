@@ -70,13 +70,11 @@ def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
 
     diags = []
     warnings: list = []
-    n = 0
+    specs = []
     for f in files:
         try:
-            n += len(
-                compile_file(
-                    f, experiments=experiment, sets=set_ or (), compute_auto=False, warnings=warnings
-                )
+            specs += compile_file(
+                f, experiments=experiment, sets=set_ or (), compute_auto=False, warnings=warnings
             )
         except DiagnosticError as e:
             diags.extend(e.diagnostics)
@@ -84,14 +82,32 @@ def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
     if diags:
         raise DiagnosticError(diags)
     typer.echo(
-        f"ok: {len(files)} file(s), {n} run(s)" + (f", {len(warnings)} warning(s)" if warnings else "")
+        f"ok: {len(files)} file(s), {len(specs)} run(s)"
+        + (f", {len(warnings)} warning(s)" if warnings else "")
     )
+    for s in specs:  # released checkpoints not yet downloaded: fine to check, needed to run
+        _released_note(s)
 
 
 def _warn(warnings: list) -> None:
     """Print warnings compiler-style on stderr (they never change the exit code)."""
     for w in warnings:
         typer.echo(w.render(), err=True)
+
+
+def _released_note(spec) -> None:  # type: ignore[no-untyped-def]
+    """'note: ... checkpoint not present ...' for a `train.from` file that is not there."""
+    w = spec.weights()
+    if w is None:
+        return
+    from ncsn_core import released_files as released
+
+    if released.file_sha256(released.file_path(w)) is None:
+        typer.echo(
+            f"note: {spec.experiment}: train.from: checkpoint not present: {w.kwargs()['path']} "
+            f"(`repro run` needs it; published at {released.published_where(w)})",
+            err=True,
+        )
 
 
 @app.command("compile")
@@ -125,6 +141,10 @@ def compile_(
 
         for s in specs:
             notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
+            if s.weights() is not None:
+                r = s.canonical()["released"]
+                sha = r["sha256"] if r["sha256"] == "checkpoint not present" else "sha256 " + r["sha256"]
+                notes["train"] = f"released checkpoint, {sha}"
             typer.echo(show_spec(s, notes))
     if failed is not None:
         raise failed
@@ -243,6 +263,11 @@ def run(
     warnings: list = []
     specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings)
     _warn(warnings)
+    if any(s.weights() is not None for s in specs):  # missing released checkpoints: before any run
+        from ncsn_core import released_files
+
+        for s in specs:
+            released_files.preflight(s)
     source = Path(file).read_text(encoding="utf-8")
     t0 = time.time()
     for i, s in enumerate(specs):
@@ -251,6 +276,21 @@ def run(
         out = run_spec(s, runs_dir=runs_dir, device=device or None, until=until, source_text=source)
         typer.echo(f"{s.experiment}: {out}")
     typer.echo(f"done in {time.time() - t0:.1f}s")
+
+
+@app.command()
+@_guard
+def export(
+    source: Annotated[Path, typer.Argument(help="a run folder (one train stage) or a repro checkpoint file")],
+    format: Annotated[str, typer.Option("--format", "-f", help="ncsnv2 or ncsn")] = "ncsnv2",
+    out: Annotated[Path, typer.Option("--out", "-o", help="the checkpoint file to write")] = Path(
+        "checkpoint.pth"
+    ),
+) -> None:
+    """Write a repro checkpoint in the official code's layout (docs/released.md)."""
+    from ncsn_core.released import export as export_checkpoint
+
+    typer.echo(export_checkpoint(source, format, out))
 
 
 @app.command()

@@ -51,6 +51,7 @@ KINDS: dict[str, str] = {
     "init": "`init` — initial samples (`sample { init = ... }`)",
     "optimizer": "`optimizer` — optimizers (`train { optimizer = ... }`)",
     "metric": "`metric` — evaluation metrics (`evaluate { metrics = [...] }`)",
+    "weights": "`weights` — trained weights from a file (`train { from = released(...) }`)",
     "block": "Blocks (`experiment` fields, `train`, `sample`, `evaluate`)",
 }
 PLUGIN_GROUP = "repro.plugins"

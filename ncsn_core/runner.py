@@ -195,6 +195,12 @@ class Run:
         folder = layout.stage_dir(self.seed_dir, layout.TRAIN)
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / layout.STAGE, {"stage": layout.TRAIN, "hash": self.spec.train_hash()})
+        if self.spec.weights() is not None:  # a released checkpoint instead of training (issue 17)
+            from ncsn_core import released
+
+            released.import_into(self, folder)
+            _mark_done(folder)
+            return folder
         torch.manual_seed(self.spec.seed)  # network initialisation
         assert self.spec.train is not None and self.spec.loss is not None
         s = self.spec.train.kwargs()
@@ -370,6 +376,8 @@ class Run:
             trained = json.loads((train_dir / layout.RESULTS).read_text())
         protocol = metrics.setdefault("protocol", {})
         protocol["iterations_trained"] = trained.get("iterations")
+        if trained.get("weights"):  # "released checkpoint <file> (sha256 …, format …)"
+            protocol["weights"] = trained["weights"]
         classifier = protocol.get("domain_classifier")
         if isinstance(classifier, dict) and classifier.get("file"):  # in the runs folder's cache
             classifier["file"] = self.record(Path(classifier["file"]))
@@ -389,6 +397,10 @@ def run_spec(
 ) -> str:
     """Execute one run; returns a one-line summary. Raises ReproError subclasses for
     problems the user can fix."""
+    if spec.weights() is not None:  # a missing released checkpoint stops the run before anything
+        from ncsn_core import released
+
+        released.preflight(spec)
     r = Run(spec, Path(runs_dir), device, source_text, quiet)
     if spec.evaluate is not None and until == "evaluate":
         from ncsn_core import evaluation

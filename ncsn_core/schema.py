@@ -68,6 +68,13 @@ BLOCKS: tuple[BlockKind, ...] = (
             ),
             Param("grad_clip", Float(min=0.0), 0.0, "clip the gradient norm to this value (0 = off)"),
             Param("log_every", Int(min=1), 100, "steps between log lines (losses are averaged in between)"),
+            Param(
+                "from",
+                ComponentOf("weights"),
+                None,
+                "take the trained weights from a file instead of training (None: train), e.g. "
+                'released(path = "checkpoints/ncsn_cifar10.pth", format = ncsn); docs/released.md',
+            ),
         ),
         default_with="network",
     ),

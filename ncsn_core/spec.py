@@ -14,15 +14,21 @@ from typing import Any
 
 import attrs
 
-from ncsn_core import schema
+from ncsn_core import released_files, schema
 from ncsn_core.params import AutoValue
 from ncsn_core.values import to_json
+
+
+def _set_params(params: Any) -> tuple[tuple[str, Any], ...]:
+    """A parameter whose value is None is unset and not part of the spec (``train.from``):
+    a block without it lowers, and hashes, exactly as before the parameter existed."""
+    return tuple((k, v) for k, v in params if v is not None)
 
 
 @attrs.frozen
 class ComponentSpec:
     name: str
-    params: tuple[tuple[str, Any], ...] = ()
+    params: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_set_params)
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
@@ -78,7 +84,19 @@ class RunSpec:
                 out[n] = None if v is None else v.to_json()
         return out
 
+    def weights(self) -> Any:
+        """``train.from`` (a ``values.Call``, e.g. ``released(path = ..., format = ...)``) or None."""
+        return None if self.train is None else self.train.get("from")
+
+    def _released_parts(self) -> dict[str, Any]:
+        """A released model's identity: the file's SHA-256 and format (ncsn_core.released), and
+        the data, noise and network it is loaded into; not the loss or the training settings."""
+        rest = [f for f in schema.stage_fields("train") if f not in ("loss", "train")]
+        return {"released": released_files.identity(self.weights()), **self._part(*rest)}
+
     def train_part(self) -> dict[str, Any]:
+        if self.weights() is not None:
+            return self._released_parts()
         return self._part(*schema.stage_fields("train"))
 
     def sample_part(self) -> dict[str, Any]:
@@ -98,6 +116,9 @@ class RunSpec:
 
     def hash(self) -> str:
         """The run's identity: everything but the seed, the name and published numbers."""
+        if self.weights() is not None:
+            later = [f for f in schema.spec_fields() if f not in schema.stage_fields("train")]
+            return digest({**self._released_parts(), **self._part(*later)})
         return digest(self._part(*schema.spec_fields()))
 
     def canonical(self) -> dict[str, Any]:
@@ -114,7 +135,11 @@ class RunSpec:
             "published": [p.to_json() for p in self.published],
             "sweep": dict(self.sweep),
             "auto": {k: {"value": to_json(a.value), "explanation": a.explanation} for k, a in self.autos},
+            **({} if self.weights() is None else {"released": self._released_description()}),
         }
+
+    def _released_description(self) -> dict[str, Any]:
+        return released_files.description(self.weights())
 
     def canonical_json(self) -> str:
         return json.dumps(self.canonical(), indent=2, sort_keys=False, ensure_ascii=False)

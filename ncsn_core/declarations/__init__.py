@@ -8,7 +8,7 @@ naming it as ``"module:function"``. The checker, ``repro explain`` and docs/lang
 
 from __future__ import annotations
 
-from ncsn_core.declarations import ansn, data, losses, metrics, networks, noise, optim, samplers
+from ncsn_core.declarations import ansn, data, losses, metrics, networks, noise, optim, released, samplers
 from ncsn_core.params import Declaration
 
 ALL: tuple[Declaration, ...] = (
@@ -20,4 +20,5 @@ ALL: tuple[Declaration, ...] = (
     *optim.DECLARATIONS,
     *metrics.DECLARATIONS,
     *ansn.DECLARATIONS,
+    *released.DECLARATIONS,
 )

@@ -473,20 +473,27 @@ def test_sigkill_at_random_points_resumes_bit_identical(write, tmp_path: Path) -
     seed = runs / "toy" / spec.hash() / "seed-0"
     rng = random.Random(12)
     hit = []
-    # Kill a few times once the process is up (it prints nothing before importing torch and
-    # compiling), at a seeded random delay after its first sign of life.
-    for _ in range(4):
+    # One process per kill point: once it shows life (its first stderr line), wait until the
+    # phase aimed at has begun, then a seeded random delay, then SIGKILL.
+    seed_dir = seed
+    aims = [
+        ("training", lambda: True, 0.6),
+        ("sampling", lambda: layout.is_complete(seed_dir / "train"), 0.3),
+        ("evaluating", lambda: layout.is_complete(seed_dir / f"sample-{spec.sample_hash()}"), 0.1),
+    ]
+    for _, ready, spread in aims:
         proc = subprocess.Popen(
             cli(f, "--runs", runs), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         assert proc.stderr is not None
-        proc.stderr.readline()  # the first progress or waiting line: the run has started
-        time.sleep(rng.uniform(0.0, 1.2))
+        proc.stderr.readline()
+        deadline = time.time() + 60
+        while not ready() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, spread))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         hit.append(_phase(seed, spec))
-        if hit[-1] == "done":
-            break
     run_spec(spec, runs_dir=runs, device="cpu", quiet=True)  # the last resume, in this process
     assert any(h.startswith("training") for h in hit), hit
     assert_same_training(final_state(ref, spec), final_state(runs, spec))

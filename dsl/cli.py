@@ -251,6 +251,10 @@ def run(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = "",
     runs_dir: Annotated[Path, typer.Option("--runs", help="where runs are written")] = Path("runs"),
     until: Annotated[str, typer.Option(help="stop after this stage: train, sample or evaluate")] = "evaluate",
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="stop with an error when another process is computing a stage"),
+    ] = False,
 ) -> None:
     """Train, sample and evaluate every run of FILE (resuming what exists)."""
     from dsl.compiler import compile_file
@@ -273,7 +277,9 @@ def run(
     for i, s in enumerate(specs):
         if len(specs) > 1:
             typer.echo(f"[{i + 1}/{len(specs)}] {s.experiment} {dict(s.sweep) or ''} seed {s.seed}")
-        out = run_spec(s, runs_dir=runs_dir, device=device or None, until=until, source_text=source)
+        out = run_spec(
+            s, runs_dir=runs_dir, device=device or None, until=until, source_text=source, wait=not no_wait
+        )
         typer.echo(f"{s.experiment}: {out}")
     typer.echo(f"done in {time.time() - t0:.1f}s")
 

@@ -20,7 +20,7 @@ import attrs
 import torch
 
 from ncsn_core.declarations.ansn import FULL_MAX_DIM
-from ncsn_core.errors import ReproError
+from ncsn_core.errors import ReproError, TrainingError
 from ncsn_core.losses import DSM, SIGMA_SQUARED
 from ncsn_core.noise import NoiseSchedule
 from ncsn_core.samplers import SampleContext, host_sigmas, sample_annealed_langevin
@@ -364,13 +364,29 @@ class AdaptiveNoise(NoiseSchedule):
             )
         self._refresh()
         if on == "data":
-            self.stats.update(x)
+            self._guarded_update(x, "training batch", self.batches + 1)
         elif on == "perturbed":
             if self._gen is None:
                 self._gen = torch.Generator(device=x.device).manual_seed(0x5EED)
             idx = torch.randint(0, self.num_levels, (x.shape[0],), device=x.device, generator=self._gen)
-            self.stats.update(x + self.sample_noise(x, idx, self._gen))
+            self._guarded_update(
+                x + self.sample_noise(x, idx, self._gen), "perturbed batch", self.batches + 1
+            )
         self.batches += 1
+
+    def _guarded_update(self, x: torch.Tensor, what: str, step: int) -> None:
+        """Merge a batch into the running covariance unless it holds a NaN or an infinity: then
+        the estimate is left as it was and training stops, naming the step (one host sync per
+        batch, ANSN only)."""
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = x[~finite]
+            raise TrainingError(
+                f"noise adaptive: the {what} of step {step} holds {int(bad.numel())} non-finite "
+                f"value(s) (e.g. {float(bad[0])}); the running covariance was not updated with it. "
+                f"Stopping; the last good checkpoint is kept."
+            )
+        self.stats.update(x)
 
     def update_residual(self, r: torch.Tensor, idx: torch.Tensor | None = None) -> None:
         """Optional hook (loss ansn_dsm calls it after perturbing batch t): with
@@ -381,7 +397,7 @@ class AdaptiveNoise(NoiseSchedule):
         r = r.detach().reshape(r.shape[0], -1)
         if idx is not None:
             r = r * self.scale(idx).to(r.dtype)[:, None]
-        self.stats.update(r)
+        self._guarded_update(r, "score residual", self.batches)
         self.residual_batches += 1
 
     # ---- the NoiseSchedule interface

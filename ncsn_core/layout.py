@@ -44,6 +44,7 @@ GRID = "grid.png"
 INTERMEDIATES = "intermediates.pt"
 STRIP = "intermediates.png"
 CACHE = ".cache"
+MANIFEST = "manifest.json"  # in checkpoints/: every checkpoint's step, size and SHA-256
 
 TRAIN, SAMPLE, EVAL = "train", "sample", "eval"  # stage kinds
 _SEED = "seed-"
@@ -66,6 +67,21 @@ def stage_dir(seed: Path, kind: str, stage_hash: str = "") -> Path:
 
 def checkpoints_dir(train: Path) -> Path:
     return train / CHECKPOINTS
+
+
+def manifest_file(checkpoints: Path) -> Path:
+    return Path(checkpoints) / MANIFEST
+
+
+def lock_file(stage: Path) -> Path:
+    """A stage's lock: ``.<stage folder>.lock`` beside it in the seed folder (so a reused stage
+    of another run never gets an empty folder of its own)."""
+    return stage.parent / f".{stage.name}.lock"
+
+
+def owner_file(stage: Path) -> Path:
+    """Who holds a stage's lock (pid, host), beside the lock."""
+    return stage.parent / f".{stage.name}.owner"
 
 
 def checkpoint_file(folder: Path, step: int) -> Path:

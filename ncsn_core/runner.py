@@ -10,6 +10,7 @@ folder is relative to it, so a runs folder can be moved whole.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -22,11 +23,15 @@ from typing import Any
 
 import torch
 
+import ncsn_core
 import ncsn_core.layout as layout
 from ncsn_core import checkpoint as ckpt
+from ncsn_core import evaluation, registry, released, released_files
 from ncsn_core import io as atomic
-from ncsn_core import registry
-from ncsn_core.errors import ReproError
+from ncsn_core.errors import ReproError, SamplerDiverged, UserError
+from ncsn_core.images import save_grid, save_strip
+from ncsn_core.io import WriteError
+from ncsn_core.lock import stage_lock
 from ncsn_core.samplers import SampleContext
 from ncsn_core.spec import ComponentSpec, RunSpec, digest
 from ncsn_core.training import Trainer, plain_progress
@@ -57,8 +62,6 @@ def _env(device: torch.device) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    import ncsn_core
-
     env = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
@@ -72,6 +75,17 @@ def _env(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+class RunsFolderNotWritable(UserError):
+    """The runs folder (``--runs``) cannot be written at all (read-only, no permission)."""
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(folder, e) from None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -88,7 +102,7 @@ def _open_stage(seed_dir: Path, kind: str, stage_hash: str, **meta: str) -> tupl
     folder = layout.stage_dir(seed_dir, kind, stage_hash)
     if layout.is_complete_stage(folder, stage_hash):
         return folder, True
-    folder.mkdir(parents=True, exist_ok=True)
+    _mkdir(folder)
     _write_json(folder / layout.STAGE, {"stage": kind, "hash": stage_hash, **meta})
     return folder, False
 
@@ -127,7 +141,13 @@ def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
 
 class Run:
     def __init__(
-        self, spec: RunSpec, runs_dir: Path, device: str | None, source_text: str = "", quiet: bool = False
+        self,
+        spec: RunSpec,
+        runs_dir: Path,
+        device: str | None,
+        source_text: str = "",
+        quiet: bool = False,
+        wait: bool = True,
     ) -> None:
         self.spec = spec
         self.runs_dir = Path(runs_dir)
@@ -136,6 +156,7 @@ class Run:
         self.seed_dir = layout.seed_dir(self.dir, spec.seed)
         self.source_text = source_text
         self.quiet = quiet
+        self.wait = wait
         self._data: Any = None
         self._noise: Any = None
 
@@ -163,11 +184,27 @@ class Run:
 
     # ---- stages
     def write_meta(self) -> None:
-        self.seed_dir.mkdir(parents=True, exist_ok=True)
+        _mkdir(self.seed_dir)
         _write_json(self.dir / layout.SPEC, self.spec.canonical() | {"seed": None})
         if self.source_text and not (self.dir / layout.SOURCE).exists():
             atomic.write_text(self.dir / layout.SOURCE, self.source_text)
         _write_json(self.seed_dir / layout.ENV, _env(self.device))
+
+    @contextmanager
+    def locked(self, kind: str):  # type: ignore[no-untyped-def]
+        """Hold the lock of this run's ``kind`` stage folder while computing it
+        (:mod:`ncsn_core.lock`): a concurrent run of the same stage waits, then reuses it."""
+        applies, h = {
+            layout.TRAIN: (self.spec.trains, ""),
+            layout.SAMPLE: (self.spec.sample is not None, self.spec.sample_hash),
+            layout.EVAL: (self.spec.evaluate is not None, self.spec.eval_hash),
+        }[kind]
+        if not applies:
+            yield
+            return
+        folder = layout.stage_dir(self.seed_dir, kind, h() if callable(h) else h)
+        with stage_lock(folder, wait=self.wait, log=self.log):
+            yield
 
     def record(self, path: Path) -> str:
         """``path`` as recorded in this run's files: relative to the run folder."""
@@ -193,11 +230,9 @@ class Run:
                 self.log(f"train: reusing {found} (same train hash {self.spec.train_hash()})")
             return found
         folder = layout.stage_dir(self.seed_dir, layout.TRAIN)
-        folder.mkdir(parents=True, exist_ok=True)
+        _mkdir(folder)
         _write_json(folder / layout.STAGE, {"stage": layout.TRAIN, "hash": self.spec.train_hash()})
         if self.spec.weights() is not None:  # a released checkpoint instead of training (issue 17)
-            from ncsn_core import released
-
             released.import_into(self, folder)
             _mark_done(folder)
             return folder
@@ -300,7 +335,13 @@ class Run:
                         data=self.data,
                         stage_name=name,
                     )
-                    x = stage.run(x, ctx)
+                    try:
+                        x = stage.run(x, ctx)
+                    except SamplerDiverged as e:  # named with the run, the seed and the samples
+                        raise SamplerDiverged(
+                            f"sampling {self.spec.experiment} (seed {self.spec.seed}, samples {done}–{done + b} "
+                            f"of {n}): {e} No samples were written and the stage is not marked done."
+                        ) from None
                 outs.append(x.detach().cpu())
                 done += b
         L = noise.num_levels
@@ -327,8 +368,6 @@ class Run:
         model, minfo = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
         x, extra = self.draw(model, s["samples"], 0, record=True)
         _save_tensors(folder / layout.SAMPLES, x)
-        from ncsn_core.images import save_grid, save_strip
-
         save_grid(x, self.data, folder / layout.GRID)
         if extra["intermediates"]:
             inter = {k: torch.stack(v) for k, v in extra["intermediates"].items()}
@@ -342,8 +381,6 @@ class Run:
     def evaluate(self, train_dir: Path | None, sample_dir: Path | None) -> Path | None:
         if self.spec.evaluate is None or sample_dir is None:
             return None
-        from ncsn_core import evaluation
-
         h = self.spec.eval_hash()
         folder, done = _open_stage(self.seed_dir, layout.EVAL, h, samples_from=self.record(sample_dir))
         if done:
@@ -352,12 +389,12 @@ class Run:
         n = e["samples"]
         s = self.spec.sample.kwargs() if self.spec.sample else {}
         if n == s.get("samples"):
-            x = torch.load(sample_dir / layout.SAMPLES)
+            x = torch.load(sample_dir / layout.SAMPLES, weights_only=True)
         else:
             # Samples for evaluation are their own cached product: changing metrics never resamples.
             cache = layout.eval_samples_file(self.seed_dir, digest([self.spec.sample_hash(), n]))
             if cache.exists():
-                x = torch.load(cache)
+                x = torch.load(cache, weights_only=True)
             else:
                 model, _ = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
                 x, _ = self.draw(model, n, 1, record=False)
@@ -394,27 +431,36 @@ def run_spec(
     until: str = "evaluate",
     source_text: str = "",
     quiet: bool = False,
+    wait: bool = True,
 ) -> str:
     """Execute one run; returns a one-line summary. Raises ReproError subclasses for
-    problems the user can fix."""
+    problems the user can fix. Each stage is computed under its lock; ``wait=False`` stops
+    with :class:`~ncsn_core.lock.StageBusy` instead of waiting for another process's."""
     if spec.weights() is not None:  # a missing released checkpoint stops the run before anything
-        from ncsn_core import released
-
-        released.preflight(spec)
-    r = Run(spec, Path(runs_dir), device, source_text, quiet)
+        released_files.preflight(spec)
+    r = Run(spec, Path(runs_dir), device, source_text, quiet, wait)
     if spec.evaluate is not None and until == "evaluate":
-        from ncsn_core import evaluation
-
         # Fail before any training or sampling when, e.g., Inception weights are missing.
         evaluation.preflight(spec.evaluate.get("metrics"), spec.evaluate.kwargs())
-    r.write_meta()
-    train_dir = r.train()
+    try:
+        r.write_meta()
+    except WriteError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise RunsFolderNotWritable(
+                f"the runs folder {runs_dir} cannot be written ({e}); make it writable or choose "
+                f"another with --runs"
+            ) from None
+        raise
+    with r.locked(layout.TRAIN):
+        train_dir = r.train()
     if until == "train":
         return f"trained → {train_dir}"
-    sample_dir = r.sample(train_dir)
+    with r.locked(layout.SAMPLE):
+        sample_dir = r.sample(train_dir)
     if until == "sample":
         return f"sampled → {sample_dir}"
-    eval_dir = r.evaluate(train_dir, sample_dir)
+    with r.locked(layout.EVAL):
+        eval_dir = r.evaluate(train_dir, sample_dir)
     if eval_dir is not None:
         m = json.loads((eval_dir / layout.METRICS).read_text())
         nums = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, (int, float)))

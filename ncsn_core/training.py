@@ -19,8 +19,10 @@ from typing import Any
 import torch
 
 from ncsn_core import checkpoint as ckpt
+from ncsn_core import io as atomic
 from ncsn_core import layout
 from ncsn_core.errors import TrainingError
+from ncsn_core.io import WriteError
 
 
 class EMA:
@@ -143,12 +145,35 @@ class Trainer:
         torch.set_rng_state(st["torch_rng"])
 
     def resume(self) -> int:
-        cks = ckpt.list_checkpoints(self.ckdir)
-        if not cks:
+        """Load the newest checkpoint that verifies (a damaged newer one is reported on stderr
+        and skipped) and drop the log lines past it; returns its step (0: none)."""
+        found = ckpt.newest_loadable(
+            self.ckdir, self.device, warn=lambda m: print(m, file=sys.stderr, flush=True)
+        )
+        if found is None:
             return 0
-        step, path = cks[-1]
-        self.load(ckpt.load(path, map_location=self.device))
+        step, _, state = found
+        self.load(state)
+        self._trim_log(step)
         return step
+
+    def _trim_log(self, step: int) -> None:
+        """Keep the log lines up to ``step``: the steps after it are trained again."""
+        log = self.folder / layout.LOG
+        try:
+            lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+        except FileNotFoundError:
+            return
+        kept = []
+        for line in lines:
+            try:
+                if int(json.loads(line)["step"]) > step:
+                    break
+            except (ValueError, KeyError, TypeError):
+                break  # a line cut off by a crash: it and anything after it go
+            kept.append(line)
+        if len(kept) != len(lines):
+            atomic.write_text(log, "".join(kept))
 
     def save(self) -> Path:
         path = ckpt.checkpoint_path(self.ckdir, self.step)
@@ -163,7 +188,11 @@ class Trainer:
         log_every = self.s["log_every"]
         ck_every = self.s["checkpoint_every"]
         L = self.noise.num_levels
-        logf = open(self.folder / layout.LOG, "a", encoding="utf-8")  # noqa: SIM115
+        log_path = self.folder / layout.LOG
+        try:  # appended line by line (a crash cuts at most the last line; resume trims it)
+            logf = open(log_path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise WriteError(log_path, e) from None
         acc = torch.zeros((), device=self.device)
         acc_lv = torch.zeros(L, device=self.device)
         cnt_lv = torch.zeros(L, device=self.device)
@@ -203,8 +232,11 @@ class Trainer:
                     now = time.perf_counter()
                     it_s = (self.step - step_last) / max(now - t_last, 1e-9)
                     rec = {"step": self.step, "loss": loss_v, "per_level": per, "it_s": round(it_s, 3)}
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
+                    try:
+                        logf.write(json.dumps(rec) + "\n")
+                        logf.flush()
+                    except OSError as e:
+                        raise WriteError(log_path, e) from None
                     last_loss = loss_v
                     if self.progress is not None:
                         self.progress(self.step, iters, loss_v)

@@ -74,7 +74,7 @@ def _extractor_class() -> type:
             super().__init__(name, features_list)
             if not feature_extractor_weights_path:
                 raise ValueError(f"{EXTRACTOR} needs feature_extractor_weights_path (the classifier file)")
-            st = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+            st = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
             cfg = st["config"]
             self.channels = int(cfg["channels"])
             self.net = DomainClassifier(self.channels, int(cfg["classes"]))

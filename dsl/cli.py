@@ -18,6 +18,8 @@ from tabulate import tabulate
 
 from dsl.errors import DiagnosticError
 
+DEFAULT_MAX_RUNS = 1000  # dsl.resolve.DEFAULT_MAX_RUNS (not imported here: keeps startup light)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -31,10 +33,20 @@ SetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional here
     typer.Option("--set", "-s", help="override a value: --set train.iterations=100 (repeatable)"),
 ]
+MaxRunsOpt = Annotated[
+    int,
+    typer.Option("--max-runs", min=1, help="refuse files whose sweeps make more runs than this"),
+]
 ExpOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option("--experiment", "-e", help="only these experiments of the file (repeatable)"),
 ]
+
+
+def max_runs(n: int):  # type: ignore[no-untyped-def]
+    from dsl.resolve import max_runs as limit
+
+    return limit(n)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -72,7 +84,9 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 
 @app.command()
 @_guard
-def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
+def check(
+    files: Files, set_: SetOpt = None, experiment: ExpOpt = None, max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS
+) -> None:
     """Validate .exp files (syntax, names, types, ranges) without running anything."""
     from dsl.compiler import compile_file
 
@@ -80,7 +94,8 @@ def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
     n = 0
     for f in files:
         try:
-            n += len(compile_file(f, experiments=experiment, sets=set_ or (), compute_auto=False))
+            with max_runs(max_runs_):
+                n += len(compile_file(f, experiments=experiment, sets=set_ or (), compute_auto=False))
         except DiagnosticError as e:
             diags.extend(e.diagnostics)
     if diags:
@@ -96,11 +111,13 @@ def compile_(
     experiment: ExpOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print canonical JSON")] = False,
     no_auto: Annotated[bool, typer.Option("--no-auto", help="do not compute auto values")] = False,
+    max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
     """Print the resolved experiment(s): canonical values, hashes, what each `auto` became."""
     from dsl.compiler import compile_file
 
-    specs = compile_file(file, experiments=experiment, sets=set_ or (), compute_auto=not no_auto)
+    with max_runs(max_runs_):
+        specs = compile_file(file, experiments=experiment, sets=set_ or (), compute_auto=not no_auto)
     if as_json:
         typer.echo(json.dumps([s.canonical() for s in specs], indent=2, ensure_ascii=False))
         return
@@ -122,10 +139,14 @@ def fmt(
 
     bad = 0
     for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except OSError as e:
-            raise _missing(f, e) from None
+        from dsl.parser import read_source, unreadable
+
+        problem = unreadable(f)
+        if problem is not None:
+            from dsl.errors import error
+
+            raise error(None, f"{f}: {problem}")
+        text = read_source(f)
         new = format_text(text, str(f))
         if check_only:
             if new != text:
@@ -140,12 +161,6 @@ def fmt(
             typer.echo(new, nl=False)
     if bad:
         raise typer.Exit(1)
-
-
-def _missing(f: Path, e: OSError) -> DiagnosticError:
-    from dsl.errors import error
-
-    return error(None, f"{f}: cannot read: {e.strerror or e}")
 
 
 @app.command()
@@ -194,6 +209,7 @@ def run(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = "",
     runs_dir: Annotated[Path, typer.Option("--runs", help="where runs are written")] = Path("runs"),
     until: Annotated[str, typer.Option(help="stop after this stage: train, sample or evaluate")] = "evaluate",
+    max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
     """Train, sample and evaluate every run of FILE (resuming what exists)."""
     from dsl.compiler import compile_file
@@ -203,8 +219,11 @@ def run(
         from dsl.errors import error
 
         raise error(None, f"--until must be train, sample or evaluate, not '{until}'")
-    specs = compile_file(file, experiments=experiment, sets=set_ or ())
-    source = Path(file).read_text(encoding="utf-8")
+    with max_runs(max_runs_):
+        specs = compile_file(file, experiments=experiment, sets=set_ or ())
+    from dsl.parser import read_source
+
+    source = read_source(file)
     t0 = time.time()
     for i, s in enumerate(specs):
         if len(specs) > 1:

@@ -7,9 +7,12 @@ from elsewhere, a note saying where (``inherited from papers/x.exp:12``, ``set b
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import itertools
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import attrs
 
 from dsl.ast import Assign, Block, Experiment, Module, Pos, Published, Stage, Sweep, Value
 from dsl.errors import Diagnostic, DiagnosticError, register_source
-from dsl.parser import parse_file, parse_value
+from dsl.parser import parse_file, parse_value, unreadable
 from ncsn_core.registry import did_you_mean
 from ncsn_core.values import Call, Ident
 
@@ -25,6 +28,21 @@ COMPONENT_BLOCKS = ("data", "noise", "network", "loss")
 FIXED_BLOCKS = ("train", "sample", "evaluate")
 BLOCK_KINDS = COMPONENT_BLOCKS + FIXED_BLOCKS
 EXPERIMENT_FIELDS = ("seed", "paper", "description")
+
+MAX_IMPORT_DEPTH = 32  # files importing files
+MAX_EXTENDS_DEPTH = 32  # experiments extending experiments
+DEFAULT_MAX_RUNS = 1000  # runs a file's sweeps may expand to (repro ... --max-runs N)
+_MAX_RUNS: contextvars.ContextVar[int] = contextvars.ContextVar("max_runs", default=DEFAULT_MAX_RUNS)
+
+
+@contextlib.contextmanager
+def max_runs(n: int) -> Iterator[None]:
+    """Within this block, :func:`resolve` allows sweeps to expand to ``n`` runs in all."""
+    tok = _MAX_RUNS.set(n)
+    try:
+        yield
+    finally:
+        _MAX_RUNS.reset(tok)
 
 
 @attrs.define
@@ -88,17 +106,32 @@ def load(path: str | Path) -> Program:
     loaded: set[Path] = set()
 
     def visit(p: Path, display: str, stack: list[Path], at: Pos | None) -> Module | None:
-        real = p.resolve()
+        problem = unreadable(p)
+        if problem is not None:
+            if at is None:
+                raise DiagnosticError([Diagnostic(None, f"{display}: {problem}")])
+            more = f" (looked for {p})" if problem == "no such file" else ""
+            diags.append(Diagnostic(at, f"cannot import '{display}': {problem}{more}"))
+            return None
+        try:
+            real = p.resolve()
+        except (OSError, RuntimeError, ValueError) as e:
+            if at is None:
+                raise DiagnosticError([Diagnostic(None, f"{display}: cannot read: {e}")]) from None
+            diags.append(Diagnostic(at, f"cannot import '{display}': {e}"))
+            return None
         if real in stack:
             chain = " → ".join(str(s.name) for s in stack[stack.index(real) :] + [real])
             diags.append(Diagnostic(at, f"import cycle: {chain}"))
             return None
         if real in loaded:
             return None
-        if not p.exists():
-            if at is None:
-                raise DiagnosticError([Diagnostic(None, f"{display}: no such file")])
-            diags.append(Diagnostic(at, f"cannot import '{display}': no such file (looked for {p})"))
+        if len(stack) >= MAX_IMPORT_DEPTH:
+            diags.append(
+                Diagnostic(
+                    at, f"imports nested too deeply: more than {MAX_IMPORT_DEPTH} files importing files"
+                )
+            )
             return None
         mod = parse_file(display if at is None else p)  # syntax errors stop at once
         loaded.add(real)
@@ -141,6 +174,12 @@ class _Resolver:
             return copy.deepcopy(self.cache[name])
         exp, mod = self.program.experiments[name]
         if exp.extends is not None:
+            if len(chain) >= MAX_EXTENDS_DEPTH:
+                self.err(
+                    exp.extends_pos,
+                    f"'extends' chain too long: more than {MAX_EXTENDS_DEPTH} experiments extending experiments",
+                )
+                return None
             if exp.extends in chain + (name,):
                 self.err(exp.extends_pos, f"'extends' cycle: {' → '.join(chain + (name, exp.extends))}")
                 return None
@@ -402,14 +441,21 @@ def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], Value, Pos]:
     return path, v, kpos
 
 
-def resolve(program: Program, names: Sequence[str] | None = None, sets: Sequence[str] = ()) -> list[Resolved]:
+def resolve(
+    program: Program,
+    names: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
+    max_runs: int | None = None,
+) -> list[Resolved]:
     """Resolve the named experiments (default: those defined in the root file), apply
-    ``--set`` overrides, and expand sweeps. Raises :class:`DiagnosticError` with every
-    problem found."""
+    ``--set`` overrides, and expand sweeps (at most ``max_runs`` runs in all; default
+    :data:`DEFAULT_MAX_RUNS` or the :func:`max_runs` context). Raises
+    :class:`DiagnosticError` with every problem found."""
+    limit = _MAX_RUNS.get() if max_runs is None else max_runs
     r = _Resolver(program)
     wanted = list(names) if names else list(program.root_names)
     if not wanted:
-        raise DiagnosticError([Diagnostic(None, f"{program.root}: defines no experiment")])
+        raise DiagnosticError([Diagnostic(Pos(program.root, 1, 1, 1, 2), "the file defines no experiment")])
     parsed_sets = []
     set_errors: list[Diagnostic] = []
     for i, s in enumerate(sets):
@@ -431,11 +477,26 @@ def resolve(program: Program, names: Sequence[str] | None = None, sets: Sequence
                 r.err(kpos, "--set cannot add a sweep; write it in the file")
                 continue
             r.apply_assign(res, path, e, kpos)
+        n_runs = math.prod(len(entries) for _, entries, _ in res.sweeps)
+        if res.sweeps and len(out) + n_runs > limit:
+            _too_many_runs(res, r, n_runs, len(out), limit)
+            continue
         out.extend(_expand(res, r))
     diags = set_errors + r.diags
     if diags:
         raise DiagnosticError(_dedupe(diags))
     return out
+
+
+def _too_many_runs(res: Resolved, r: _Resolver, n: int, before: int, limit: int) -> None:
+    sizes = " × ".join(str(len(entries)) for _, entries, _ in res.sweeps)
+    where = res.sweeps[0][2] if res.sweeps else res.pos
+    total = f" ({before} before it in this file)" if before else ""
+    r.err(
+        where,
+        f"the sweeps of experiment '{res.name}' make {n:,} runs ({sizes}){total}; the limit is {limit:,}",
+        "raise it with --max-runs N (repro check/compile/run) if this many runs is meant",
+    )
 
 
 def _expand(res: Resolved, r: _Resolver) -> list[Resolved]:

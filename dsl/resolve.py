@@ -504,9 +504,9 @@ def _expand(res: Resolved, r: _Resolver) -> list[Resolved]:
         return [res]
     axes = [[(path, e, spos) for e in entries] for path, entries, spos in res.sweeps]
     out = []
+    template = attrs.evolve(res, sweeps=[])  # copy points without the sweep lists themselves
     for combo in itertools.product(*axes):
-        point = copy.deepcopy(res)
-        point.sweeps = []
+        point = copy.deepcopy(template)
         for path, e, spos in combo:
             e2 = attrs.evolve(e, origin=f"swept at {spos}")
             r.apply_assign(point, path, e2, spos)

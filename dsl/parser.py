@@ -37,7 +37,8 @@ GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 # or a crash. Real experiments stay far below all of them.
 MAX_FILE_BYTES = 1_000_000  # a source file (root or imported)
 MAX_NESTING = 100  # levels of brackets, operators, lists and calls in one value
-MAX_INT_DIGITS = 4300  # integers (written or folded) as long as Python prints them
+MAX_FLOAT = 1.7976931348623157e308  # numbers folded or written must fit in a float64
+MAX_INT_DIGITS = 4300  # larger integer results are refused, not computed (9 ** 9 ** 9)
 _INT_LIMIT = 10**MAX_INT_DIGITS
 
 
@@ -187,15 +188,11 @@ class _Builder:
         e = Expr(tree)
         if e.symbols():
             return e
-        # Fold with bounds first: `9 ** 9 ** 9` must be refused, not computed.
-        try:
-            ok = _bounded_eval(tree)
-        except _TooLarge:
-            raise error(
-                pos, f"number too large: the value of this expression has more than {MAX_INT_DIGITS} digits"
-            ) from None
-        if not ok:
-            return e  # the checker reports it as an expression where a number is expected
+        # Fold with bounds first: `9 ** 9 ** 9` is never computed. What does not fold (too
+        # large, 1 / 0, log(-1)) stays an expression: the resolver reports a number too
+        # large (:func:`number_too_large`), the checker an expression where a number is due.
+        if _fold_status(tree) != "ok":
+            return e
         try:
             v = e.evaluate()
         except (ZeroDivisionError, OverflowError, ValueError):
@@ -285,14 +282,13 @@ class _Builder:
 
 
 def _number(text: str, pos: Pos) -> int | float:
-    """A number literal, refused when it has more than MAX_INT_DIGITS digits or, written
-    with a fraction or exponent, does not fit in a float64."""
+    """A number literal, refused when it does not fit in a float64."""
     try:
         v = parse_number(text)
     except ValueError:  # more digits than int() converts
         v = math.inf
-    if _too_large(v) or (isinstance(v, float) and math.isinf(v)):
-        raise error(pos, f"number too large: {_short(text)}")
+    if abs(v) > MAX_FLOAT:
+        raise error(pos, f"number too large: {_short(text)} (the largest is about {MAX_FLOAT:.4g})")
     return v
 
 
@@ -308,11 +304,55 @@ class _TooLarge(Exception):
     pass
 
 
+def number_too_large(value: Any) -> str | None:
+    """Why ``value`` (a parsed value: number, list, call, expression) holds a constant
+    expression whose result does not fit in a float64, or None."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, tuple):
+            stack.extend(v)
+        elif isinstance(v, Call):
+            stack.extend(x for _, x in v.params)
+        elif isinstance(v, Expr):
+            trees = [v.tree]
+            while trees:  # the largest constant parts of the expression
+                t = trees.pop()
+                if _symbolic(t):
+                    trees.extend(c for c in t[1:] if isinstance(c, tuple))
+                    continue
+                st = _fold_status(t)
+                if st == "huge":
+                    return f"the value of this expression has more than {MAX_INT_DIGITS} digits"
+                if st == "large":
+                    return f"the value of this expression is beyond {MAX_FLOAT:.4g}"
+    return None
+
+
+def _symbolic(tree: tuple) -> bool:
+    if tree[0] == "sym":
+        return True
+    return any(isinstance(c, tuple) and _symbolic(c) for c in tree[1:])
+
+
+def _fold_status(tree: tuple) -> str:
+    """ok (folds to a float64-sized number), huge (an integer of more than MAX_INT_DIGITS
+    digits, not computed), large (beyond a float64) or bad (1 / 0, log(-1), complex)."""
+    try:
+        if _bounded_eval(tree):
+            return "ok"
+        return "bad"
+    except _TooLarge:
+        return "huge"
+    except OverflowError:
+        return "large"
+
+
 def _bounded_eval(tree: tuple) -> bool:
     """Evaluate a constant expression tree (depth bounded by the parser) without ever
-    building an integer beyond MAX_INT_DIGITS digits (raises _TooLarge instead). Returns
-    False when it cannot be folded (division by zero, float overflow, log of a negative
-    number, a complex result): the checker then reports the expression."""
+    building an integer beyond MAX_INT_DIGITS digits (raises _TooLarge instead); raises
+    OverflowError for a result beyond a float64. Returns False when it does not fold
+    (division by zero, log of a negative number, a complex result)."""
 
     def ev(n: tuple) -> Any:
         tag = n[0]
@@ -338,18 +378,23 @@ def _bounded_eval(tree: tuple) -> bool:
                 r = a / b
             else:
                 if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and b > 0:
-                    if b * math.log10(abs(a)) > MAX_INT_DIGITS + 1:
+                    digits = b * math.log10(abs(a))
+                    if digits > MAX_INT_DIGITS:
                         raise _TooLarge
+                    if digits > 309:
+                        raise OverflowError("beyond a float64")
                 r = a**b
         if isinstance(r, complex):
             raise ValueError("complex")
         if _too_large(r):
             raise _TooLarge
+        if abs(r) > MAX_FLOAT or r != r:  # beyond a float64, inf or nan
+            raise OverflowError("beyond a float64")
         return r
 
     try:
         ev(tree)
-    except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+    except (ZeroDivisionError, ValueError, TypeError):
         return False
     return True
 

@@ -20,7 +20,7 @@ import attrs
 
 from dsl.ast import Assign, Block, Experiment, Module, Pos, Published, Stage, Sweep, Value
 from dsl.errors import Diagnostic, DiagnosticError, register_source
-from dsl.parser import parse_file, parse_value, unreadable
+from dsl.parser import number_too_large, parse_file, parse_value, unreadable
 from ncsn_core.registry import did_you_mean
 from ncsn_core.values import Call, Ident
 
@@ -136,6 +136,7 @@ def load(path: str | Path) -> Program:
         mod = parse_file(display if at is None else p)  # syntax errors stop at once
         loaded.add(real)
         sources[mod.file] = mod.source
+        diags.extend(_large_numbers(mod))
         for imp in mod.imports:
             target = p.parent / imp.path
             visit(target, str(target), stack + [real], imp.pos)
@@ -157,6 +158,25 @@ def load(path: str | Path) -> Program:
         raise DiagnosticError(diags)
     assert mod is not None
     return Program(str(path), experiments, [e.name for e in mod.experiments], sources)
+
+
+def _large_numbers(mod: Module) -> list[Diagnostic]:
+    """Constant expressions the parser left unfolded because their value is beyond a
+    float64 (`9 ** 9 ** 9` is never computed): one error at each."""
+    values: list[Value] = []
+    for exp in mod.experiments:
+        for item in exp.body:
+            if isinstance(item, (Assign, Sweep)):
+                values.append(item.value)
+            elif isinstance(item, Block):
+                for it in item.items:
+                    values.extend([a.value for a in it.items] if isinstance(it, Stage) else [it.value])
+    out = []
+    for v in values:
+        why = number_too_large(v.value)
+        if why:
+            out.append(Diagnostic(v.pos, f"number too large: {why}"))
+    return out
 
 
 # ----------------------------------------------------------------------------- resolving
@@ -438,6 +458,9 @@ def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], Value, Pos]:
             [Diagnostic(Pos(fname, 1, len(key) + 2), f"--set {key_s}: missing value after '='")]
         )
     v = parse_value(val, fname, col_offset=len(key) + 1)
+    why = number_too_large(v.value)
+    if why:
+        raise DiagnosticError([Diagnostic(v.pos, f"number too large: {why}")])
     return path, v, kpos
 
 

@@ -185,6 +185,7 @@ class _Resolver:
         self.program = program
         self.diags: list[Diagnostic] = []
         self.cache: dict[str, Resolved] = {}
+        self.depth: dict[str, int] = {}  # length of the extends chain above an experiment
 
     def err(self, pos: Pos | None, msg: str, *notes: str) -> None:
         self.diags.append(Diagnostic(pos, msg, tuple(n for n in notes if n)))
@@ -213,6 +214,13 @@ class _Resolver:
                 return None
             parent = self.resolve(exp.extends, chain + (name,))
             if parent is None:
+                return None
+            self.depth[name] = self.depth.get(exp.extends, 0) + 1
+            if self.depth[name] > MAX_EXTENDS_DEPTH:
+                self.err(
+                    exp.extends_pos,
+                    f"'extends' chain too long: more than {MAX_EXTENDS_DEPTH} experiments extending experiments",
+                )
                 return None
             res = _inherit(parent, name, exp.pos, mod.file)
         else:

@@ -624,3 +624,12 @@ def test_missing_brace_in_the_middle_points_at_the_open_block(tmp_path: Path) ->
     d = diags_of(f)[0]
     line, col = at(src, "{", 4)
     assert any(f"{line}:{col} is not closed" in n for n in d.notes), d.notes
+
+
+def test_cli_default_max_runs_matches_the_resolver() -> None:
+    import dsl.cli
+
+    assert dsl.cli.DEFAULT_MAX_RUNS == DEFAULT_MAX_RUNS
+    for cmd in ("check", "compile", "run"):
+        r = CliRunner().invoke(app, [cmd, "--help"])
+        assert "--max-runs" in r.output

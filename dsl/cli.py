@@ -18,6 +18,8 @@ import typer
 from dsl.errors import DiagnosticError
 from ncsn_core.errors import ReproError
 
+DEFAULT_MAX_RUNS = 1000  # dsl.resolve.DEFAULT_MAX_RUNS (not imported here: keeps startup light)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -32,10 +34,20 @@ SetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional here
     typer.Option("--set", "-s", help="override a value: --set train.iterations=100 (repeatable)"),
 ]
+MaxRunsOpt = Annotated[
+    int,
+    typer.Option("--max-runs", min=1, help="refuse files whose sweeps make more runs than this"),
+]
 ExpOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option("--experiment", "-e", help="only these experiments of the file (repeatable)"),
 ]
+
+
+def max_runs(n: int):  # type: ignore[no-untyped-def]
+    from dsl.resolve import max_runs as limit
+
+    return limit(n)
 
 
 def _fail(e: BaseException, code: int) -> None:
@@ -64,7 +76,9 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 
 @app.command()
 @_guard
-def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
+def check(
+    files: Files, set_: SetOpt = None, experiment: ExpOpt = None, max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS
+) -> None:
     """Validate .exp files (syntax, names, types, ranges) without running anything."""
     from dsl.compiler import compile_file
 
@@ -73,9 +87,10 @@ def check(files: Files, set_: SetOpt = None, experiment: ExpOpt = None) -> None:
     specs = []
     for f in files:
         try:
-            specs += compile_file(
-                f, experiments=experiment, sets=set_ or (), compute_auto=False, warnings=warnings
-            )
+            with max_runs(max_runs_):
+                specs += compile_file(
+                    f, experiments=experiment, sets=set_ or (), compute_auto=False, warnings=warnings
+                )
         except DiagnosticError as e:
             diags.extend(e.diagnostics)
     _warn(warnings)
@@ -121,6 +136,7 @@ def compile_(
         bool,
         typer.Option("--no-auto", help="compute no auto values and no parameter counts (imports no torch)"),
     ] = False,
+    max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
     """Print the resolved experiment(s): canonical values, hashes, what each `auto` became."""
     from dsl.compiler import compile_file
@@ -128,9 +144,10 @@ def compile_(
     warnings: list = []
     failed: DiagnosticError | None = None
     try:
-        specs = compile_file(
-            file, experiments=experiment, sets=set_ or (), compute_auto=not no_auto, warnings=warnings
-        )
+        with max_runs(max_runs_):
+            specs = compile_file(
+                file, experiments=experiment, sets=set_ or (), compute_auto=not no_auto, warnings=warnings
+            )
     except DiagnosticError as e:  # the experiments that compiled are still shown
         failed, specs = e, e.specs
     _warn(warnings)
@@ -178,10 +195,14 @@ def fmt(
 
     bad = 0
     for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except OSError as e:
-            raise _missing(f, e) from None
+        from dsl.parser import read_source, unreadable
+
+        problem = unreadable(f)
+        if problem is not None:
+            from dsl.errors import error
+
+            raise error(None, f"{f}: {problem}")
+        text = read_source(f)
         new = format_text(text, str(f))
         if check_only:
             if new != text:
@@ -196,12 +217,6 @@ def fmt(
             typer.echo(new, nl=False)
     if bad:
         raise typer.Exit(1)
-
-
-def _missing(f: Path, e: OSError) -> DiagnosticError:
-    from dsl.errors import error
-
-    return error(None, f"{f}: cannot read: {e.strerror or e}")
 
 
 @app.command()
@@ -255,6 +270,7 @@ def run(
         bool,
         typer.Option("--no-wait", help="stop with an error when another process is computing a stage"),
     ] = False,
+    max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
     """Train, sample and evaluate every run of FILE (resuming what exists)."""
     from dsl.compiler import compile_file
@@ -265,14 +281,17 @@ def run(
 
         raise error(None, f"--until must be train, sample or evaluate, not '{until}'")
     warnings: list = []
-    specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings)
+    with max_runs(max_runs_):
+        specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings)
     _warn(warnings)
     if any(s.weights() is not None for s in specs):  # missing released checkpoints: before any run
         from ncsn_core import released_files
 
         for s in specs:
             released_files.preflight(s)
-    source = Path(file).read_text(encoding="utf-8")
+    from dsl.parser import read_source
+
+    source = read_source(file)
     t0 = time.time()
     for i, s in enumerate(specs):
         if len(specs) > 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,9 +50,12 @@ class Diagnostic:
 def _source_line(pos: Pos, sources: dict[str, str] | None) -> str | None:
     text = (sources or {}).get(pos.file) or _PSEUDO_SOURCES.get(pos.file)
     if text is None:
-        try:
-            text = Path(pos.file).read_text(encoding="utf-8")
-        except OSError:
+        try:  # quote only a regular file of bounded size (never block on a FIFO)
+            st = os.stat(pos.file)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 1_000_000:
+                return None
+            text = Path(pos.file).read_bytes().decode("utf-8", errors="replace")
+        except (OSError, ValueError):
             return None
     lines = text.splitlines()
     if 1 <= pos.line <= len(lines):

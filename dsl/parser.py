@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,14 @@ from dsl.errors import Diagnostic, DiagnosticError, error
 from ncsn_core.values import AUTO, Call, Expr, Ident
 
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
+
+# Bounds that keep every input (however hostile) to a prompt answer: an error, never a hang
+# or a crash. Real experiments stay far below all of them.
+MAX_FILE_BYTES = 1_000_000  # a source file (root or imported)
+MAX_NESTING = 100  # levels of brackets, operators, lists and calls in one value
+MAX_FLOAT = 1.7976931348623157e308  # numbers folded or written must fit in a float64
+MAX_INT_DIGITS = 4300  # larger integer results are refused, not computed (9 ** 9 ** 9)
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,7 +104,7 @@ class _Builder:
         d = t.data
         if d == "number":
             tok = t.children[0]
-            return Value(parse_number(str(tok)), str(tok), pos), 9
+            return Value(_number(str(tok), pos), str(tok), pos), 9
         if d == "name":
             name = str(t.children[0])
             return Value(Ident(name), name, pos), 9
@@ -138,13 +149,13 @@ class _Builder:
                 )
             arg, _ = self._val(t.children[1])
             tree = ("call", fname, self._tree(arg))
-            return Value(self._expr_or_const(tree), f"{fname}({arg.text})", pos), 9
+            return Value(self._expr_or_const(tree, pos), f"{fname}({arg.text})", pos), 9
         if d == "neg":
             a, pa = self._val(t.children[0])
             if isinstance(a.value, (int, float)) and not isinstance(a.value, bool):
                 return Value(-a.value, "-" + a.text, pos), 3
             at = f"({a.text})" if pa < 3 else a.text
-            return Value(self._expr_or_const(("neg", self._tree(a))), "-" + at, pos), 3
+            return Value(self._expr_or_const(("neg", self._tree(a)), pos), "-" + at, pos), 3
         if d in _OPS:
             p = _PREC[d]
             a, pa = self._val(t.children[0])
@@ -157,7 +168,7 @@ class _Builder:
                 at = f"({a.text})" if pa < p else a.text
                 bt = f"({b.text})" if pb <= p else b.text
             tree = (op, self._tree(a), self._tree(b))
-            return Value(self._expr_or_const(tree), f"{at} {op} {bt}", pos), p
+            return Value(self._expr_or_const(tree, pos), f"{at} {op} {bt}", pos), p
         raise error(pos, f"unexpected {d}")  # pragma: no cover
 
     def _tree(self, v: Value) -> tuple:
@@ -173,9 +184,14 @@ class _Builder:
         raise error(v.pos, f"{v.text} cannot be used in an arithmetic expression")  # pragma: no cover
 
     @staticmethod
-    def _expr_or_const(tree: tuple) -> Any:
+    def _expr_or_const(tree: tuple, pos: Pos) -> Any:
         e = Expr(tree)
         if e.symbols():
+            return e
+        # Fold with bounds first: `9 ** 9 ** 9` is never computed. What does not fold (too
+        # large, 1 / 0, log(-1)) stays an expression: the resolver reports a number too
+        # large (:func:`number_too_large`), the checker an expression where a number is due.
+        if _fold_status(tree) != "ok":
             return e
         try:
             v = e.evaluate()
@@ -243,7 +259,7 @@ class _Builder:
 
     def _signed(self, t: Tree) -> tuple[float, str]:
         tok = t.children[0]
-        v = parse_number(str(tok))
+        v = _number(str(tok), _pos_tok(self.file, tok))
         if t.data == "neg_number":
             return -v, "-" + str(tok)
         return v, str(tok)
@@ -263,6 +279,124 @@ class _Builder:
             _pos_tok(self.file, ext_tok) if ext_tok is not None else None,
             t.meta.end_line,
         )
+
+
+def _number(text: str, pos: Pos) -> int | float:
+    """A number literal, refused when it does not fit in a float64."""
+    try:
+        v = parse_number(text)
+    except ValueError:  # more digits than int() converts
+        v = math.inf
+    if abs(v) > MAX_FLOAT:
+        raise error(pos, f"number too large: {_short(text)} (the largest is about {MAX_FLOAT:.4g})")
+    return v
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else text[:10] + "..." + text[-6:] + f" ({len(text)} characters)"
+
+
+def _too_large(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) >= _INT_LIMIT
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def number_too_large(value: Any) -> str | None:
+    """Why ``value`` (a parsed value: number, list, call, expression) holds a constant
+    expression whose result does not fit in a float64, or None."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, tuple):
+            stack.extend(v)
+        elif isinstance(v, Call):
+            stack.extend(x for _, x in v.params)
+        elif isinstance(v, Expr):
+            trees = [v.tree]
+            while trees:  # the largest constant parts of the expression
+                t = trees.pop()
+                if _symbolic(t):
+                    trees.extend(c for c in t[1:] if isinstance(c, tuple))
+                    continue
+                st = _fold_status(t)
+                if st == "huge":
+                    return f"the value of this expression has more than {MAX_INT_DIGITS} digits"
+                if st == "large":
+                    return f"the value of this expression is beyond {MAX_FLOAT:.4g}"
+    return None
+
+
+def _symbolic(tree: tuple) -> bool:
+    if tree[0] == "sym":
+        return True
+    return any(isinstance(c, tuple) and _symbolic(c) for c in tree[1:])
+
+
+def _fold_status(tree: tuple) -> str:
+    """ok (folds to a float64-sized number), huge (an integer of more than MAX_INT_DIGITS
+    digits, not computed), large (beyond a float64) or bad (1 / 0, log(-1), complex)."""
+    try:
+        if _bounded_eval(tree):
+            return "ok"
+        return "bad"
+    except _TooLarge:
+        return "huge"
+    except OverflowError:
+        return "large"
+
+
+def _bounded_eval(tree: tuple) -> bool:
+    """Evaluate a constant expression tree (depth bounded by the parser) without ever
+    building an integer beyond MAX_INT_DIGITS digits (raises _TooLarge instead); raises
+    OverflowError for a result beyond a float64. Returns False when it does not fold
+    (division by zero, log of a negative number, a complex result)."""
+
+    def ev(n: tuple) -> Any:
+        tag = n[0]
+        if tag == "num":
+            return n[1]
+        if tag == "neg":
+            r = -ev(n[1])
+        elif tag == "call":
+            x = ev(n[2])
+            if n[1] == "sqrt":
+                r = x**0.5
+            else:
+                r = getattr(math, n[1])(x)
+        else:
+            a, b = ev(n[1]), ev(n[2])
+            if tag == "+":
+                r = a + b
+            elif tag == "-":
+                r = a - b
+            elif tag == "*":
+                r = a * b
+            elif tag == "/":
+                r = a / b
+            else:
+                if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and b > 0:
+                    digits = b * math.log10(abs(a))
+                    if digits > MAX_INT_DIGITS:
+                        raise _TooLarge
+                    if digits > 309:
+                        raise OverflowError("beyond a float64")
+                r = a**b
+        if isinstance(r, complex):
+            raise ValueError("complex")
+        if _too_large(r):
+            raise _TooLarge
+        if abs(r) > MAX_FLOAT or r != r:  # beyond a float64, inf or nan
+            raise OverflowError("beyond a float64")
+        return r
+
+    try:
+        ev(tree)
+    except (ZeroDivisionError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _all_int(tree: tuple) -> bool:
@@ -356,7 +490,13 @@ def parse_text(text: str, file: str = "<string>") -> Module:
     try:
         tree = _parse_with_comments(text, comments)
     except lark.exceptions.LarkError as exc:
-        raise _syntax_error(file, exc) from None
+        err = _syntax_error(file, exc)
+        note = _unclosed_note(text, file)
+        if note:
+            d = err.diagnostics[0]
+            err = DiagnosticError([attrs.evolve(d, notes=d.notes + (note,))])
+        raise err from None
+    _check_nesting(tree, file)
     b = _Builder(file)
     imports: list[Import] = []
     experiments: list[Experiment] = []
@@ -409,6 +549,7 @@ def parse_value(text: str, file: str = "<--set>", line: int = 1, col_offset: int
         if d.pos is not None and col_offset:
             d = Diagnostic(attrs.evolve(d.pos, col=d.pos.col + col_offset), d.message, d.notes)
         raise DiagnosticError([d]) from None
+    _check_nesting(tree, file)
     v, _ = _Builder(file)._val(tree)
     if col_offset:
         v = attrs.evolve(
@@ -418,11 +559,102 @@ def parse_value(text: str, file: str = "<--set>", line: int = 1, col_offset: int
 
 
 def parse_file(path: str | Path) -> Module:
-    p = Path(path)
+    problem = unreadable(path)
+    if problem:
+        raise error(None, f"{path}: {problem}")
+    return parse_text(read_source(path), str(path))
+
+
+def unreadable(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a source file (missing, a directory, a device or FIFO, too
+    large), or None. Looks with stat only: a FIFO is never opened."""
     try:
-        text = p.read_text(encoding="utf-8")
+        st = os.stat(path)
     except FileNotFoundError:
-        raise error(None, f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(None, f"{p}: cannot read: {e}") from None
-    return parse_text(text, str(path))
+        return "no such file"
+    except ValueError:
+        return "not a valid path"
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a device, FIFO or socket)"
+    if st.st_size > MAX_FILE_BYTES:
+        return f"is too large ({st.st_size:,} bytes; source files are limited to {MAX_FILE_BYTES:,})"
+    return None
+
+
+def read_source(path: str | Path) -> str:
+    """The UTF-8 text of a regular file checked by :func:`unreadable`; a file that is not
+    UTF-8 gives an error at the line and column of the first bad byte."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise error(None, f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:  # grew since stat
+        raise error(None, f"{path}: is too large (source files are limited to {MAX_FILE_BYTES:,} bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + 1
+        col = len(data[start : e.start].decode("utf-8", errors="replace")) + 1
+        bad = data[e.start : e.end].hex(" ")
+        raise error(
+            Pos(str(path), line, col, line, col + 1),
+            f"the file is not UTF-8 text: invalid byte(s) {bad}",
+            "save it as UTF-8",
+        ) from None
+
+
+def _check_nesting(tree: Tree, file: str) -> None:
+    """Refuse values nested deeper than MAX_NESTING (the builder and everything after it
+    recurse on them). Iterative, so any depth is measured safely."""
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        t, depth = stack.pop()
+        if depth > MAX_NESTING + 8:  # + the statement levels above a value
+            raise error(
+                _pos_tree(file, t),
+                f"too deeply nested: more than {MAX_NESTING} levels of brackets, operators or lists",
+            )
+        for c in t.children:
+            if isinstance(c, Tree):
+                stack.append((c, depth + 1))
+
+
+def _unclosed_note(text: str, file: str) -> str | None:
+    """When a syntax error comes with more '{' than '}', say which block is left open:
+    the first '{' whose closing '}' sits left of the line that opened it (indentation
+    tells where the author meant a block to end), else the innermost one still open."""
+    try:
+        toks = list(_lark().lex(text))
+    except lark.exceptions.LarkError:
+        return None
+    opens: list[Token] = []
+    pairs: list[tuple[Token, Token]] = []
+    for t in toks:
+        if t.type == "LBRACE":
+            opens.append(t)
+        elif t.type == "RBRACE" and opens:
+            pairs.append((opens.pop(), t))
+    if not opens:
+        return None
+    lines = text.splitlines()
+
+    def indent(line: int) -> int:
+        s = lines[line - 1] if 0 < line <= len(lines) else ""
+        return len(s) - len(s.lstrip())
+
+    def first_on_line(t: Token) -> bool:
+        s = lines[t.line - 1] if 0 < t.line <= len(lines) else ""
+        return s[: t.column - 1].strip() == ""
+
+    suspect = opens[-1]
+    for o, c in sorted(pairs, key=lambda p: p[0].start_pos or 0):
+        if c.line != o.line and first_on_line(c) and indent(c.line) < indent(o.line):
+            suspect = o
+            break
+    return f"the block opened here at {file}:{suspect.line}:{suspect.column} is not closed"

@@ -7,9 +7,12 @@ from elsewhere, a note saying where (``inherited from papers/x.exp:12``, ``set b
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import itertools
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import attrs
 
 from dsl.ast import Assign, Block, Experiment, Module, Pos, Published, Stage, Sweep, Value
 from dsl.errors import Diagnostic, DiagnosticError, register_source
-from dsl.parser import parse_file, parse_value
+from dsl.parser import number_too_large, parse_file, parse_value, unreadable
 from ncsn_core import schema
 from ncsn_core.params import did_you_mean
 from ncsn_core.values import Call, Ident, value_text
@@ -26,6 +29,21 @@ COMPONENT_BLOCKS = schema.COMPONENT_BLOCKS
 FIXED_BLOCKS = schema.FIXED_BLOCKS
 BLOCK_KINDS = schema.NAMES
 EXPERIMENT_FIELDS = schema.FIELDS
+
+MAX_IMPORT_DEPTH = 32  # files importing files
+MAX_EXTENDS_DEPTH = 32  # experiments extending experiments
+DEFAULT_MAX_RUNS = 1000  # runs a file's sweeps may expand to (repro ... --max-runs N)
+_MAX_RUNS: contextvars.ContextVar[int] = contextvars.ContextVar("max_runs", default=DEFAULT_MAX_RUNS)
+
+
+@contextlib.contextmanager
+def max_runs(n: int) -> Iterator[None]:
+    """Within this block, :func:`resolve` allows sweeps to expand to ``n`` runs in all."""
+    tok = _MAX_RUNS.set(n)
+    try:
+        yield
+    finally:
+        _MAX_RUNS.reset(tok)
 
 
 @attrs.define
@@ -89,21 +107,37 @@ def load(path: str | Path) -> Program:
     loaded: set[Path] = set()
 
     def visit(p: Path, display: str, stack: list[Path], at: Pos | None) -> Module | None:
-        real = p.resolve()
+        problem = unreadable(p)
+        if problem is not None:
+            if at is None:
+                raise DiagnosticError([Diagnostic(None, f"{display}: {problem}")])
+            more = f" (looked for {p})" if problem == "no such file" else ""
+            diags.append(Diagnostic(at, f"cannot import '{display}': {problem}{more}"))
+            return None
+        try:
+            real = p.resolve()
+        except (OSError, RuntimeError, ValueError) as e:
+            if at is None:
+                raise DiagnosticError([Diagnostic(None, f"{display}: cannot read: {e}")]) from None
+            diags.append(Diagnostic(at, f"cannot import '{display}': {e}"))
+            return None
         if real in stack:
             chain = " → ".join(str(s.name) for s in stack[stack.index(real) :] + [real])
             diags.append(Diagnostic(at, f"import cycle: {chain}"))
             return None
         if real in loaded:
             return None
-        if not p.exists():
-            if at is None:
-                raise DiagnosticError([Diagnostic(None, f"{display}: no such file")])
-            diags.append(Diagnostic(at, f"cannot import '{display}': no such file (looked for {p})"))
+        if len(stack) >= MAX_IMPORT_DEPTH:
+            diags.append(
+                Diagnostic(
+                    at, f"imports nested too deeply: more than {MAX_IMPORT_DEPTH} files importing files"
+                )
+            )
             return None
         mod = parse_file(display if at is None else p)  # syntax errors stop at once
         loaded.add(real)
         sources[mod.file] = mod.source
+        diags.extend(_large_numbers(mod))
         for imp in mod.imports:
             target = p.parent / imp.path
             visit(target, str(target), stack + [real], imp.pos)
@@ -127,12 +161,32 @@ def load(path: str | Path) -> Program:
     return Program(str(path), experiments, [e.name for e in mod.experiments], sources)
 
 
+def _large_numbers(mod: Module) -> list[Diagnostic]:
+    """Constant expressions the parser left unfolded because their value is beyond a
+    float64 (`9 ** 9 ** 9` is never computed): one error at each."""
+    values: list[Value] = []
+    for exp in mod.experiments:
+        for item in exp.body:
+            if isinstance(item, (Assign, Sweep)):
+                values.append(item.value)
+            elif isinstance(item, Block):
+                for it in item.items:
+                    values.extend([a.value for a in it.items] if isinstance(it, Stage) else [it.value])
+    out = []
+    for v in values:
+        why = number_too_large(v.value)
+        if why:
+            out.append(Diagnostic(v.pos, f"number too large: {why}"))
+    return out
+
+
 # ----------------------------------------------------------------------------- resolving
 class _Resolver:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.diags: list[Diagnostic] = []
         self.cache: dict[str, Resolved] = {}
+        self.depth: dict[str, int] = {}  # length of the extends chain above an experiment
 
     def err(self, pos: Pos | None, msg: str, *notes: str) -> None:
         self.diags.append(Diagnostic(pos, msg, tuple(n for n in notes if n)))
@@ -142,6 +196,12 @@ class _Resolver:
             return copy.deepcopy(self.cache[name])
         exp, mod = self.program.experiments[name]
         if exp.extends is not None:
+            if len(chain) >= MAX_EXTENDS_DEPTH:
+                self.err(
+                    exp.extends_pos,
+                    f"'extends' chain too long: more than {MAX_EXTENDS_DEPTH} experiments extending experiments",
+                )
+                return None
             if exp.extends in chain + (name,):
                 self.err(exp.extends_pos, f"'extends' cycle: {' → '.join(chain + (name, exp.extends))}")
                 return None
@@ -155,6 +215,13 @@ class _Resolver:
                 return None
             parent = self.resolve(exp.extends, chain + (name,))
             if parent is None:
+                return None
+            self.depth[name] = self.depth.get(exp.extends, 0) + 1
+            if self.depth[name] > MAX_EXTENDS_DEPTH:
+                self.err(
+                    exp.extends_pos,
+                    f"'extends' chain too long: more than {MAX_EXTENDS_DEPTH} experiments extending experiments",
+                )
                 return None
             res = _inherit(parent, name, exp.pos, mod.file)
         else:
@@ -383,17 +450,27 @@ def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], Value, Pos]:
             [Diagnostic(Pos(fname, 1, len(key) + 2), f"--set {key_s}: missing value after '='")]
         )
     v = parse_value(val, fname, col_offset=len(key) + 1)
+    why = number_too_large(v.value)
+    if why:
+        raise DiagnosticError([Diagnostic(v.pos, f"number too large: {why}")])
     return path, v, kpos
 
 
-def resolve(program: Program, names: Sequence[str] | None = None, sets: Sequence[str] = ()) -> list[Resolved]:
+def resolve(
+    program: Program,
+    names: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
+    max_runs: int | None = None,
+) -> list[Resolved]:
     """Resolve the named experiments (default: those defined in the root file), apply
-    ``--set`` overrides, and expand sweeps. Raises :class:`DiagnosticError` with every
-    problem found."""
+    ``--set`` overrides, and expand sweeps (at most ``max_runs`` runs in all; default
+    :data:`DEFAULT_MAX_RUNS` or the :func:`max_runs` context). Raises
+    :class:`DiagnosticError` with every problem found."""
+    limit = _MAX_RUNS.get() if max_runs is None else max_runs
     r = _Resolver(program)
     wanted = list(names) if names else list(program.root_names)
     if not wanted:
-        raise DiagnosticError([Diagnostic(None, f"{program.root}: defines no experiment")])
+        raise DiagnosticError([Diagnostic(Pos(program.root, 1, 1, 1, 2), "the file defines no experiment")])
     parsed_sets = []
     set_errors: list[Diagnostic] = []
     for i, s in enumerate(sets):
@@ -415,6 +492,10 @@ def resolve(program: Program, names: Sequence[str] | None = None, sets: Sequence
                 r.err(kpos, "--set cannot add a sweep; write it in the file")
                 continue
             r.apply_assign(res, path, e, kpos)
+        n_runs = math.prod(len(entries) for _, entries, _ in res.sweeps)
+        if res.sweeps and len(out) + n_runs > limit:
+            _too_many_runs(res, r, n_runs, len(out), limit)
+            continue
         out.extend(_expand(res, r))
     diags = set_errors + r.diags
     if diags:
@@ -422,14 +503,25 @@ def resolve(program: Program, names: Sequence[str] | None = None, sets: Sequence
     return out
 
 
+def _too_many_runs(res: Resolved, r: _Resolver, n: int, before: int, limit: int) -> None:
+    sizes = " × ".join(str(len(entries)) for _, entries, _ in res.sweeps)
+    where = res.sweeps[0][2] if res.sweeps else res.pos
+    total = f" ({before} before it in this file)" if before else ""
+    r.err(
+        where,
+        f"the sweeps of experiment '{res.name}' make {n:,} runs ({sizes}){total}; the limit is {limit:,}",
+        "raise it with --max-runs N (repro check/compile/run) if this many runs is meant",
+    )
+
+
 def _expand(res: Resolved, r: _Resolver) -> list[Resolved]:
     if not res.sweeps:
         return [res]
     axes = [[(path, e, spos) for e in entries] for path, entries, spos in res.sweeps]
     out = []
+    template = attrs.evolve(res, sweeps=[])  # copy points without the sweep lists themselves
     for combo in itertools.product(*axes):
-        point = copy.deepcopy(res)
-        point.sweeps = []
+        point = copy.deepcopy(template)
         for path, e, spos in combo:
             e2 = attrs.evolve(e, origin=f"swept at {spos}")
             r.apply_assign(point, path, e2, spos)

@@ -1,0 +1,446 @@
+"""Fuzz the `.exp` front end: every input either compiles or gives positioned errors, promptly.
+
+    python -m tests.fuzz --n 100000 [--seed S] [--timeout 2]
+
+Inputs are experiments generated from the grammar and vocabulary (:func:`gen_valid`) and
+mutations of every ``papers/*.exp`` file (:func:`mutate`): deleted, duplicated and swapped
+tokens, random bytes, huge numbers, deep nesting, NULs, bad UTF-8, hostile imports
+(``/dev/zero``, a FIFO, a directory, a file over the size limit), long ``extends`` chains and
+large sweep grids. Each input goes through the front end as ``repro check`` runs it
+(parse → resolve → check, no ``auto`` computed). Accepted outcomes: success, or
+:class:`dsl.errors.DiagnosticError` whose diagnostics all have a position or name a path,
+within the time bound (CPU seconds per input). Anything else (another exception, a diagnostic without a position,
+a timeout) is a failure and its input is printed.
+
+``tests/test_fuzz.py`` runs the same generators through hypothesis inside the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPERS = sorted((ROOT / "papers").glob("*.exp"))
+INPUT_NAME = "fuzz_input.exp"
+
+# ----------------------------------------------------------------------------- the oracle
+
+
+class Hang(Exception):
+    """The front end took longer than the time bound on one input."""
+
+
+class Failure(Exception):
+    """The front end broke the contract on one input (message says how)."""
+
+
+def run_front_end(path: Path) -> str:
+    """Compile ``path`` as ``repro check`` does. Returns "ok" or "user error"; raises
+    :class:`Failure` for a diagnostic without a position or path, and lets any other
+    exception through (the caller reports it with the input)."""
+    from dsl.compiler import compile_file
+    from dsl.errors import DiagnosticError
+
+    try:
+        compile_file(path, compute_auto=False)
+    except DiagnosticError as e:
+        for d in e.diagnostics:
+            if d.pos is None and str(path) not in d.message:
+                raise Failure(f"diagnostic without a position or a path: {d.message!r}") from None
+            d.render()  # rendering must not fail either
+        e.render()
+        return "user error"
+    return "ok"
+
+
+def workdir() -> Path:
+    """A temporary folder with the papers and the hostile files imports may name."""
+    d = Path(tempfile.mkdtemp(prefix="repro-fuzz-"))
+    for p in PAPERS:
+        (d / p.name).write_bytes(p.read_bytes())
+    (d / "subdir").mkdir()
+    (d / "huge.exp").write_bytes(b"# padding\n" * 110_000)  # over the 1 MB limit
+    (d / "binary.exp").write_bytes(b"experiment b { seed = 1 }\n\xff\xfe\x00\n")
+    (d / "other.exp").write_text("experiment other_base { seed = 3 }\n", encoding="utf-8")
+    try:
+        os.mkfifo(d / "fifo.exp")
+    except (AttributeError, OSError):  # pragma: no cover - no FIFOs on this system
+        pass
+    return d
+
+
+# ----------------------------------------------------------------------------- generators
+TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*|[\d.][\w.]*|\*\*|\+-|\s+|.', re.S)
+
+HUGE_NUMBERS = [
+    "9 ** 9 ** 9",
+    "2 ** 100000000",
+    "(10 ** 4000) * (10 ** 4000)",
+    "1e999",
+    "9" * 5000,
+    "1" + "0" * 4300,
+    "2 ** 2000",
+    "10.0 ** 400",
+    "exp(1000)",
+    "(-8) ** (1 / 3)",
+    "1 / 0",
+    "log(-1)",
+    "sqrt(-4)",
+    "1e308 * 10",
+    "-1e400",
+    "99999999999999999999999999k",
+]
+NESTING = [50, 99, 100, 101, 150, 1000, 5000]
+IMPORTS = [
+    "/dev/zero",
+    "/dev/null",
+    "/dev/urandom",
+    "fifo.exp",
+    "subdir",
+    ".",
+    "",
+    "huge.exp",
+    "binary.exp",
+    "missing.exp",
+    INPUT_NAME,
+    "other.exp",
+    "a\x00b",
+    "x" * 5000,
+    "../" * 200 + "etc/passwd",
+]
+VOCAB = {
+    "data": ["digits", "mixture2d", "mnist", "cifar10", "celeba", "nope"],
+    "noise": ["geometric", "linear", "adaptive", "none"],
+    "network": ["mlp", "ncsn", "ncsnv2"],
+    "loss": ["dsm", "ssm", "ssm_vr", "ansn_dsm"],
+}
+STAGES = ["annealed_langevin", "langevin", "denoise", "exact_sample", "inpainting", "preconditioned_langevin"]
+PARAMS = [
+    "sigma_max", "sigma_min", "levels", "hidden", "layers", "ngf", "weight", "iterations",
+    "batch_size", "samples", "init", "optimizer", "steps_per_level", "step_size", "metrics",
+    "flip", "root", "record_every", "overlap", "act", "conditional", "seed", "lr",
+]  # fmt: skip
+
+
+def _number(r: random.Random) -> str:
+    return r.choice(
+        [
+            str(r.randint(0, 10)),
+            str(r.randint(0, 10**6)),
+            f"{r.uniform(1e-6, 10):.3g}",
+            f"{r.randint(1, 9)}e-{r.randint(1, 9)}",
+            f"{r.randint(1, 99)}k",
+            f"-{r.randint(0, 100)}",
+            r.choice(HUGE_NUMBERS),
+        ]
+    )
+
+
+def _expr(r: random.Random, depth: int = 0) -> str:
+    if depth > 3 or r.random() < 0.4:
+        return r.choice([_number(r), "sigma", "sigma_max", "t"])
+    op = r.choice(["+", "-", "*", "/", "**"])
+    form = r.randrange(4)
+    if form == 0:
+        return f"{_expr(r, depth + 1)} {op} {_expr(r, depth + 1)}"
+    if form == 1:
+        return f"({_expr(r, depth + 1)})"
+    if form == 2:
+        return f"-{_expr(r, depth + 1)}"
+    return f"{r.choice(['sqrt', 'exp', 'log', 'cube'])}({_expr(r, depth + 1)})"
+
+
+def _value(r: random.Random, depth: int = 0) -> str:
+    k = r.randrange(9)
+    if k <= 2:
+        return _expr(r)
+    if k == 3:
+        return '"' + r.choice(["", "x", "data/", "a b", "\\n"]) + '"'
+    if k == 4:
+        return r.choice(["true", "false", "auto", "uniform", "elu", "fid", "gaussian"])
+    if k == 5 and depth < 3:
+        return "[" + ", ".join(_value(r, depth + 1) for _ in range(r.randrange(4))) + "]"
+    if k == 6 and depth < 3:
+        kws = ", ".join(f"{r.choice(PARAMS)} = {_value(r, depth + 1)}" for _ in range(r.randrange(3)))
+        return f"{r.choice(['adam', 'sgd', 'rmsprop', 'adma'])}({kws})"
+    return _number(r)
+
+
+def _assign(r: random.Random) -> str:
+    return f"{r.choice(PARAMS)} = {_value(r)}"
+
+
+def _block(r: random.Random) -> str:
+    kind = r.choice([*VOCAB, "train", "sample", "evaluate", "nosie"])
+    head = f"{kind} {r.choice(VOCAB.get(kind, ['']))}".strip()
+    items = [_assign(r) for _ in range(r.randrange(4))]
+    if kind == "sample":
+        for _ in range(r.randrange(3)):
+            body = ", ".join(_assign(r) for _ in range(r.randrange(3)))
+            items.append(f"stage {r.choice(STAGES)} {{ {body} }}")
+    return f"{head} {{ {', '.join(items)} }}"
+
+
+def gen_valid(r: random.Random) -> str:
+    """An experiment file built from the grammar and the vocabulary (often semantically
+    wrong, always syntactically right)."""
+    out = []
+    if r.random() < 0.1:
+        out.append(f'import "{r.choice(["other.exp", "missing.exp", "ncsn_toy_fig2.exp"])}"')
+    names: list[str] = []
+    for i in range(r.randint(1, 3)):
+        name = f"e{i}"
+        ext = f" extends {r.choice(names + ['other_base', 'nothere'])}" if names and r.random() < 0.4 else ""
+        names.append(name)
+        body = []
+        if r.random() < 0.8:
+            base = [
+                "data digits { }",
+                "noise geometric { sigma_max = 1.0, sigma_min = 0.01, levels = 10 }",
+                "network mlp { hidden = 16 }",
+                "loss dsm { }",
+                "train { iterations = 10, batch_size = 8 }",
+                "sample { stage annealed_langevin { steps_per_level = 2 } }",
+            ]
+            body += [b for b in base if r.random() < 0.85]
+        body += [_block(r) for _ in range(r.randrange(3))]
+        body += [
+            f"{r.choice([*VOCAB, 'train', 'sample'])}.{r.choice(PARAMS)} = {_value(r)}"
+            for _ in range(r.randrange(3))
+        ]
+        if r.random() < 0.3:
+            body.append(f"seed = {_number(r)}")
+        if r.random() < 0.3:
+            axis = r.choice(
+                ["seed", "noise.levels", "train.iterations", "sample.annealed_langevin.step_size"]
+            )
+            body.append(f"sweep {axis} = [" + ", ".join(_number(r) for _ in range(r.randrange(5))) + "]")
+        if r.random() < 0.2:
+            val = f"{r.uniform(0, 100):.2f}" + (f" ± {r.uniform(-1, 1):.2f}" if r.random() < 0.5 else "")
+            body.append(f'published "Table 1" {{ fid = {val} }}')
+        r.shuffle(body)
+        sep = r.choice(["\n    ", ", ", " "])
+        out.append(f"experiment {name}{ext} {{\n    " + sep.join(body) + "\n}")
+    return "\n".join(out) + "\n"
+
+
+def _tokens(text: str) -> list[str]:
+    return TOKEN.findall(text)
+
+
+def _nest(r: random.Random, k: int) -> str:
+    kind = r.randrange(5)
+    if kind == 0:
+        return "(" * k + "1" + ")" * k
+    if kind == 1:
+        return "-" * k + "1"
+    if kind == 2:
+        return "[" * k + "]" * k
+    if kind == 3:
+        return " + ".join(["1"] * k)
+    return "2 ** " * k + "1"
+
+
+def _special(r: random.Random) -> str:
+    """Whole files aimed at the bounds: extends chains, import chains, sweep grids."""
+    k = r.randrange(5)
+    if k == 0:
+        n = r.choice([10, 31, 32, 33, 60, 500])
+        lines = ["experiment c0 { data digits { }, noise geometric { } }"]
+        lines += [f"experiment c{i} extends c{i - 1} {{ seed = {i} }}" for i in range(1, n)]
+        return "\n".join(lines) + "\n"
+    if k == 1:
+        axes = r.randint(1, 6)
+        size = r.choice([1, 2, 10, 31, 32, 100])
+        vals = ", ".join(str(i) for i in range(size))
+        paths = [
+            "seed",
+            "noise.levels",
+            "train.iterations",
+            "train.batch_size",
+            "noise.sigma_max",
+            "sample.samples",
+        ]
+        sweeps = "\n".join(f"    sweep {p} = [{vals}]" for p in paths[:axes])
+        return f"experiment s {{\n    data digits {{ }}\n    noise geometric {{ }}\n{sweeps}\n}}\n"
+    if k == 2:
+        return f'import "{r.choice(IMPORTS)}"\n' + gen_valid(r)
+    if k == 3:
+        return "experiment e { seed = " + _nest(r, r.choice(NESTING)) + " }\n"
+    return "\n".join(f"# {i}" for i in range(r.randrange(3)))  # defines no experiment
+
+
+def mutate(text: str, r: random.Random) -> bytes:
+    """One to three random edits of ``text`` (tokens, bytes, numbers, nesting...)."""
+    toks = _tokens(text)
+    data: bytes | None = None
+    for _ in range(r.randint(1, 3)):
+        if not toks:
+            toks = ["experiment", " ", "e", " ", "{", "}"]
+        i = r.randrange(len(toks))
+        k = r.randrange(14)
+        if k == 0:
+            del toks[i]
+        elif k == 1:
+            toks.insert(i, toks[i])
+        elif k == 2:
+            j = r.randrange(len(toks))
+            toks[i], toks[j] = toks[j], toks[i]
+        elif k == 3:
+            toks.insert(i, r.choice(toks))
+        elif k == 4:
+            nums = [n for n, t in enumerate(toks) if t[:1].isdigit()]
+            toks[r.choice(nums) if nums else i] = r.choice(HUGE_NUMBERS)
+        elif k == 5:
+            nums = [n for n, t in enumerate(toks) if t[:1].isdigit()]
+            toks[r.choice(nums) if nums else i] = _nest(r, r.choice(NESTING))
+        elif k == 6:
+            toks.insert(i, "\x00")
+        elif k == 7:
+            toks.insert(
+                i, "".join(chr(r.choice([r.randrange(32, 127), r.randrange(0x80, 0x3000)])) for _ in range(3))
+            )
+        elif k == 8:
+            braces = [n for n, t in enumerate(toks) if t in "{}" and t]
+            if braces:
+                del toks[r.choice(braces)]
+        elif k == 9:
+            toks = toks[: r.randrange(len(toks) + 1)]
+        elif k == 10:
+            toks.insert(0, f'import "{r.choice(IMPORTS)}"\n')
+        elif k == 11:
+            toks.insert(i, r.choice(["{", "}", "[", "]", "(", ")", "=", ",", ".", "±", "**", '"', "#", "\n"]))
+        elif k == 12:
+            toks.insert(
+                i, r.choice(["experiment", "extends", "sweep", "stage", "published", "import", "auto"])
+            )
+        else:
+            other = _tokens(r.choice(PAPERS).read_text(encoding="utf-8"))
+            a = r.randrange(len(other))
+            toks[i:i] = other[a : a + r.randint(1, 40)]
+    data = "".join(toks).encode("utf-8")
+    if r.random() < 0.1:  # raw byte damage: bad UTF-8 and random bytes
+        pos = r.randrange(len(data) + 1)
+        junk = r.choice(
+            [b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", bytes(r.randrange(256) for _ in range(4))]
+        )
+        data = data[:pos] + junk + data[pos:]
+    return data
+
+
+def gen_input(r: random.Random) -> bytes:
+    """One fuzz input: a generated file, a special bound-testing file or a mutated paper."""
+    k = r.random()
+    if k < 0.25:
+        return gen_valid(r).encode("utf-8")
+    if k < 0.3:
+        return _special(r).encode("utf-8")
+    if k < 0.4:
+        return mutate(gen_valid(r), r)
+    return mutate(r.choice(PAPERS).read_text(encoding="utf-8"), r)
+
+
+# ----------------------------------------------------------------------------- runner
+def warm_up(d: Path) -> None:
+    """Import everything the front end loads lazily (torch, the registry) outside the time
+    bound: an alarm in the middle of a first import would leave modules half loaded."""
+    for p in PAPERS:
+        run_front_end(d / p.name)
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Hang()
+
+
+def check_one(data: bytes, d: Path, timeout: float) -> tuple[str, str]:
+    """(outcome, detail): outcome is ok, user error, traceback or hang.
+
+    The bound is on CPU time (SIGPROF), so that a loaded machine does not turn slow
+    inputs into hangs; a wall-clock alarm at 10× catches an input that blocks without
+    computing (a FIFO opened for reading)."""
+    path = d / INPUT_NAME
+    path.write_bytes(data)
+    old_prof = signal.signal(signal.SIGPROF, _alarm)
+    old_alrm = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, timeout)
+    signal.setitimer(signal.ITIMER_REAL, 10 * timeout)
+    c0 = time.process_time()
+    try:
+        outcome = run_front_end(path)
+        detail = ""
+    except Hang:
+        outcome, detail = "hang", f"over {timeout}s of CPU or {10 * timeout}s of wall-clock time"
+    except Exception:  # noqa: BLE001 - every other exception (RecursionError...) is the finding
+        outcome, detail = "traceback", traceback.format_exc(limit=-8)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGPROF, old_prof)
+        signal.signal(signal.SIGALRM, old_alrm)
+    cpu = time.process_time() - c0
+    if outcome in ("ok", "user error") and cpu > timeout:  # C code ignores signals until done
+        outcome, detail = "hang", f"took {cpu:.1f}s of CPU (> {timeout}s)"
+    return outcome, detail
+
+
+def _watchdog(state: dict, limit: float) -> None:
+    """Numbers too big for SIGALRM (C loops) would freeze the run: report and exit."""
+    while True:
+        time.sleep(limit / 4)
+        started, data = state.get("started"), state.get("data")
+        if started is not None and time.monotonic() - started > limit:
+            sys.stdout.write(f"\nHANG (no answer in {limit:.0f}s, the process is stuck); input:\n{data!r}\n")
+            sys.stdout.flush()
+            os._exit(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="number of inputs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=2.0, help="seconds per input")
+    ap.add_argument("--show", type=int, default=5, help="failures printed in full")
+    a = ap.parse_args(argv)
+
+    sys.setrecursionlimit(1000)  # the default, whatever a caller set
+    d = workdir()
+    warm_up(d)
+    r = random.Random(a.seed)
+    counts: Counter[str] = Counter()
+    shown = 0
+    state: dict = {}
+    threading.Thread(target=_watchdog, args=(state, max(30.0, 10 * a.timeout)), daemon=True).start()
+    t0 = time.monotonic()
+    for i in range(a.n):
+        data = gen_input(r)
+        state.update(started=time.monotonic(), data=data)
+        outcome, detail = check_one(data, d, a.timeout)
+        state["started"] = None
+        counts[outcome] += 1
+        if outcome in ("traceback", "hang"):
+            if shown < a.show:
+                shown += 1
+                print(f"--- {outcome} on input #{i} (seed {a.seed}):\n{data!r}\n{detail}", flush=True)
+        if (i + 1) % 5000 == 0:
+            print(f"[{i + 1}/{a.n}] {dict(counts)} {time.monotonic() - t0:.0f}s", flush=True)
+    wall = time.monotonic() - t0
+    print(
+        f"inputs {a.n}, ok {counts['ok']}, user errors {counts['user error']}, "
+        f"tracebacks {counts['traceback']}, hangs {counts['hang']}, wall {wall:.0f}s (seed {a.seed})"
+    )
+    return 1 if counts["traceback"] or counts["hang"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,12 +44,6 @@ ExpOpt = Annotated[
 ]
 
 
-def max_runs(n: int):  # type: ignore[no-untyped-def]
-    from dsl.resolve import max_runs as limit
-
-    return limit(n)
-
-
 def _fail(e: BaseException, code: int) -> None:
     msg = e.render() if isinstance(e, DiagnosticError) else f"error: {e}"
     typer.echo(msg, err=True)
@@ -87,10 +81,14 @@ def check(
     specs = []
     for f in files:
         try:
-            with max_runs(max_runs_):
-                specs += compile_file(
-                    f, experiments=experiment, sets=set_ or (), compute_auto=False, warnings=warnings
-                )
+            specs += compile_file(
+                f,
+                experiments=experiment,
+                sets=set_ or (),
+                compute_auto=False,
+                warnings=warnings,
+                max_runs=max_runs_,
+            )
         except DiagnosticError as e:
             diags.extend(e.diagnostics)
     _warn(warnings)
@@ -144,10 +142,14 @@ def compile_(
     warnings: list = []
     failed: DiagnosticError | None = None
     try:
-        with max_runs(max_runs_):
-            specs = compile_file(
-                file, experiments=experiment, sets=set_ or (), compute_auto=not no_auto, warnings=warnings
-            )
+        specs = compile_file(
+            file,
+            experiments=experiment,
+            sets=set_ or (),
+            compute_auto=not no_auto,
+            warnings=warnings,
+            max_runs=max_runs_,
+        )
     except DiagnosticError as e:  # the experiments that compiled are still shown
         failed, specs = e, e.specs
     _warn(warnings)
@@ -281,8 +283,7 @@ def run(
 
         raise error(None, f"--until must be train, sample or evaluate, not '{until}'")
     warnings: list = []
-    with max_runs(max_runs_):
-        specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings)
+    specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings, max_runs=max_runs_)
     _warn(warnings)
     if any(s.weights() is not None for s in specs):  # missing released checkpoints: before any run
         from ncsn_core import released_files

@@ -19,9 +19,10 @@ def compile_file(
     compute_auto: bool = True,
     data_cache: dict[str, Any] | None = None,
     warnings: list[Any] | None = None,
+    max_runs: int | None = None,
 ) -> list[RunSpec]:
     """Compile every experiment defined in ``path`` (or the named ones), one RunSpec per
     sweep point. Raises :class:`dsl.errors.DiagnosticError` listing every mistake."""
     program = load(path)
-    resolved = resolve(program, experiments, sets)
+    resolved = resolve(program, experiments, sets, max_runs=max_runs)
     return check(resolved, compute_auto=compute_auto, data_cache=data_cache, warnings=warnings)

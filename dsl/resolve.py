@@ -7,12 +7,10 @@ from elsewhere, a note saying where (``inherited from papers/x.exp:12``, ``set b
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +31,6 @@ EXPERIMENT_FIELDS = schema.FIELDS
 MAX_IMPORT_DEPTH = 32  # files importing files
 MAX_EXTENDS_DEPTH = 32  # experiments extending experiments
 DEFAULT_MAX_RUNS = 1000  # runs a file's sweeps may expand to (repro ... --max-runs N)
-_MAX_RUNS: contextvars.ContextVar[int] = contextvars.ContextVar("max_runs", default=DEFAULT_MAX_RUNS)
-
-
-@contextlib.contextmanager
-def max_runs(n: int) -> Iterator[None]:
-    """Within this block, :func:`resolve` allows sweeps to expand to ``n`` runs in all."""
-    tok = _MAX_RUNS.set(n)
-    try:
-        yield
-    finally:
-        _MAX_RUNS.reset(tok)
 
 
 @attrs.define
@@ -464,9 +451,9 @@ def resolve(
 ) -> list[Resolved]:
     """Resolve the named experiments (default: those defined in the root file), apply
     ``--set`` overrides, and expand sweeps (at most ``max_runs`` runs in all; default
-    :data:`DEFAULT_MAX_RUNS` or the :func:`max_runs` context). Raises
+    :data:`DEFAULT_MAX_RUNS`). Raises
     :class:`DiagnosticError` with every problem found."""
-    limit = _MAX_RUNS.get() if max_runs is None else max_runs
+    limit = DEFAULT_MAX_RUNS if max_runs is None else max_runs
     r = _Resolver(program)
     wanted = list(names) if names else list(program.root_names)
     if not wanted:

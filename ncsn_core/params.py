@@ -89,7 +89,10 @@ class Float(Type):
     def check(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamError(f"expected a number, got {_type_name(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ParamError("number too large: it is beyond a float64 (1.798e+308)") from None
         if self.exclusive_min and self.min is not None and value <= self.min:
             raise ParamError(f"must be > {self.min:g}, got {value:g}")
         _range(value, self.min, self.max)

@@ -114,3 +114,10 @@ def test_one_failing_experiment_does_not_hide_the_others(write) -> None:  # type
     specs = json.loads(out[: out.rindex("]") + 1])
     assert [s["experiment"] for s in specs] == ["toy"]
     assert "two.exp:15:25" in r.output and "error:" in r.output
+
+
+def test_an_integer_beyond_float64_is_a_param_error_not_a_crash() -> None:
+    from ncsn_core import registry
+
+    _, errors = registry.lookup("noise", "geometric").check_params({"sigma_max": 2**2000})
+    assert errors and "number too large" in errors[0][1]

@@ -342,7 +342,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from dsl.cli import app  # noqa: E402
 from dsl.parser import MAX_FILE_BYTES, MAX_NESTING  # noqa: E402
-from dsl.resolve import DEFAULT_MAX_RUNS, MAX_EXTENDS_DEPTH, MAX_IMPORT_DEPTH, load, max_runs, resolve  # noqa: E402
+from dsl.resolve import DEFAULT_MAX_RUNS, MAX_EXTENDS_DEPTH, MAX_IMPORT_DEPTH, load, resolve  # noqa: E402
 
 
 def diags_of(path: Path, **kw) -> list:  # type: ignore[no-untyped-def]
@@ -541,8 +541,8 @@ def test_max_runs_limit_can_be_raised(tmp_path: Path) -> None:
     with pytest.raises(DiagnosticError):
         resolve(program, max_runs=8)
     assert len(resolve(program, max_runs=9)) == 9
-    with max_runs(8), pytest.raises(DiagnosticError):
-        compile_file(f, compute_auto=False)
+    with pytest.raises(DiagnosticError):
+        compile_file(f, compute_auto=False, max_runs=8)
     r = CliRunner().invoke(app, ["check", str(f), "--max-runs", "8"])
     assert r.exit_code == 2 and "9 runs" in r.output and "the limit is 8" in r.output
     r = CliRunner().invoke(app, ["check", str(f), "--max-runs", "9"])

@@ -98,8 +98,7 @@ def check(
         f"ok: {len(files)} file(s), {len(specs)} run(s)"
         + (f", {len(warnings)} warning(s)" if warnings else "")
     )
-    for s in specs:  # released checkpoints not yet downloaded: fine to check, needed to run
-        _released_note(s)
+    _released_notes(specs)
 
 
 def _warn(warnings: list) -> None:
@@ -108,17 +107,20 @@ def _warn(warnings: list) -> None:
         typer.echo(w.render(), err=True)
 
 
-def _released_note(spec) -> None:  # type: ignore[no-untyped-def]
-    """'note: ... checkpoint not present ...' for a `train.from` file that is not there."""
-    w = spec.weights()
-    if w is None:
-        return
+def _released_notes(specs) -> None:  # type: ignore[no-untyped-def]
+    """One 'note:' line per released checkpoint (`train.from`) that is not there yet: fine
+    to check, needed to run."""
     from ncsn_core import released_files as released
 
-    if released.file_sha256(released.file_path(w)) is None:
+    missing: dict[str, list[str]] = {}
+    for spec in specs:
+        w = spec.weights()
+        if w is not None and released.file_sha256(released.file_path(w)) is None:
+            missing.setdefault(str(w.kwargs()["path"]), []).append(spec.experiment)
+    for path, exps in missing.items():
         typer.echo(
-            f"note: {spec.experiment}: train.from: checkpoint not present: {w.kwargs()['path']} "
-            f"(`repro run` needs it; published at {released.published_where(w)})",
+            f"note: released checkpoint not present: {path} ({', '.join(exps)}); `repro run` needs it, "
+            "see docs/released.md",
             err=True,
         )
 

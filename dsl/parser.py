@@ -29,7 +29,9 @@ from dsl.ast import (
     Value,
 )
 from dsl.errors import Diagnostic, DiagnosticError, error
-from ncsn_core.values import AUTO, Call, Expr, Ident
+from ncsn_core.values import ATOM, AUTO, FUNCTIONS, OPERATORS, PRECEDENCE, Call, Expr, Ident
+
+NEG = PRECEDENCE["neg"]
 
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
@@ -44,12 +46,17 @@ _INT_LIMIT = 10**MAX_INT_DIGITS
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
+    """The one parser of the language. Comments, which the grammar ignores, are collected by a
+    lexer callback into ``_SINK`` (for `repro fmt`). ``cache=True``: Lark keeps the LALR tables
+    in the temporary folder, keyed by the grammar's hash, so a new process does not rebuild them."""
     return Lark(
         GRAMMAR_PATH.read_text(encoding="utf-8"),
         parser="lalr",
         start=["start", "value"],
         propagate_positions=True,
         maybe_placeholders=True,
+        lexer_callbacks={"COMMENT": _SINK.append},
+        cache=True,
     )
 
 
@@ -84,10 +91,6 @@ def _pos_tree(file: str, tree: Tree) -> Pos:
     return Pos(file, m.line, m.column, m.end_line, m.end_column)
 
 
-_PREC = {"add": 1, "sub": 1, "mul": 2, "div": 2, "neg": 3, "pow": 4}
-_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-
-
 class _Builder:
     """Turns Lark trees into :mod:`dsl.ast` nodes."""
 
@@ -104,21 +107,21 @@ class _Builder:
         d = t.data
         if d == "number":
             tok = t.children[0]
-            return Value(_number(str(tok), pos), str(tok), pos), 9
+            return Value(_number(str(tok), pos), str(tok), pos), ATOM
         if d == "name":
             name = str(t.children[0])
-            return Value(Ident(name), name, pos), 9
+            return Value(Ident(name), name, pos), ATOM
         if d == "string":
             raw = str(t.children[0])
-            return Value(_unescape(raw), raw, pos), 9
+            return Value(_unescape(raw), raw, pos), ATOM
         if d in ("true", "false"):
-            return Value(d == "true", d, pos), 9
+            return Value(d == "true", d, pos), ATOM
         if d == "auto":
-            return Value(AUTO, "auto", pos), 9
+            return Value(AUTO, "auto", pos), ATOM
         if d == "list":
             items = tuple(self._val(c)[0] for c in t.children if c is not None)
             text = "[" + ", ".join(i.text for i in items) + "]"
-            return Value(tuple(i.value for i in items), text, pos, items), 9
+            return Value(tuple(i.value for i in items), text, pos, items), ATOM
         if d in ("call", "empty_call"):
             name = str(t.children[0])
             kws: list[tuple[str, Any]] = []
@@ -138,10 +141,10 @@ class _Builder:
                 v, _ = self._val(kw.children[1])
                 kws.append((key, v.value))
                 texts.append(f"{key} = {v.text}")
-            return Value(Call(name, tuple(kws)), f"{name}(" + ", ".join(texts) + ")", pos), 9
+            return Value(Call(name, tuple(kws)), f"{name}(" + ", ".join(texts) + ")", pos), ATOM
         if d == "func":
             fname = str(t.children[0])
-            if fname not in ("sqrt", "exp", "log"):
+            if fname not in FUNCTIONS:
                 raise error(
                     _pos_tok(f, t.children[0]),
                     f"unknown function '{fname}' in an expression; use sqrt, exp or log, "
@@ -149,21 +152,21 @@ class _Builder:
                 )
             arg, _ = self._val(t.children[1])
             tree = ("call", fname, self._tree(arg))
-            return Value(self._expr_or_const(tree, pos), f"{fname}({arg.text})", pos), 9
+            return Value(self._expr_or_const(tree, pos), f"{fname}({arg.text})", pos), ATOM
         if d == "neg":
             a, pa = self._val(t.children[0])
             if isinstance(a.value, (int, float)) and not isinstance(a.value, bool):
-                return Value(-a.value, "-" + a.text, pos), 3
-            at = f"({a.text})" if pa < 3 else a.text
-            return Value(self._expr_or_const(("neg", self._tree(a)), pos), "-" + at, pos), 3
-        if d in _OPS:
-            p = _PREC[d]
+                return Value(-a.value, "-" + a.text, pos), NEG
+            at = f"({a.text})" if pa < NEG else a.text
+            return Value(self._expr_or_const(("neg", self._tree(a)), pos), "-" + at, pos), NEG
+        if d in OPERATORS:
+            p = PRECEDENCE[OPERATORS[d]]
             a, pa = self._val(t.children[0])
             b, pb = self._val(t.children[1])
-            op = _OPS[d]
+            op = OPERATORS[d]
             if d == "pow":
                 at = f"({a.text})" if pa <= p else a.text
-                bt = f"({b.text})" if pb < 3 else b.text
+                bt = f"({b.text})" if pb < NEG else b.text
             else:
                 at = f"({a.text})" if pa < p else a.text
                 bt = f"({b.text})" if pb <= p else b.text
@@ -517,7 +520,7 @@ def parse_text(text: str, file: str = "<string>") -> Module:
 
 def _parse_with_comments(text: str, sink: list[Token]) -> Tree:
     # A lexer callback collects comments (the grammar ignores them) for `repro fmt`.
-    p = _comment_lark(GRAMMAR_PATH.read_text(encoding="utf-8"))
+    p = _lark()
     _SINK[:] = []
     try:
         return p.parse(text, start="start")
@@ -526,18 +529,6 @@ def _parse_with_comments(text: str, sink: list[Token]) -> Tree:
 
 
 _SINK: list[Token] = []
-
-
-@functools.lru_cache(maxsize=1)
-def _comment_lark(grammar: str) -> Lark:
-    return Lark(
-        grammar,
-        parser="lalr",
-        start=["start", "value"],
-        propagate_positions=True,
-        maybe_placeholders=True,
-        lexer_callbacks={"COMMENT": _SINK.append},
-    )
 
 
 def parse_value(text: str, file: str = "<--set>", line: int = 1, col_offset: int = 0) -> Value:

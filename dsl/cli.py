@@ -160,6 +160,7 @@ def compile_(
     else:
         from dsl.show import show_spec
 
+        sweep_cost: list[dict] = []
         for s in specs:
             notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
             if s.weights() is not None:
@@ -167,6 +168,12 @@ def compile_(
                 sha = r["sha256"] if r["sha256"] == "checkpoint not present" else "sha256 " + r["sha256"]
                 notes["train"] = f"released checkpoint, {sha}"
             typer.echo(show_spec(s, notes))
+            if not no_auto and s.network is not None:
+                typer.echo(f"# cost: {_cost_note(s, sweep_cost)}")
+        if len(sweep_cost) > 1:
+            from ncsn_core.cost import sweep_note
+
+            typer.echo(f"# sweep cost ({len(sweep_cost)} runs): {sweep_note(sweep_cost)}")
     if failed is not None:
         raise failed
 
@@ -185,6 +192,19 @@ def _parameter_note(spec) -> str:  # type: ignore[no-untyped-def]
         return f"{n:,} parameters"
     except Exception as e:  # noqa: BLE001 - compile must still print the spec
         return f"parameters unknown ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+def _cost_note(spec, acc: list) -> str:  # type: ignore[no-untyped-def]
+    """FLOPs per step / per sample, totals and ideal H100-hours (ncsn_core/cost.py, counted on
+    the meta device), or why they are unknown; the cost is appended to ``acc`` (a sweep's sum)."""
+    try:
+        from ncsn_core.cost import cost_note, run_cost
+
+        c = run_cost(spec)
+        acc.append(c)
+        return cost_note(spec, c)
+    except Exception as e:  # noqa: BLE001 - compile must still print the spec
+        return f"cost unknown ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
 
 
 @app.command()
@@ -363,20 +383,62 @@ def report(
 @_guard
 def bench(
     what: Annotated[str, typer.Argument(help="train, sample, all, or cli (start-up latency)")] = "all",
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "",
-    size: Annotated[str, typer.Option(help="tiny (CI), cifar10 (paper network)")] = "tiny",
+    device: Annotated[str, typer.Option(help="cpu or cuda (default: cuda when there is one)")] = "",
+    size: Annotated[
+        str, typer.Option(help="quick (small sizes) or paper (the papers' sizes and batches)")
+    ] = "quick",
+    quick: Annotated[bool, typer.Option("--quick", help="same as --size quick")] = False,
+    network: Annotated[list[str] | None, typer.Option(help="only this network (repeatable)")] = None,
+    precision: Annotated[str, typer.Option(help="fast path: train.precision (auto, fp32, bf16)")] = "auto",
+    channels_last: Annotated[
+        str, typer.Option(help="fast path: train.channels_last (auto, on, off)")
+    ] = "auto",
+    compile_net: Annotated[
+        str, typer.Option("--compile", help="fast path: train.compile (auto, on, off)")
+    ] = "auto",
+    fused: Annotated[str, typer.Option(help="fast path: train.fused_optimizer (auto, on, off)")] = "auto",
+    sample_precision: Annotated[str, typer.Option(help="fast path: sample.precision (fp32, bf16)")] = "fp32",
+    sample_compile: Annotated[str, typer.Option(help="fast path: sample.compile (off, on, graphs)")] = "off",
+    peak: Annotated[float, typer.Option(help="the device's peak TFLOP/s (unknown devices)")] = 0.0,
+    repeats: Annotated[int, typer.Option(help="timed repeats per path (0: the size's default)")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Speed benchmarks: training steps/s and sampler network evaluations/s."""
+    """Time the real training step and sampler step, reference path and fast path interleaved."""
     if what == "cli":
         from dsl import clibench
 
         for line in clibench.run():
             typer.echo(line)
         return
+    import json
+
     from ncsn_core.bench import run_bench
 
-    for line in run_bench(what, device or None, size):
-        typer.echo(line)
+    result: dict = {}
+    speed = {
+        "precision": precision,
+        "channels_last": channels_last,
+        "compile": compile_net,
+        "fused_optimizer": fused,
+    }
+    lines = run_bench(
+        what,
+        device or None,
+        "quick" if quick else size,
+        networks=tuple(network or ()),
+        speed=speed,
+        sample_speed={"precision": sample_precision, "compile": sample_compile},
+        peak=peak or None,
+        repeats=repeats or None,
+        result=result,
+    )
+    for line in lines:
+        if as_json:
+            typer.echo(line, err=True)
+        else:
+            typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(result))
 
 
 def main() -> None:  # console script entry point

@@ -256,7 +256,7 @@ class Covariance:
 # the DSM target and the sampler's Ĉ^{1/2} are dominated by those directions.
 def floor_diagonal(d: torch.Tensor, floor: float) -> torch.Tensor:
     """diag(d) with its entries (the eigenvalues) floored at floor·mean(d)."""
-    return d if floor <= 0 else d.clamp(min=floor * float(d.mean()))
+    return d if floor <= 0 else torch.maximum(d, floor * d.mean())  # on d's device: no host sync
 
 
 def floor_full(m: torch.Tensor, floor: float) -> torch.Tensor:
@@ -264,7 +264,7 @@ def floor_full(m: torch.Tensor, floor: float) -> torch.Tensor:
     if floor <= 0:
         return m
     lam, vec = torch.linalg.eigh((m + m.T) / 2)
-    lam = lam.clamp(min=floor * float(lam.mean()))
+    lam = torch.maximum(lam, floor * lam.mean())  # on the device: no host sync
     return (vec * lam) @ vec.T
 
 
@@ -273,8 +273,8 @@ def floor_lowrank(d: torch.Tensor, w: torch.Tensor, floor: float) -> tuple[torch
     ≥ floor·(mean eigenvalue). O(D·k), no D×D matrix."""
     if floor <= 0:
         return d, w
-    mean = float(d.sum() + (w * w).sum()) / d.shape[0]
-    return d.clamp(min=floor * mean), w
+    mean = (d.sum() + (w * w).sum()) / d.shape[0]
+    return torch.maximum(d, floor * mean), w
 
 
 # ----------------------------------------------------------------------------- the noise
@@ -314,6 +314,10 @@ class AdaptiveNoise(NoiseSchedule):
         self.batches = 0  # t: clean batches seen
         self.residual_batches = 0
         self._gen: torch.Generator | None = None  # estimate_on = perturbed: its own, checkpointed stream
+        # Ĉ (with its Cholesky factor for form = full) from the running moments of n points: the
+        # factorisation runs once per covariance update, on the noise's device, and is reused
+        # until new points join (a refresh without new points costs nothing).
+        self._estimated: tuple[int, Covariance] | None = None
 
     def to(self, device: Any) -> AdaptiveNoise:
         super().to(device)
@@ -351,7 +355,9 @@ class AdaptiveNoise(NoiseSchedule):
         if self.batches <= self.cfg.warmup or self.stats.n < 2:
             self.cov = self.c0
         else:
-            self.cov = self.estimate().to(self.device)
+            if self._estimated is None or self._estimated[0] != self.stats.n:
+                self._estimated = (self.stats.n, self.estimate().to(self.device))
+            self.cov = self._estimated[1]
 
     def update(self, x: torch.Tensor) -> None:
         """Called with clean batch t before it is perturbed: Ĉ_t from batches 0 … t−1, then
@@ -457,6 +463,7 @@ class AdaptiveNoise(NoiseSchedule):
         if not state:
             return
         self.stats.load_state_dict(state["stats"])
+        self._estimated = None
         self.batches = int(state["batches"])
         self.residual_batches = int(state.get("residual_batches", 0))
         if "c0" in state:

@@ -32,7 +32,7 @@ from ncsn_core.errors import ReproError, SamplerDiverged, UserError
 from ncsn_core.images import save_grid, save_strip
 from ncsn_core.io import WriteError
 from ncsn_core.lock import stage_lock
-from ncsn_core.samplers import SampleContext
+from ncsn_core.samplers import SampleContext, fast_network
 from ncsn_core.spec import ComponentSpec, RunSpec, digest
 from ncsn_core.training import Trainer, plain_progress
 
@@ -313,9 +313,15 @@ class Run:
                     "this experiment has no network; its sampler stages must use the exact score"
                 )
             idx = torch.full((x.shape[0],), int(i) % noise.num_levels, device=x.device, dtype=torch.long)
-            return model(x, idx)
+            return net(x, idx)
 
-        with torch.no_grad():
+        # speed settings (not hashed): bf16 autocast, a compiled / CUDA-graph score step
+        net = (
+            None
+            if model is None
+            else fast_network(model, s.get("precision", "fp32"), s.get("compile", "off"), self.device)
+        )
+        with torch.inference_mode():
             while done < n:
                 b = min(s["batch_size"], n - done)
                 x = init(b, tuple(self.data.shape), gen, self.device, self.data)

@@ -38,6 +38,34 @@ class SampleContext:
         return self.noise.sigmas
 
 
+# ----------------------------------------------------------------------------- speed settings
+def fast_network(
+    model: torch.nn.Module, precision: str = "fp32", compile: str = "off", device: Any = "cpu"
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The score network as the sampler calls it, per ``sample.precision`` / ``sample.compile``
+    (schema.SAMPLE_SPEED; in no hash). fp32 + off is the model itself (the reference path);
+    bf16 runs it under autocast and returns float32; ``compile = on`` wraps it in torch.compile,
+    ``graphs`` in torch.compile(mode = "reduce-overhead"), which captures CUDA graphs (one per
+    batch shape: the level index is a tensor input, so every noise level replays the same
+    graph). Callers run it under ``torch.inference_mode()``."""
+    dev = torch.device(device)
+    if compile == "graphs" and dev.type != "cuda":
+        raise ReproError('sample.compile = graphs needs CUDA (CUDA graphs); use "on" or "off" here')
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = model
+    if precision == "bf16":
+
+        def fn(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                out = model(x, idx)
+            return out.float()
+
+    if compile == "on":
+        fn = torch.compile(fn)
+    elif compile == "graphs":
+        fn = torch.compile(fn, mode="reduce-overhead")
+    return fn
+
+
 # ----------------------------------------------------------------------------- helpers
 def check_finite(flag: torch.Tensor, stage: str, i: int, sigma: float, cause: str = "") -> None:
     """One host sync per noise level: raise if any non-finite value appeared."""

@@ -37,6 +37,63 @@ class BlockKind:
     example: str = ""  # a component name for messages (`data digits { ... }`)
 
 
+# ----------------------------------------------------------------------------- speed settings
+# How fast a stage is computed, not what it computes: the same experiment computed faster is the
+# same experiment, so these fields are in no hash (RunSpec leaves them out of every stage's part;
+# docs/performance.md). "auto" picks the fast path on CUDA and the reference path (the official
+# code's fp32 eager arithmetic, bit-identical to earlier versions) on the CPU.
+_SWITCH = Choice(("auto", "on", "off"))
+TRAIN_SPEED: tuple[Param, ...] = (
+    Param(
+        "precision",
+        Choice(("auto", "fp32", "bf16")),
+        "auto",
+        "speed (not hashed): network arithmetic in training; bf16 = autocast to bfloat16; "
+        "auto = bf16 on CUDA, fp32 elsewhere",
+    ),
+    Param("channels_last", _SWITCH, "auto", "speed (not hashed): NHWC memory layout; auto = on with CUDA"),
+    Param(
+        "compile",
+        _SWITCH,
+        "auto",
+        "speed (not hashed): torch.compile the network; auto = on with CUDA (slow warm-up on a CPU)",
+    ),
+    Param(
+        "fused_optimizer",
+        _SWITCH,
+        "auto",
+        "speed (not hashed): Adam/RMSprop/SGD as fused kernels (CUDA) or foreach lists; auto = fused "
+        "on CUDA, the single-tensor loop elsewhere",
+    ),
+    Param(
+        "data_on_device",
+        _SWITCH,
+        "auto",
+        "speed (not hashed): keep the uint8 training set on the GPU (augmentation drawn there); "
+        "auto = when it fits in a quarter of free memory, else pinned host memory",
+    ),
+)
+SAMPLE_SPEED: tuple[Param, ...] = (
+    Param(
+        "precision",
+        Choice(("fp32", "bf16")),
+        "fp32",
+        "speed (not hashed): the score network's arithmetic while sampling (bf16 = autocast)",
+    ),
+    Param(
+        "compile",
+        Choice(("off", "on", "graphs")),
+        "off",
+        "speed (not hashed): torch.compile the score step; graphs = mode reduce-overhead "
+        "(CUDA graphs, one per batch shape; CUDA only)",
+    ),
+)
+# Per block: the fields left out of the hashes.
+UNHASHED: dict[str, frozenset[str]] = {
+    "train": frozenset(p.name for p in TRAIN_SPEED),
+    "sample": frozenset(p.name for p in SAMPLE_SPEED),
+}
+
 EXPERIMENT = BlockKind(
     "experiment",
     "top-level fields of an experiment",
@@ -75,6 +132,7 @@ BLOCKS: tuple[BlockKind, ...] = (
                 "take the trained weights from a file instead of training (None: train), e.g. "
                 'released(path = "checkpoints/ncsn_cifar10.pth", format = ncsn); docs/released.md',
             ),
+            *TRAIN_SPEED,
         ),
         default_with="network",
     ),
@@ -99,6 +157,7 @@ BLOCKS: tuple[BlockKind, ...] = (
                 "last",
                 'which checkpoint to sample from: "last" or a training step',
             ),
+            *SAMPLE_SPEED,
         ),
         child="stage",
         child_field="stages",

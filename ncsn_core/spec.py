@@ -36,8 +36,8 @@ class ComponentSpec:
     def get(self, key: str, default: Any = None) -> Any:
         return dict(self.params).get(key, default)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "params": {k: to_json(v) for k, v in self.params}}
+    def to_json(self, leave_out: frozenset[str] = frozenset()) -> dict[str, Any]:
+        return {"name": self.name, "params": {k: to_json(v) for k, v in self.params if k not in leave_out}}
 
 
 @attrs.frozen
@@ -74,14 +74,17 @@ class RunSpec:
         return self.network is not None and self.train is not None and self.loss is not None
 
     # ---- canonical forms
-    def _part(self, *names: str) -> dict[str, Any]:
+    def _part(self, *names: str, speed: bool = False) -> dict[str, Any]:
+        """The blocks ``names`` as JSON; without ``speed`` (every hash) the speed settings
+        (schema.UNHASHED: how fast, not what) are left out."""
         out: dict[str, Any] = {}
         for n in names:
             v = getattr(self, n)
             if isinstance(v, tuple):  # a block's children (the sample block's stages)
                 out[n] = [s.to_json() for s in v]
             else:
-                out[n] = None if v is None else v.to_json()
+                leave = frozenset() if speed else schema.UNHASHED.get(n, frozenset())
+                out[n] = None if v is None else v.to_json(leave)
         return out
 
     def weights(self) -> Any:
@@ -131,7 +134,7 @@ class RunSpec:
             "train_hash": self.train_hash(),
             "sample_hash": self.sample_hash(),
             "eval_hash": self.eval_hash(),
-            **self._part(*schema.spec_fields()),
+            **self._part(*schema.spec_fields(), speed=True),
             "published": [p.to_json() for p in self.published],
             "sweep": dict(self.sweep),
             "auto": {k: {"value": to_json(a.value), "explanation": a.explanation} for k, a in self.autos},

@@ -8,6 +8,7 @@ synchronises only at log and checkpoint intervals.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -26,20 +27,43 @@ from ncsn_core.io import WriteError
 
 
 class EMA:
-    """Exponential moving average of parameters: θ̄ ← μ θ̄ + (1 − μ) θ (Technique 5)."""
+    """Exponential moving average of parameters: θ̄ ← μ θ̄ + (1 − μ) θ (Technique 5).
+
+    The update is two ``torch._foreach`` calls over the floating-point tensors (a copy for the
+    integer buffers) instead of a Python loop of per-tensor kernels: the same elementwise
+    arithmetic, bit-identical on the CPU (tests/test_perf.py). The tensor lists are bound on the
+    first update; the model's tensors are updated in place from then on (``load_state_dict``
+    copies in place), so they stay valid.
+    """
 
     def __init__(self, model: torch.nn.Module, rate: float) -> None:
         self.rate = rate
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._bound: tuple[
+            Any, list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]
+        ]
+        self._bound = (None, [], [], [])
+
+    def _bind(self, model: torch.nn.Module) -> None:
+        sf, mf, other = [], [], []
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                sf.append(self.shadow[k])
+                mf.append(v.detach())
+            else:
+                other.append((self.shadow[k], v))
+        self._bound = (model, sf, mf, other)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            s = self.shadow[k]
-            if v.dtype.is_floating_point:
-                s.mul_(self.rate).add_(v.detach(), alpha=1.0 - self.rate)
-            else:
-                s.copy_(v)
+        if self._bound[0] is not model:
+            self._bind(model)
+        _, sf, mf, other = self._bound
+        if sf:
+            torch._foreach_mul_(sf, self.rate)
+            torch._foreach_add_(sf, mf, alpha=1.0 - self.rate)
+        for s, v in other:
+            s.copy_(v)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
@@ -47,6 +71,121 @@ class EMA:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for k, v in state.items():
             self.shadow[k].copy_(v)
+
+
+# ----------------------------------------------------------------------------- speed settings
+# How fast a step runs, not what it computes (schema.TRAIN_SPEED; in no hash). "auto" is the
+# fast path on CUDA and the reference path (fp32, eager, single-tensor optimizer, data on the
+# host: the official code's arithmetic, bit-identical to earlier versions) on the CPU.
+def _switch(settings: dict[str, Any], key: str, device: torch.device) -> bool:
+    v = settings.get(key, "auto")
+    return device.type == "cuda" if v == "auto" else v == "on"
+
+
+class FastPath:
+    """The resolved speed settings of one training run (or one sampler: ``for_sampling``)."""
+
+    def __init__(self, settings: dict[str, Any], device: torch.device) -> None:
+        prec = settings.get("precision", "auto")
+        self.device = device
+        self.bf16 = prec == "bf16" or (prec == "auto" and device.type == "cuda")
+        self.channels_last = _switch(settings, "channels_last", device)
+        self.compile = _switch(settings, "compile", device)
+        self.fused = _switch(settings, "fused_optimizer", device)
+        self.data_on_device = device.type == "cuda" and settings.get("data_on_device", "auto") != "off"
+        self.force_data_on_device = settings.get("data_on_device", "auto") == "on"
+
+    @property
+    def reference(self) -> bool:
+        return not (self.bf16 or self.channels_last or self.compile or self.fused)
+
+    def describe(self) -> str:
+        on = [n for n in ("bf16", "channels_last", "compile", "fused") if getattr(self, n)]
+        return "+".join(on) if on else "fp32 eager (reference)"
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Convert the model's layout in place (before the optimizer and EMA bind its tensors)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def forward_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the loss calls: the model itself on the reference path, else a wrapper that
+        casts the input's layout, runs the network under bf16 autocast and returns float32."""
+        if not (self.bf16 or self.channels_last or self.compile):
+            return model
+        net: torch.nn.Module = _Fast(model, self.bf16, self.channels_last, self.device.type)
+        if self.compile:
+            net = torch.compile(net)  # type: ignore[assignment]
+        return net
+
+    def configure_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        """Fused kernels (CUDA, or a CPU build that has them) or foreach lists; called again after
+        a checkpoint's optimizer state is loaded (its param groups carry the saver's flags)."""
+        for g in opt.param_groups:
+            if "fused" in g:
+                g["fused"] = None
+            if "foreach" in g:
+                g["foreach"] = None
+            if not self.fused:
+                continue
+            if "fused" in g and _fused_ok(opt, self.device):
+                g["fused"] = True
+            elif "foreach" in g:
+                g["foreach"] = True
+
+
+def _fused_ok(opt: torch.optim.Optimizer, device: torch.device) -> bool:
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return isinstance(opt, torch.optim.Adam | torch.optim.AdamW | torch.optim.SGD) and (
+        device.type in _get_fused_kernels_supported_devices()
+    )
+
+
+class _Fast(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, bf16: bool, channels_last: bool, device_type: str) -> None:
+        super().__init__()
+        self.model, self.bf16, self.cl, self.dt = model, bf16, channels_last, device_type
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if self.cl and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.dt, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x, idx)
+        return out.float().contiguous() if self.bf16 or self.cl else out
+
+
+class DeviceData:
+    """The training set where the steps run: the uint8 tensor moved to the GPU once, batches
+    gathered, flipped and dequantised there from a device generator (checkpointed with the
+    trainer); or, when it does not fit, batches built on the host into pinned memory and copied
+    without blocking. On the CPU it is the data source itself (the reference path)."""
+
+    def __init__(self, data: Any, fast: FastPath, device: torch.device, seed: int) -> None:
+        self.device = device
+        self.resident: Any = None
+        self.gen: torch.Generator | None = None
+        self.pinned = False
+        if device.type != "cuda":
+            return
+        if fast.data_on_device:
+            need = data.train.numel() * data.train.element_size()
+            free = torch.cuda.mem_get_info(device)[0]
+            if fast.force_data_on_device or need < free // 4:
+                self.resident = copy.copy(data)
+                object.__setattr__(self.resident, "train", data.train.to(device))
+                self.gen = torch.Generator(device=device).manual_seed(seed)
+                return
+        self.pinned = True
+
+    def batch(self, data: Any, idx: torch.Tensor, gen_host: torch.Generator) -> torch.Tensor:
+        if self.resident is not None:
+            return self.resident.batch(idx.to(self.device, non_blocking=True), self.gen)
+        x = data.batch(idx, gen_host)
+        if self.pinned:
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
 
 
 class DataOrder:
@@ -99,11 +238,14 @@ class Trainer:
         folder: Path,
         progress: Callable[[int, int, float | None], None] | None = None,
     ) -> None:
-        self.model = model.to(device)
+        self.fast = FastPath(settings, device)
+        self.model = self.fast.prepare_model(model.to(device))
+        self.net = self.fast.forward_module(self.model)  # what the loss calls (speed settings)
         self.loss = loss
         self.noise = noise
         self.data = data
         self.opt = optimizer_factory(self.model.parameters())
+        self.fast.configure_optimizer(self.opt)
         self.s = settings
         self.device = device
         self.folder = folder
@@ -113,6 +255,7 @@ class Trainer:
         # Separate streams: data augmentation (CPU) and noise/projections (device).
         self.gen_data = torch.Generator().manual_seed(seed * 7919 + 2)
         self.gen_noise = torch.Generator(device=device).manual_seed(seed * 7919 + 3)
+        self.placed = DeviceData(data, self.fast, device, seed * 7919 + 4)
         self.step = 0
         self.progress = progress
 
@@ -128,6 +271,7 @@ class Trainer:
             "gen_data": _gen_state(self.gen_data),
             "gen_noise": _gen_state(self.gen_noise),
             "torch_rng": torch.get_rng_state(),
+            **({} if self.placed.gen is None else {"gen_data_device": _gen_state(self.placed.gen)}),
         }
 
     def load(self, st: dict[str, Any]) -> None:
@@ -136,6 +280,7 @@ class Trainer:
         if self.ema is not None and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"])
         self.opt.load_state_dict(st["optimizer"])
+        self.fast.configure_optimizer(self.opt)
         self.noise.load_state_dict(st["noise"])
         self.order.load_state_dict(st["order"])
         self.gen_data.set_state(st["gen_data"])
@@ -143,6 +288,8 @@ class Trainer:
             st["gen_noise"].to("cpu") if hasattr(st["gen_noise"], "to") else st["gen_noise"]
         )
         torch.set_rng_state(st["torch_rng"])
+        if self.placed.gen is not None and st.get("gen_data_device") is not None:
+            self.placed.gen.set_state(st["gen_data_device"].to("cpu"))
 
     def resume(self) -> int:
         """Load the newest checkpoint that verifies (a damaged newer one is reported on stderr
@@ -181,6 +328,24 @@ class Trainer:
         ckpt.prune(self.ckdir, self.s["keep_checkpoints"])
         return path
 
+    # ---- one step (what `repro bench train` times)
+    def train_step(self, bs: int) -> Any:
+        """One optimizer step: batch, the noise's update, loss, backward, clipping, optimizer,
+        EMA. No host synchronisation (the loop syncs at log intervals)."""
+        idx = self.order.next(bs)
+        x = self.placed.batch(self.data, idx, self.gen_data)
+        self.noise.update(x)
+        out = self.loss(self.net, x, self.noise, self.gen_noise)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if self.s["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s["grad_clip"])
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return out
+
     # ---- loop
     def train(self) -> dict[str, Any]:
         iters = self.s["iterations"]
@@ -203,18 +368,7 @@ class Trainer:
         try:
             self.model.train()
             while self.step < iters:
-                idx = self.order.next(bs)
-                x = self.data.batch(idx, self.gen_data).to(self.device, non_blocking=True)
-                self.noise.update(x)
-                out = self.loss(self.model, x, self.noise, self.gen_noise)
-                self.opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if self.s["grad_clip"] > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s["grad_clip"])
-                self.opt.step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                self.step += 1
+                out = self.train_step(bs)
                 acc += out.loss.detach()
                 acc_lv += out.per_level_sum.detach()
                 cnt_lv += out.per_level_count.detach()

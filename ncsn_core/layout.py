@@ -100,6 +100,17 @@ def eval_samples_file(seed: Path, key: str) -> Path:
     return seed / f"evalsamples-{key}.pt"
 
 
+def shards_dir(product: Path) -> Path:
+    """Where the sampling batches of ``product`` (a sample stage folder, or an evaluation's
+    samples file) are written as they finish, one file per batch (docs/scale.md): a killed
+    sampling job redraws only the missing ones. Removed once the product is complete."""
+    return product / "shards" if product.suffix != ".pt" else product.with_suffix(".shards")
+
+
+def shard_file(shards: Path, batch: int) -> Path:
+    return shards / f"batch-{batch:06d}.pt"
+
+
 def cache_dir(runs_dir: Path) -> Path:
     return Path(runs_dir) / CACHE
 

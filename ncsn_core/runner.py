@@ -179,7 +179,7 @@ class Run:
         self._noise: Any = None
 
     def log(self, msg: str) -> None:
-        if not self.quiet:
+        if not self.quiet and dist.is_main():
             print(msg, file=sys.stderr, flush=True)
 
     # ---- lazily built parts
@@ -224,13 +224,13 @@ class Run:
             return
         folder = layout.stage_dir(self.seed_dir, kind, h() if callable(h) else h)
         if not dist.active():
-            with stage_lock(folder, wait=self.wait, log=self.log):
+            with stage_lock(folder, wait=self.wait, log=self.log), self._shared_train_lock(kind):
                 yield
             return
         # Data-parallel: rank 0 holds the lock for the group; every rank starts the stage
         # after it has it and leaves it after every rank is done (files written by rank 0).
         if dist.is_main():
-            with stage_lock(folder, wait=self.wait, log=self.log):
+            with stage_lock(folder, wait=self.wait, log=self.log), self._shared_train_lock(kind):
                 dist.barrier()
                 yield
                 dist.barrier()
@@ -238,6 +238,22 @@ class Run:
             dist.barrier()
             yield
             dist.barrier()
+
+    @contextmanager
+    def _shared_train_lock(self, kind: str):  # type: ignore[no-untyped-def]
+        """For the train stage, also the lock of its train hash (:func:`layout.train_lock_stage`):
+        concurrent runs of a sweep sharing the training stage train it once."""
+        if kind != layout.TRAIN or self.find_trained() is not None:
+            yield
+            return
+        h = self.spec.train_hash()
+
+        def log(msg: str) -> None:
+            if msg.startswith("waiting for"):
+                self.log(f"train: waiting for another run training the same train stage ({h})…")
+
+        with stage_lock(layout.train_lock_stage(self.runs_dir, h, self.spec.seed), wait=self.wait, log=log):
+            yield
 
     def record(self, path: Path) -> str:
         """``path`` as recorded in this run's files: relative to the run folder."""

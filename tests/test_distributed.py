@@ -37,8 +37,11 @@ experiment e {
     loss dsm { }
     train { iterations = 20, batch_size = 8, checkpoint_every = 5, log_every = 5, ema = 0.9 }
     sample { samples = 40, batch_size = 16, stage annealed_langevin { steps_per_level = 2 } }
+    sweep seed = [0, 1]
 }
 """
+# The same run as seed 1 of EXP (the seed is not in the hash), alone.
+KILL = EXP.replace("sweep seed = [0, 1]", "seed = 1")
 
 
 def cli(*args: str | Path) -> list[str]:
@@ -46,7 +49,7 @@ def cli(*args: str | Path) -> list[str]:
 
 
 def seed_dir(runs: Path, spec) -> Path:  # type: ignore[no-untyped-def]
-    return runs / spec.experiment / spec.hash() / "seed-0"
+    return runs / spec.experiment / spec.hash() / f"seed-{spec.seed}"
 
 
 def final_state(runs: Path, spec) -> dict:  # type: ignore[no-untyped-def]
@@ -66,29 +69,35 @@ def relative(a: dict, b: dict) -> float:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """One process (in this process) and two processes (gloo), same file and global batch."""
+    """One process (in this process) and two processes (gloo), same file and global batch, in
+    one two-process launch: seed 0 reuses the one-process training and samples with two
+    processes, seed 1 trains with two processes."""
     tmp = tmp_path_factory.mktemp("dist")
     f = tmp / "e.exp"
     f.write_text(EXP, encoding="utf-8")
-    (spec,) = compile_file(f)
+    s0, s1 = compile_file(f)
     one = tmp / "one"
-    run_spec(spec, runs_dir=one, device="cpu", until="sample", quiet=True)
+    run_spec(s0, runs_dir=one, device="cpu", until="sample", quiet=True)
+    run_spec(s1, runs_dir=one, device="cpu", until="train", quiet=True)
     two = tmp / "two"
+    shutil.copytree(one, two)
+    shutil.rmtree(seed_dir(two, s1))
+    shutil.rmtree(seed_dir(two, s0) / f"sample-{s0.sample_hash()}")  # sampled again by two processes
     t0 = time.perf_counter()
     p = subprocess.run(
-        cli(f, "--runs", two, "--nproc", "2", "--until", "train"),
+        cli(f, "--runs", two, "--nproc", "2", "--until", "sample"),
         cwd=ROOT,
         env=ENV,
         capture_output=True,
         text=True,
     )
     assert p.returncode == 0, p.stderr
-    print(f"two-process training: {time.perf_counter() - t0:.1f}s")
-    return f, spec, one, two
+    print(f"two-process launch: {time.perf_counter() - t0:.1f}s")
+    return f, (s0, s1), one, two
 
 
 def test_two_processes_train_as_one_with_the_same_global_batch(shared) -> None:  # type: ignore[no-untyped-def]
-    f, spec, one, two = shared
+    f, (_, spec), one, two = shared
     a, b = final_state(one, spec), final_state(two, spec)
     assert a["step"] == b["step"] == 20
     rel_model, rel_ema = relative(a["model"], b["model"]), relative(a["ema"], b["ema"])
@@ -113,7 +122,9 @@ def test_two_processes_train_as_one_with_the_same_global_batch(shared) -> None: 
 
 
 def test_sigkill_under_two_processes_resumes_bit_identical(shared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    f, spec, _, two = shared
+    _, (_, spec), _, two = shared
+    f = tmp_path / "kill.exp"
+    f.write_text(KILL, encoding="utf-8")
     runs = tmp_path / "runs"
     ckdir = seed_dir(runs, spec) / "train" / "checkpoints"
     proc = subprocess.Popen(
@@ -153,30 +164,23 @@ def test_sigkill_under_two_processes_resumes_bit_identical(shared, tmp_path: Pat
     print("killed after checkpoints", killed_at)
 
 
-def test_two_process_sampling_equals_one_process(shared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    f, spec, one, _ = shared
-    runs = tmp_path / "runs"
-    shutil.copytree(one, runs)
-    sample = seed_dir(runs, spec) / f"sample-{spec.sample_hash()}"
-    shutil.rmtree(sample)  # the trained stage stays: sample it again with two processes
-    p = subprocess.run(
-        cli(f, "--runs", runs, "--nproc", "2", "--until", "sample"),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert p.returncode == 0, p.stderr
+def test_two_process_sampling_equals_one_process(shared) -> None:  # type: ignore[no-untyped-def]
+    _, (spec, _), one, two = shared
+    sample = seed_dir(two, spec) / f"sample-{spec.sample_hash()}"
     ref = torch.load(seed_dir(one, spec) / f"sample-{spec.sample_hash()}" / layout.SAMPLES, weights_only=True)
     got = torch.load(sample / layout.SAMPLES, weights_only=True)
     assert ref.shape[0] == 40 and torch.equal(ref, got)  # 3 batches, 2 on rank 0 and 1 on rank 1
     assert not layout.shards_dir(sample).exists()  # removed once samples.pt holds them all
     res = json.loads((sample / layout.RESULTS).read_text())
     assert res["world_size"] == 2
+    assert torch.equal(  # the training stage was reused, not redone
+        final_state(one, spec)["model"][next(iter(final_state(one, spec)["model"]))],
+        final_state(two, spec)["model"][next(iter(final_state(two, spec)["model"]))],
+    )
 
 
 def test_a_killed_sampling_job_draws_only_the_missing_shards(shared, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    f, spec, one, _ = shared
+    _, (spec, _), one, _ = shared
     runs = tmp_path / "runs"
     shutil.copytree(one, runs)
     sample = seed_dir(runs, spec) / f"sample-{spec.sample_hash()}"
@@ -229,6 +233,7 @@ SWEEP = (
     )
     .replace("samples = 40, batch_size = 16", "samples = 8")
     .replace("    loss dsm { }", "    loss dsm { }\n    sweep sample.samples = [4, 8]")
+    .replace("    sweep seed = [0, 1]\n", "")
 )
 
 
@@ -259,36 +264,19 @@ def test_a_sweep_through_submitit_debug_executor(write, tmp_path: Path) -> None:
     f = write("s.exp", SWEEP)
     specs = compile_file(f)
     runs = tmp_path / "runs"
-    cwd = os.getcwd()
-    os.environ["PYTHONPATH"] = str(ROOT)
-    try:
-        res = CliRunner().invoke(
-            app,
-            [
-                "run",
-                str(f),
-                "--runs",
-                str(runs),
-                "--until",
-                "sample",
-                "--device",
-                "cpu",
-                "--launcher",
-                "slurm",
-                "--slurm-cluster",
-                "debug",
-                "--partition",
-                "p",
-                "--time",
-                "00:10:00",
-            ],
-        )
-    finally:
-        os.chdir(cwd)
-    assert res.exit_code == 0, res.output
-    assert res.output.count("submitted job") == 2 and res.output.count(": done") == 2
+    args = ["--runs", runs, "--until", "sample", "--launcher", "slurm", "--slurm-cluster", "debug"]
+    p = subprocess.run(
+        cli(f, *args, "--partition", "p", "--time", "00:10:00"),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("submitted job") == 2 and p.stdout.count(": done") == 2, p.stdout
     for s in specs:
         assert layout.is_complete(seed_dir(runs, s) / f"sample-{s.sample_hash()}")
+    assert (runs / ".slurm").is_dir()  # submitit's logs
 
 
 def test_device_and_launcher_mistakes_are_clear_errors(write, monkeypatch) -> None:  # type: ignore[no-untyped-def]

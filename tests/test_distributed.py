@@ -122,7 +122,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(shared) -> None: 
 
 
 def test_sigkill_under_two_processes_resumes_bit_identical(shared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _, (_, spec), _, two = shared
+    _, (_, spec), one, two = shared
     f = tmp_path / "kill.exp"
     f.write_text(KILL, encoding="utf-8")
     runs = tmp_path / "runs"
@@ -142,6 +142,15 @@ def test_sigkill_under_two_processes_resumes_bit_identical(shared, tmp_path: Pat
     proc.wait()
     killed_at = [s for s, _ in ckpt.list_checkpoints(ckdir)]
     assert killed_at and killed_at[-1] < 20, killed_at
+    # The same killed run resumed on another count (one process, here): the checkpoint holds
+    # the global batch's streams, so it ends as the one-process run does.
+    other = tmp_path / "other"
+    shutil.copytree(runs, other)
+    (kspec,) = compile_file(f)
+    run_spec(kspec, runs_dir=other, device="cpu", until="train", quiet=True)
+    c, d = final_state(one, spec), final_state(other, spec)
+    assert relative(c["model"], d["model"]) < 1e-6 and relative(c["ema"], d["ema"]) < 1e-6
+    assert all(torch.equal(c[k], d[k]) for k in ("gen_data", "gen_noise", "torch_rng"))
     p = subprocess.run(
         cli(f, "--runs", runs, "--nproc", "2", "--until", "train"),
         cwd=ROOT,

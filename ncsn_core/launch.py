@@ -103,7 +103,7 @@ def worker_env(
     local_rank: int | None = None,
     local_world: int | None = None,
     addr: str = "127.0.0.1",
-    gpus: Sequence[int] | None = None,
+    gpus: Sequence[int | str] | None = None,
 ) -> dict[str, str]:
     env = {
         "RANK": str(rank),
@@ -137,6 +137,9 @@ def spawn(
     """Start ``nproc`` workers of ``repro <args>`` torchrun-style; returns 0 or the first
     failing worker's exit status (the others are stopped then)."""
     port = free_port()
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if gpus is not None and visible:  # GPU numbers count within an inherited CUDA_VISIBLE_DEVICES
+        gpus = [visible[i] for i in gpus]  # type: ignore[misc] - physical ids (or UUIDs), as given
     procs = []
     for r in range(nproc):
         env = {**os.environ, **worker_env(r, nproc, port, gpus=gpus)}

@@ -169,7 +169,8 @@ class Run:
     ) -> None:
         self.spec = spec
         self.runs_dir = Path(runs_dir)
-        self.device = dist.init(pick_device(device)) or pick_device(device)
+        chosen = pick_device(device)
+        self.device = dist.init(chosen) or chosen  # a data-parallel rank: cuda:LOCAL_RANK
         self.dir = layout.run_dir(self.runs_dir, spec.experiment, spec.hash())
         self.seed_dir = layout.seed_dir(self.dir, spec.seed)
         self.source_text = source_text

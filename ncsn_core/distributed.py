@@ -79,7 +79,8 @@ def init(device: torch.device | None = None) -> torch.device | None:
     use_cuda = device is not None and device.type == "cuda"
     be = "nccl" if use_cuda else "gloo"
     addr = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-    timeout = datetime.timedelta(seconds=float(os.environ.get("REPRO_DIST_TIMEOUT", "1800")))
+    # Long: other ranks wait in a barrier while rank 0 waits for a stage lock or evaluates.
+    timeout = datetime.timedelta(seconds=float(os.environ.get("REPRO_DIST_TIMEOUT", str(6 * 3600))))
     try:
         if use_cuda:
             torch.cuda.set_device(lr)

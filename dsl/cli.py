@@ -295,35 +295,155 @@ def run(
         typer.Option("--no-wait", help="stop with an error when another process is computing a stage"),
     ] = False,
     max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
+    gpus: Annotated[
+        str, typer.Option(help="GPUs to use: 0,1,2,3 | 0-7 | 8 (the first 8) | all (docs/scale.md)")
+    ] = "",
+    nproc: Annotated[
+        int, typer.Option(help="processes per run, data-parallel (GPUs when present, else CPU/gloo)")
+    ] = 1,
+    parallel: Annotated[
+        int, typer.Option(help="runs of a sweep at once on the CPU (with --gpus: one per GPU)")
+    ] = 1,
+    launcher: Annotated[str, typer.Option(help="local or slurm (submitit)")] = "local",
+    partition: Annotated[str, typer.Option(help="SLURM partition")] = "",
+    gpus_per_node: Annotated[int, typer.Option(help="SLURM: GPUs (= processes) per node")] = 0,
+    nodes: Annotated[int, typer.Option(help="SLURM: nodes per run")] = 1,
+    time_: Annotated[str, typer.Option("--time", help="SLURM time limit, HH:MM:SS")] = "24:00:00",
+    slurm_cluster: Annotated[
+        str, typer.Option(hidden=True, help="submitit cluster: slurm, debug, local")
+    ] = "",
+    only: Annotated[Optional[int], typer.Option(hidden=True, help="only the run with this index")] = None,  # noqa: UP045
 ) -> None:
     """Train, sample and evaluate every run of FILE (resuming what exists)."""
     from dsl.compiler import compile_file
+    from ncsn_core import distributed as dist
+    from ncsn_core import launch
     from ncsn_core.runner import run_spec
 
     if until not in ("train", "sample", "evaluate"):
         from dsl.errors import error
 
         raise error(None, f"--until must be train, sample or evaluate, not '{until}'")
+    if launcher not in ("local", "slurm"):
+        raise launch.LauncherError(f"--launcher must be local or slurm, not '{launcher}'")
+    if nproc < 1 or parallel < 1:
+        raise launch.DeviceChoiceError("--nproc and --parallel must be at least 1")
     warnings: list = []
     specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings, max_runs=max_runs_)
     _warn(warnings)
-    if any(s.weights() is not None for s in specs):  # missing released checkpoints: before any run
+    indexed = list(enumerate(specs))
+    if only is not None:
+        indexed = [(i, s) for i, s in indexed if i == only]
+    if any(s.weights() is not None for _, s in indexed):  # missing released checkpoints: before any run
         from ncsn_core import released_files
 
-        for s in specs:
+        for _, s in indexed:
             released_files.preflight(s)
     from dsl.parser import read_source
 
     source = read_source(file)
+    base = ["run", str(file), "--runs", str(runs_dir), "--until", until, "--max-runs", str(max_runs_)]
+    for v in set_ or ():
+        base += ["--set", v]
+    for v in experiment or ():
+        base += ["--experiment", v]
+    if no_wait:
+        base.append("--no-wait")
+
+    def label(s) -> str:  # type: ignore[no-untyped-def]
+        return f"{s.experiment} {dict(s.sweep) or ''} seed {s.seed}".replace("  ", " ")
+
     t0 = time.time()
-    for i, s in enumerate(specs):
-        if len(specs) > 1:
-            typer.echo(f"[{i + 1}/{len(specs)}] {s.experiment} {dict(s.sweep) or ''} seed {s.seed}")
+    if launcher == "slurm" and dist.env_world() <= 1 and only is None:
+        per_node = gpus_per_node or nproc
+        jobs = [
+            (label(s), [*base, "--only", str(i), "--device", device or ("cuda" if gpus_per_node else "cpu")])
+            for i, s in indexed
+        ]
+        for _, s in indexed:
+            _check_divisible(s, per_node * nodes)
+        from ncsn_core import layout
+
+        settings = {
+            "partition": partition,
+            "nodes": nodes,
+            "gpus_per_node": gpus_per_node,
+            "time": time_,
+            "cluster": slurm_cluster or "slurm",
+            "name": Path(file).stem,
+        }
+        submitted = launch.submit_slurm(jobs, settings, layout.cache_dir(runs_dir).parent / ".slurm")
+        for (lab, _), job in zip(jobs, submitted, strict=True):
+            typer.echo(f"{lab}: submitted job {job.job_id}")
+        if slurm_cluster in ("debug", "local"):  # jobs on this machine: wait for them
+            for (lab, _), job in zip(jobs, submitted, strict=True):
+                try:
+                    job.result()
+                except Exception as e:  # noqa: BLE001 - the job's failure, in one line
+                    raise launch.WorkerFailed(
+                        f"{lab}: the job failed: {str(e).strip().splitlines()[-1]}"
+                    ) from None
+                typer.echo(f"{lab}: done")
+        return
+
+    gpu_ids = launch.parse_gpus(gpus) if gpus else None
+    want_cuda = gpu_ids is not None or (device.startswith("cuda")) or (not device and launch.gpu_count() > 0)
+    if dist.env_world() <= 1:  # not a worker: choose the devices, start workers or runs
+        if nproc > 1 and gpu_ids is None and want_cuda:
+            gpu_ids = launch.parse_gpus(str(nproc))
+        per_run = nproc
+        if gpu_ids is not None and parallel == 1 and len(indexed) > 1 and len(gpu_ids) >= 2 * nproc:
+            parallel = len(gpu_ids) // nproc  # a sweep over GPUs: one run per device group
+        if gpu_ids is not None and parallel == 1:
+            per_run = len(gpu_ids)
+        for _, s in indexed:
+            _check_divisible(s, per_run)
+        if parallel > 1 and len(indexed) > 1 and only is None:
+            slots = launch.device_slots(gpu_ids, parallel, nproc)
+            dev = "cuda" if gpu_ids is not None else (device or "cpu")
+            extra = ["--device", dev] + (["--nproc", str(nproc)] if nproc > 1 else [])
+            jobs = [(label(s), [*base, "--only", str(i), *extra]) for i, s in indexed]
+            codes = launch.schedule(jobs, slots)
+            failed = [jobs[k][0] for k, c in enumerate(codes) if c]
+            typer.echo(f"done in {time.time() - t0:.1f}s" + (f"; {len(failed)} failed" if failed else ""))
+            if failed:
+                raise launch.WorkerFailed(f"{len(failed)} of {len(jobs)} runs failed: {'; '.join(failed)}")
+            return
+        if per_run > 1:
+            dev = "cuda" if gpu_ids is not None else (device or "cpu")
+            extra = ["--device", dev]
+            if only is not None:
+                extra += ["--only", str(only)]
+            code = launch.spawn([*base, *extra], per_run, gpu_ids)
+            if code:
+                raise typer.Exit(code)
+            return
+        if gpu_ids is not None:  # one GPU chosen
+            device = f"cuda:{gpu_ids[0]}"
+    for k, (_i, s) in enumerate(indexed):
+        if len(indexed) > 1:
+            typer.echo(f"[{k + 1}/{len(indexed)}] {label(s)}")
         out = run_spec(
             s, runs_dir=runs_dir, device=device or None, until=until, source_text=source, wait=not no_wait
         )
         typer.echo(f"{s.experiment}: {out}")
     typer.echo(f"done in {time.time() - t0:.1f}s")
+
+
+def _check_divisible(spec, world: int) -> None:  # type: ignore[no-untyped-def]
+    """A global batch that does not split over ``world`` processes: an error before anything starts."""
+    if world > 1 and spec.trains and spec.train is not None and spec.weights() is None:
+        from ncsn_core.distributed import BatchNotDivisible
+
+        bs = int(spec.train.kwargs()["batch_size"])
+        if bs % world:
+            ok = [k for k in range(1, min(bs, 64) + 1) if bs % k == 0]
+            lo = bs - bs % world
+            raise BatchNotDivisible(
+                f"{spec.experiment}: train.batch_size = {bs} cannot be split over {world} processes: use a "
+                f"multiple of {world} (e.g. {lo or lo + world} or {lo + world}) or a process count dividing {bs} "
+                f"({', '.join(map(str, ok))}); the per-process batch is the global batch / processes"
+            )
 
 
 @app.command()

@@ -100,6 +100,24 @@ def eval_samples_file(seed: Path, key: str) -> Path:
     return seed / f"evalsamples-{key}.pt"
 
 
+def train_lock_stage(runs_dir: Path, train_hash: str, seed: int) -> Path:
+    """The pseudo stage whose lock every run with this train hash and seed holds while it
+    trains (runs of a sweep that share their training stage, started concurrently, train it
+    once: the second finds the first's complete train folder). Under the cache folder."""
+    return Path(runs_dir) / CACHE / "locks" / f"train-{train_hash}-{_SEED}{seed}"
+
+
+def shards_dir(product: Path) -> Path:
+    """Where the sampling batches of ``product`` (a sample stage folder, or an evaluation's
+    samples file) are written as they finish, one file per batch (docs/scale.md): a killed
+    sampling job redraws only the missing ones. Removed once the product is complete."""
+    return product / "shards" if product.suffix != ".pt" else product.with_suffix(".shards")
+
+
+def shard_file(shards: Path, batch: int) -> Path:
+    return shards / f"batch-{batch:06d}.pt"
+
+
 def cache_dir(runs_dir: Path) -> Path:
     return Path(runs_dir) / CACHE
 

@@ -71,8 +71,16 @@ class DSM:
         return _lam(self.weight, sigma)
 
     def __call__(
-        self, model: torch.nn.Module, x: torch.Tensor, noise: NoiseSchedule, generator: torch.Generator | None
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        noise: NoiseSchedule,
+        generator: torch.Generator | None,
+        part: slice | None = None,
     ) -> LossOut:
+        """``part``: this rank's rows of the global batch ``x`` (data-parallel runs,
+        docs/scale.md): the levels and the noise are drawn for the whole batch, the model sees
+        only the rank's rows, so every example's draws are those of a one-process run."""
         if not getattr(noise, "perturbs", True):
             raise ReproError(
                 "loss dsm needs noise levels σ > 0 (noise none has no denoising target): "
@@ -80,6 +88,8 @@ class DSM:
             )
         idx = _levels(x, noise, generator)
         x_t, target = noise.perturb(x, idx, generator)
+        if part is not None:
+            x_t, target, idx = x_t[part], target[part], idx[part]
         per = self.per_sample(model(x_t, idx) - target, idx, noise)
         ps, pc = _per_level(per, idx, noise.num_levels)
         return LossOut(per.mean(), ps, pc)
@@ -131,16 +141,31 @@ class SSM:
         return v
 
     def __call__(
-        self, model: torch.nn.Module, x: torch.Tensor, noise: NoiseSchedule, generator: torch.Generator | None
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        noise: NoiseSchedule,
+        generator: torch.Generator | None,
+        part: slice | None = None,
     ) -> LossOut:
+        """``part`` as for :class:`DSM`: levels, noise and projections are drawn for the whole
+        global batch, the model sees this rank's rows."""
         idx = _levels(x, noise, generator)
         perturbs = getattr(noise, "perturbs", True)
         if perturbs:
             x, _ = noise.perturb(x, idx, generator)
         # n particles per data point, particle-major: row k·B + b is data point b.
-        xr = x.detach().repeat(self.n, *([1] * (x.dim() - 1))).requires_grad_(True)
-        ir = idx.repeat(self.n)
-        v = self._v(xr.shape, xr, generator)
+        rep = (self.n, *([1] * (x.dim() - 1)))
+        if part is None:
+            xr = x.detach().repeat(*rep).requires_grad_(True)
+            ir = idx.repeat(self.n)
+            v = self._v(xr.shape, xr, generator)
+        else:
+            v = self._v(torch.Size((self.n * x.shape[0], *x.shape[1:])), x, generator)
+            v = v.view(self.n, x.shape[0], *x.shape[1:])[:, part].reshape(-1, *x.shape[1:])
+            x, idx = x[part], idx[part]
+            xr = x.detach().repeat(*rep).requires_grad_(True)
+            ir = idx.repeat(self.n)
         s = model(xr, ir)
         sv = (_flat(s) * _flat(v)).sum(1)
         # vᵀ(∇ₓs)v = vᵀ∇ₓ(vᵀs) by one more backward pass through the graph (double backprop).

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ import torch
 import ncsn_core
 import ncsn_core.layout as layout
 from ncsn_core import checkpoint as ckpt
+from ncsn_core import distributed as dist
 from ncsn_core import evaluation, registry, released, released_files
 from ncsn_core import io as atomic
 from ncsn_core.errors import ReproError, SamplerDiverged, UserError
@@ -68,6 +71,10 @@ def _env(device: torch.device) -> dict[str, Any]:
         "repro": ncsn_core.__version__,
         "platform": platform.platform(),
         "device": str(device),
+        # the hardware never enters a hash; it is recorded here (docs/scale.md)
+        "world_size": dist.world(),
+        "backend": dist.backend(),
+        "devices": _devices(device),
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain")),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -75,6 +82,17 @@ def _env(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def _devices(device: torch.device) -> list[str]:
+    """Every rank's device: ``cuda:<physical index>`` (CUDA_VISIBLE_DEVICES mapped) or cpu."""
+    n = dist.world()
+    if device.type != "cuda":
+        return [str(device)] * n
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    first = (device.index or 0) if n == 1 else 0
+    idx = [first + r for r in range(n)]
+    return [f"cuda:{visible[i] if i < len(visible) else i}" for i in idx]
 
 
 class RunsFolderNotWritable(UserError):
@@ -151,7 +169,8 @@ class Run:
     ) -> None:
         self.spec = spec
         self.runs_dir = Path(runs_dir)
-        self.device = pick_device(device)
+        chosen = pick_device(device)
+        self.device = dist.init(chosen) or chosen  # a data-parallel rank: cuda:LOCAL_RANK
         self.dir = layout.run_dir(self.runs_dir, spec.experiment, spec.hash())
         self.seed_dir = layout.seed_dir(self.dir, spec.seed)
         self.source_text = source_text
@@ -161,7 +180,7 @@ class Run:
         self._noise: Any = None
 
     def log(self, msg: str) -> None:
-        if not self.quiet:
+        if not self.quiet and dist.is_main():
             print(msg, file=sys.stderr, flush=True)
 
     # ---- lazily built parts
@@ -184,6 +203,8 @@ class Run:
 
     # ---- stages
     def write_meta(self) -> None:
+        if not dist.is_main():
+            return
         _mkdir(self.seed_dir)
         _write_json(self.dir / layout.SPEC, self.spec.canonical() | {"seed": None})
         if self.source_text and not (self.dir / layout.SOURCE).exists():
@@ -203,7 +224,36 @@ class Run:
             yield
             return
         folder = layout.stage_dir(self.seed_dir, kind, h() if callable(h) else h)
-        with stage_lock(folder, wait=self.wait, log=self.log):
+        if not dist.active():
+            with stage_lock(folder, wait=self.wait, log=self.log), self._shared_train_lock(kind):
+                yield
+            return
+        # Data-parallel: rank 0 holds the lock for the group; every rank starts the stage
+        # after it has it and leaves it after every rank is done (files written by rank 0).
+        if dist.is_main():
+            with stage_lock(folder, wait=self.wait, log=self.log), self._shared_train_lock(kind):
+                dist.barrier()
+                yield
+                dist.barrier()
+        else:
+            dist.barrier()
+            yield
+            dist.barrier()
+
+    @contextmanager
+    def _shared_train_lock(self, kind: str):  # type: ignore[no-untyped-def]
+        """For the train stage, also the lock of its train hash (:func:`layout.train_lock_stage`):
+        concurrent runs of a sweep sharing the training stage train it once."""
+        if kind != layout.TRAIN or self.find_trained() is not None:
+            yield
+            return
+        h = self.spec.train_hash()
+
+        def log(msg: str) -> None:
+            if msg.startswith("waiting for"):
+                self.log(f"train: waiting for another run training the same train stage ({h})…")
+
+        with stage_lock(layout.train_lock_stage(self.runs_dir, h, self.spec.seed), wait=self.wait, log=log):
             yield
 
     def record(self, path: Path) -> str:
@@ -230,11 +280,14 @@ class Run:
                 self.log(f"train: reusing {found} (same train hash {self.spec.train_hash()})")
             return found
         folder = layout.stage_dir(self.seed_dir, layout.TRAIN)
-        _mkdir(folder)
-        _write_json(folder / layout.STAGE, {"stage": layout.TRAIN, "hash": self.spec.train_hash()})
+        main = dist.is_main()
+        if main:
+            _mkdir(folder)
+            _write_json(folder / layout.STAGE, {"stage": layout.TRAIN, "hash": self.spec.train_hash()})
         if self.spec.weights() is not None:  # a released checkpoint instead of training (issue 17)
-            released.import_into(self, folder)
-            _mark_done(folder)
+            if main:
+                released.import_into(self, folder)
+                _mark_done(folder)
             return folder
         torch.manual_seed(self.spec.seed)  # network initialisation
         assert self.spec.train is not None and self.spec.loss is not None
@@ -259,8 +312,11 @@ class Run:
             result = trainer.train()
         result["seconds"] = round(time.perf_counter() - t0, 3)
         result["resumed_from"] = start
-        _write_json(folder / layout.RESULTS, result)
-        _mark_done(folder)
+        if dist.active():
+            result["world_size"] = dist.world()
+        if main:
+            _write_json(folder / layout.RESULTS, result)
+            _mark_done(folder)
         return folder
 
     def load_model(self, train_dir: Path | None, use_ema: bool, which: Any) -> tuple[Any, dict[str, Any]]:
@@ -293,19 +349,28 @@ class Run:
             "ema": bool(use_ema and st.get("ema") is not None),
         }
 
-    def draw(self, model: Any, n: int, seed_offset: int, record: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Run init + stages for n samples in batches; returns samples (CPU) and info."""
+    def draw(
+        self, model: Any, n: int, seed_offset: int, record: bool, shards: Path
+    ) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """Run init + stages for n samples in batches; returns samples (CPU, on rank 0; None on
+        other ranks) and info.
+
+        Batch ``k`` draws from its own generator seeded by (seed, seed_offset, k)
+        (:func:`ncsn_core.distributed.batch_seed`; batch 0 as the one generator of old), so a
+        sample depends on its global index only: the batches go to the ranks round-robin and
+        their union is the one-process result whatever the process count. Each batch is
+        written to ``shards`` as it finishes; batches already there are not drawn again.
+        """
         assert self.spec.sample is not None
         s = self.spec.sample.kwargs()
         noise = self.noise()
         init = build("init", s["init"])
         stages = [(st.name, build("stage", st)) for st in self.spec.stages]
-        gen = torch.Generator(device=self.device).manual_seed(self.spec.seed * 104729 + seed_offset)
         mixture = getattr(self.data, "mixture", None)
-        intermediates: dict[str, list[torch.Tensor]] = {}
-        outs = []
-        done = 0
+        bs = s["batch_size"]
+        n_batches = math.ceil(n / bs)
         t0 = time.perf_counter()
+        drawn = 0
 
         def score(x: torch.Tensor, i: int) -> torch.Tensor:
             if model is None:
@@ -321,15 +386,25 @@ class Run:
             if model is None
             else fast_network(model, s.get("precision", "fp32"), s.get("compile", "off"), self.device)
         )
+        _mkdir(shards)
         with torch.inference_mode():
-            while done < n:
-                b = min(s["batch_size"], n - done)
+            for k in dist.my_batches(n_batches):
+                shard = layout.shard_file(shards, k)
+                if shard.exists():
+                    continue
+                gen = torch.Generator(device=self.device).manual_seed(
+                    dist.batch_seed(self.spec.seed, seed_offset, k)
+                )
+                lo = k * bs
+                b = min(bs, n - lo)
                 x = init(b, tuple(self.data.shape), gen, self.device, self.data)
-                first = done == 0
+                intermediates: dict[str, list[torch.Tensor]] = {}
 
-                def rec(name: str, x_: torch.Tensor, first: bool = first) -> None:
+                def rec(
+                    name: str, x_: torch.Tensor, first: bool = k == 0, into: dict = intermediates
+                ) -> None:
                     if first and record:
-                        intermediates.setdefault(name, []).append(x_[:8].detach().cpu())
+                        into.setdefault(name, []).append(x_[:8].detach().cpu())
 
                 for name, stage in stages:
                     ctx = SampleContext(
@@ -345,11 +420,12 @@ class Run:
                         x = stage.run(x, ctx)
                     except SamplerDiverged as e:  # named with the run, the seed and the samples
                         raise SamplerDiverged(
-                            f"sampling {self.spec.experiment} (seed {self.spec.seed}, samples {done}–{done + b} "
+                            f"sampling {self.spec.experiment} (seed {self.spec.seed}, samples {lo}–{lo + b} "
                             f"of {n}): {e} No samples were written and the stage is not marked done."
                         ) from None
-                outs.append(x.detach().cpu())
-                done += b
+                _save_tensors(shard, {"x": x.detach().cpu(), "intermediates": intermediates})
+                drawn += 1
+        dist.barrier()
         L = noise.num_levels
         info = {
             "samples": n,
@@ -357,22 +433,38 @@ class Run:
             "nfe_per_sample": sum(st.nfe(L) for _, st in stages),
             "device": str(self.device),
         }
-        return torch.cat(outs), {"info": info, "intermediates": intermediates}
+        if dist.active():
+            info["world_size"] = dist.world()
+        if not dist.is_main():
+            return None, {"info": info, "intermediates": {}}
+        parts = [torch.load(layout.shard_file(shards, k), weights_only=True) for k in range(n_batches)]
+        if drawn < n_batches and not dist.active():
+            self.log(f"sample: {n_batches - drawn} of {n_batches} batches were already drawn; drew the rest")
+        return torch.cat([p["x"] for p in parts]), {"info": info, "intermediates": parts[0]["intermediates"]}
 
     def sample(self, train_dir: Path | None) -> Path | None:
         if self.spec.sample is None:
             return None
-        folder, done = _open_stage(
-            self.seed_dir,
-            layout.SAMPLE,
-            self.spec.sample_hash(),
-            train="" if train_dir is None else self.record(train_dir),
-        )
-        if done:
+        main = dist.is_main()
+        h = self.spec.sample_hash()
+        if main:
+            _open_stage(
+                self.seed_dir,
+                layout.SAMPLE,
+                h,
+                train="" if train_dir is None else self.record(train_dir),
+            )
+        dist.barrier()
+        folder = layout.stage_dir(self.seed_dir, layout.SAMPLE, h)
+        if layout.is_complete_stage(folder, h):
             return folder
         s = self.spec.sample.kwargs()
         model, minfo = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
-        x, extra = self.draw(model, s["samples"], 0, record=True)
+        shards = layout.shards_dir(folder)
+        x, extra = self.draw(model, s["samples"], 0, record=True, shards=shards)
+        if not main:
+            return folder
+        assert x is not None
         _save_tensors(folder / layout.SAMPLES, x)
         save_grid(x, self.data, folder / layout.GRID)
         if extra["intermediates"]:
@@ -381,6 +473,7 @@ class Run:
             save_strip(inter, self.data, folder / layout.STRIP)
         _write_json(folder / layout.RESULTS, {**extra["info"], **minfo})
         _mark_done(folder)
+        shutil.rmtree(shards, ignore_errors=True)  # every batch is in samples.pt now
         self.log(f"sample: {s['samples']} samples in {extra['info']['seconds']}s → {folder / layout.GRID}")
         return folder
 
@@ -388,23 +481,34 @@ class Run:
         if self.spec.evaluate is None or sample_dir is None:
             return None
         h = self.spec.eval_hash()
-        folder, done = _open_stage(self.seed_dir, layout.EVAL, h, samples_from=self.record(sample_dir))
-        if done:
+        main = dist.is_main()
+        if main:
+            _open_stage(self.seed_dir, layout.EVAL, h, samples_from=self.record(sample_dir))
+        dist.barrier()
+        folder = layout.stage_dir(self.seed_dir, layout.EVAL, h)
+        if layout.is_complete_stage(folder, h):
             return folder
         e = self.spec.evaluate.kwargs()
         n = e["samples"]
         s = self.spec.sample.kwargs() if self.spec.sample else {}
+        x: torch.Tensor | None = None
         if n == s.get("samples"):
-            x = torch.load(sample_dir / layout.SAMPLES, weights_only=True)
+            if main:
+                x = torch.load(sample_dir / layout.SAMPLES, weights_only=True)
         else:
             # Samples for evaluation are their own cached product: changing metrics never resamples.
             cache = layout.eval_samples_file(self.seed_dir, digest([self.spec.sample_hash(), n]))
             if cache.exists():
-                x = torch.load(cache, weights_only=True)
+                if main:
+                    x = torch.load(cache, weights_only=True)
             else:
                 model, _ = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
-                x, _ = self.draw(model, n, 1, record=False)
-                _save_tensors(cache, x)
+                x, _ = self.draw(model, n, 1, record=False, shards=layout.shards_dir(cache))
+                if main:
+                    _save_tensors(cache, x)
+                    shutil.rmtree(layout.shards_dir(cache), ignore_errors=True)
+        if not main:  # the metrics are computed by rank 0 on the gathered samples
+            return folder
         metrics = evaluation.evaluate(
             self.spec.evaluate.get("metrics"),
             x,

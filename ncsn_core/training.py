@@ -4,6 +4,13 @@ atomic checkpoints and exact resumption.
 Resumption restores model, optimizer, EMA, step, every RNG stream and the data order, so a
 resumed run ends bit-identical (on the CPU) to one that was never interrupted. The host
 synchronises only at log and checkpoint intervals.
+
+Data-parallel (docs/scale.md): with ``WORLD_SIZE`` > 1 every rank draws the global batch's
+random numbers (data order, augmentation, levels, noise) from identically seeded generators
+and trains on its slice; gradients are averaged over ranks before clipping and the optimizer
+step (what DDP does), so the optimisation is that of one device with the same global batch,
+and the checkpoint state is the same on every rank whatever the count (a run resumes on any
+count). Rank 0 alone writes checkpoints and the log. The parts for it are marked ``# ddp``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +28,7 @@ from typing import Any
 import torch
 
 from ncsn_core import checkpoint as ckpt
+from ncsn_core import distributed as dist
 from ncsn_core import io as atomic
 from ncsn_core import layout
 from ncsn_core.errors import TrainingError
@@ -258,6 +267,33 @@ class Trainer:
         self.placed = DeviceData(data, self.fast, device, seed * 7919 + 4)
         self.step = 0
         self.progress = progress
+        # ddp: this rank's rows of each global batch (None: one process, the whole batch)
+        self.part = dist.part(settings["batch_size"])
+        if self.part is not None:
+            self._check_loss_takes_part()
+
+    # ---- ddp
+    def _check_loss_takes_part(self) -> None:
+        import inspect
+
+        try:
+            ok = "part" in inspect.signature(self.loss).parameters
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise TrainingError(
+                f"the loss {type(self.loss).__name__} cannot train data-parallel: its __call__ takes no "
+                f"`part` (this rank's rows of the global batch, docs/scale.md); run it with one process"
+            )
+
+    def _loss(self, x: torch.Tensor) -> Any:
+        if self.part is None:
+            return self.loss(self.net, x, self.noise, self.gen_noise)
+        return self.loss(self.net, x, self.noise, self.gen_noise, part=self.part)
+
+    def _average_gradients(self) -> None:
+        if self.part is not None:
+            dist.all_reduce_mean_([p.grad for p in self.model.parameters() if p.grad is not None])
 
     # ---- state
     def state(self) -> dict[str, Any]:
@@ -301,7 +337,8 @@ class Trainer:
             return 0
         step, _, state = found
         self.load(state)
-        self._trim_log(step)
+        if dist.is_main():  # ddp: rank 0 owns the log
+            self._trim_log(step)
         return step
 
     def _trim_log(self, step: int) -> None:
@@ -324,6 +361,8 @@ class Trainer:
 
     def save(self) -> Path:
         path = ckpt.checkpoint_path(self.ckdir, self.step)
+        if not dist.is_main():  # ddp: rank 0 writes; every rank holds the same state
+            return path
         ckpt.save(path, self.state())
         ckpt.prune(self.ckdir, self.s["keep_checkpoints"])
         return path
@@ -335,9 +374,10 @@ class Trainer:
         idx = self.order.next(bs)
         x = self.placed.batch(self.data, idx, self.gen_data)
         self.noise.update(x)
-        out = self.loss(self.net, x, self.noise, self.gen_noise)
+        out = self._loss(x)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
+        self._average_gradients()  # ddp
         if self.s["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s["grad_clip"])
         self.opt.step()
@@ -355,7 +395,7 @@ class Trainer:
         L = self.noise.num_levels
         log_path = self.folder / layout.LOG
         try:  # appended line by line (a crash cuts at most the last line; resume trims it)
-            logf = open(log_path, "a", encoding="utf-8")  # noqa: SIM115
+            logf = open(log_path if dist.is_main() else os.devnull, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as e:
             raise WriteError(log_path, e) from None
         acc = torch.zeros((), device=self.device)
@@ -375,6 +415,9 @@ class Trainer:
                 n_acc += 1
                 at_ck = self.step % ck_every == 0 or self.step == iters
                 if self.step % log_every == 0 or at_ck:
+                    if self.part is not None:  # ddp: the global batch's figures
+                        dist.all_reduce_mean_([acc])
+                        dist.all_reduce_sum_([acc_lv, cnt_lv])
                     loss_v = (acc / n_acc).item()  # the one host sync per log interval
                     if not math.isfinite(loss_v):
                         raise TrainingError(
@@ -392,7 +435,7 @@ class Trainer:
                     except OSError as e:
                         raise WriteError(log_path, e) from None
                     last_loss = loss_v
-                    if self.progress is not None:
+                    if self.progress is not None and dist.is_main():
                         self.progress(self.step, iters, loss_v)
                     acc.zero_()
                     acc_lv.zero_()

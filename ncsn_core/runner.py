@@ -29,7 +29,8 @@ from ncsn_core import checkpoint as ckpt
 from ncsn_core import evaluation, registry, released, released_files
 from ncsn_core import io as atomic
 from ncsn_core.errors import ReproError, SamplerDiverged, UserError
-from ncsn_core.images import save_grid, save_strip
+from ncsn_core.evaluation.inpainting import with_sample_stage
+from ncsn_core.images import save_grid, save_inpainting, save_strip
 from ncsn_core.io import WriteError
 from ncsn_core.lock import stage_lock
 from ncsn_core.samplers import SampleContext, fast_network
@@ -357,7 +358,7 @@ class Run:
             "nfe_per_sample": sum(st.nfe(L) for _, st in stages),
             "device": str(self.device),
         }
-        return torch.cat(outs), {"info": info, "intermediates": intermediates}
+        return torch.cat(outs), {"info": info, "intermediates": intermediates, "stages": stages}
 
     def sample(self, train_dir: Path | None) -> Path | None:
         if self.spec.sample is None:
@@ -379,6 +380,10 @@ class Run:
             inter = {k: torch.stack(v) for k, v in extra["intermediates"].items()}
             _save_tensors(folder / layout.INTERMEDIATES, inter)
             save_strip(inter, self.data, folder / layout.STRIP)
+        for stage in [st for _, st in extra["stages"] if hasattr(st, "used")][-1:]:  # stage inpainting
+            used = stage.used()  # its reference images and masks, and NCSN Fig. 6's rows
+            _save_tensors(folder / layout.INPAINTING, used)
+            save_inpainting(x, used, folder / layout.INPAINTING_FIGURE)
         _write_json(folder / layout.RESULTS, {**extra["info"], **minfo})
         _mark_done(folder)
         self.log(f"sample: {s['samples']} samples in {extra['info']['seconds']}s → {folder / layout.GRID}")
@@ -409,7 +414,7 @@ class Run:
             self.spec.evaluate.get("metrics"),
             x,
             self.data,
-            settings=e,
+            settings=with_sample_stage(e, self.spec, sample_dir),
             run_key=h,
             cache_dir=layout.cache_dir(self.runs_dir),
             device=self.device,
@@ -447,7 +452,7 @@ def run_spec(
     r = Run(spec, Path(runs_dir), device, source_text, quiet, wait)
     if spec.evaluate is not None and until == "evaluate":
         # Fail before any training or sampling when, e.g., Inception weights are missing.
-        evaluation.preflight(spec.evaluate.get("metrics"), spec.evaluate.kwargs())
+        evaluation.preflight(spec.evaluate.get("metrics"), with_sample_stage(spec.evaluate.kwargs(), spec))
     try:
         r.write_meta()
     except WriteError as e:

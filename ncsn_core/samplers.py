@@ -376,9 +376,9 @@ class Inpainting:
         if ctx.data is None:
             raise ReproError("stage inpainting needs the experiment's data for its reference images")
         n, k = x.shape[0], self.repeats
-        rows = (torch.arange(n) + self._offset) // k  # the reference image of each sample
-        first = int(rows[0])
-        ref = reference_images(ctx.data, self.split, first, int(rows[-1]) - first + 1)[rows - first]
+        rows = [(self._offset + i) // k for i in range(n)]  # the reference image of each sample
+        first = rows[0]
+        ref = reference_images(ctx.data, self.split, first, rows[-1] - first + 1)[torch.tensor(rows) - first]
         ref = ref.to(device=x.device, dtype=x.dtype)
         self._offset += n
         shape = tuple(x.shape[1:])
@@ -388,14 +388,14 @@ class Inpainting:
                 r: make_mask(
                     shape, "random", self.fraction, torch.Generator().manual_seed(seed * 1_000_003 + r), "cpu"
                 )
-                for r in sorted(set(rows.tolist()))
+                for r in sorted(set(rows))
             }
-            m = torch.stack([per_row[int(r)] for r in rows]).to(device=x.device, dtype=x.dtype)
+            m = torch.stack([per_row[r] for r in rows]).to(device=x.device, dtype=x.dtype)
         else:
             m = make_mask(shape, self.mask, self.fraction, ctx.generator, x.device).to(x.dtype)
         self.last_mask, self.last_reference = m, ref
         ms = m.expand_as(ref)
-        for i, r in enumerate(rows.tolist()):
+        for i, r in enumerate(rows):
             if r not in self._rows:
                 self._rows[r] = (ref[i].detach().cpu(), ms[i].detach().cpu())
         name = ctx.stage_name or "inpainting"

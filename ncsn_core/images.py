@@ -1,4 +1,5 @@
-"""PNG outputs: sample grids (images) or scatter plots (2-D points), and Fig. 4-style strips."""
+"""PNG outputs: sample grids (images) or scatter plots (2-D points), Fig. 4-style strips and
+Fig. 6-style inpainting rows."""
 
 from __future__ import annotations
 
@@ -70,3 +71,31 @@ def save_strip(inter: dict[str, torch.Tensor], data: Any, path: Path) -> None:
     t, b = snaps.shape[0], snaps.shape[1]
     grid = snaps.transpose(0, 1).reshape(t * b, *snaps.shape[2:])
     atomic.write_with(path, _png_of_images(grid, nrow=t))
+
+
+INPAINTING_ROWS = 64  # at most this many reference images in inpainting.png
+
+
+def inpainting_rows(
+    samples: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, repeats: int
+) -> torch.Tensor:
+    """NCSN Fig. 6's tiles, row by row: per reference image r (at most ``INPAINTING_ROWS``),
+    the occluded image ``reference[r] * mask[r]``, its ``repeats`` completions (samples
+    r·repeats … r·repeats + repeats − 1; blank where the run drew fewer), the original.
+    Returns R·(repeats + 2) images, to be laid out ``repeats + 2`` per row."""
+    k = int(repeats)
+    rows = min(reference.shape[0], INPAINTING_ROWS, -(-samples.shape[0] // k))
+    blank = torch.ones_like(reference[0])
+    tiles: list[torch.Tensor] = []
+    for r in range(rows):
+        done = samples[r * k : (r + 1) * k].to(reference.dtype)
+        tiles += [reference[r] * mask[r], *done, *([blank] * (k - done.shape[0])), reference[r]]
+    return torch.stack(tiles) if tiles else reference[:0]
+
+
+def save_inpainting(samples: torch.Tensor, used: dict[str, Any], path: Path) -> None:
+    """``inpainting.png`` (NCSN Fig. 6): rows = reference images; columns = the occluded image,
+    its completions, the original. ``used``: what stage inpainting used (Inpainting.used())."""
+    k = int(used["repeats"])
+    tiles = inpainting_rows(samples, used["reference"], used["mask"], k)
+    atomic.write_with(path, _png_of_images(tiles, nrow=k + 2))

@@ -9,6 +9,7 @@ and the small predicates the runner (writing) and the reporter (reading) both ne
                 checkpoints/step-<n:08d>.pt
             sample-<hash>/                   stage.json results.json samples.pt grid.png
                                              intermediates.pt intermediates.png DONE
+                                             inpainting.pt inpainting.png (stage inpainting)
             eval-<hash>/                     stage.json metrics.json DONE
     <runs>/.cache/                           evaluation caches (features, classifiers)
 
@@ -43,6 +44,8 @@ SAMPLES = "samples.pt"
 GRID = "grid.png"
 INTERMEDIATES = "intermediates.pt"
 STRIP = "intermediates.png"
+INPAINTING = "inpainting.pt"  # stage inpainting: its reference images, masks and repeats
+INPAINTING_FIGURE = "inpainting.png"  # NCSN Fig. 6: occluded | completions | original per row
 CACHE = ".cache"
 MANIFEST = "manifest.json"  # in checkpoints/: every checkpoint's step, size and SHA-256
 

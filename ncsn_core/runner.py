@@ -32,7 +32,8 @@ from ncsn_core import distributed as dist
 from ncsn_core import evaluation, registry, released, released_files
 from ncsn_core import io as atomic
 from ncsn_core.errors import ReproError, SamplerDiverged, UserError
-from ncsn_core.images import save_grid, save_strip
+from ncsn_core.evaluation.inpainting import with_sample_stage
+from ncsn_core.images import save_grid, save_inpainting, save_strip
 from ncsn_core.io import WriteError
 from ncsn_core.lock import stage_lock
 from ncsn_core.samplers import SampleContext, fast_network
@@ -415,6 +416,8 @@ class Run:
                         exact_score=None if mixture is None else mixture.score,
                         data=self.data,
                         stage_name=name,
+                        first_index=lo,
+                        seed=self.spec.seed,
                     )
                     try:
                         x = stage.run(x, ctx)
@@ -423,7 +426,12 @@ class Run:
                             f"sampling {self.spec.experiment} (seed {self.spec.seed}, samples {lo}–{lo + b} "
                             f"of {n}): {e} No samples were written and the stage is not marked done."
                         ) from None
-                _save_tensors(shard, {"x": x.detach().cpu(), "intermediates": intermediates})
+                shard_data: dict[str, Any] = {"x": x.detach().cpu(), "intermediates": intermediates}
+                for _, stage in stages:
+                    if hasattr(stage, "rows_of_call"):  # inpainting: what this batch used, by image
+                        shard_data["inpainting"] = stage.rows_of_call()
+                        shard_data["inpainting_repeats"] = stage.repeats
+                _save_tensors(shard, shard_data)
                 drawn += 1
         dist.barrier()
         L = noise.num_levels
@@ -440,7 +448,16 @@ class Run:
         parts = [torch.load(layout.shard_file(shards, k), weights_only=True) for k in range(n_batches)]
         if drawn < n_batches and not dist.active():
             self.log(f"sample: {n_batches - drawn} of {n_batches} batches were already drawn; drew the rest")
-        return torch.cat([p["x"] for p in parts]), {"info": info, "intermediates": parts[0]["intermediates"]}
+        extra = {"info": info, "intermediates": parts[0]["intermediates"]}
+        rows = {r: v for p in parts for r, v in p.get("inpainting", {}).items()}  # stage inpainting
+        if rows:  # its reference images and masks, one row per image (NCSN Fig. 6), from every shard
+            keys = sorted(rows)
+            extra["inpainting"] = {
+                "reference": torch.stack([rows[r][0] for r in keys]),
+                "mask": torch.stack([rows[r][1] for r in keys]),
+                "repeats": int(parts[0]["inpainting_repeats"]),
+            }
+        return torch.cat([p["x"] for p in parts]), extra
 
     def sample(self, train_dir: Path | None) -> Path | None:
         if self.spec.sample is None:
@@ -471,6 +488,10 @@ class Run:
             inter = {k: torch.stack(v) for k, v in extra["intermediates"].items()}
             _save_tensors(folder / layout.INTERMEDIATES, inter)
             save_strip(inter, self.data, folder / layout.STRIP)
+        if "inpainting" in extra:  # stage inpainting: its reference images and masks, Fig. 6's rows
+            used = extra["inpainting"]
+            _save_tensors(folder / layout.INPAINTING, used)
+            save_inpainting(x, used, folder / layout.INPAINTING_FIGURE)
         _write_json(folder / layout.RESULTS, {**extra["info"], **minfo})
         _mark_done(folder)
         shutil.rmtree(shards, ignore_errors=True)  # every batch is in samples.pt now
@@ -513,7 +534,7 @@ class Run:
             self.spec.evaluate.get("metrics"),
             x,
             self.data,
-            settings=e,
+            settings=with_sample_stage(e, self.spec, sample_dir),
             run_key=h,
             cache_dir=layout.cache_dir(self.runs_dir),
             device=self.device,
@@ -551,7 +572,7 @@ def run_spec(
     r = Run(spec, Path(runs_dir), device, source_text, quiet, wait)
     if spec.evaluate is not None and until == "evaluate":
         # Fail before any training or sampling when, e.g., Inception weights are missing.
-        evaluation.preflight(spec.evaluate.get("metrics"), spec.evaluate.kwargs())
+        evaluation.preflight(spec.evaluate.get("metrics"), with_sample_stage(spec.evaluate.kwargs(), spec))
     try:
         r.write_meta()
     except WriteError as e:

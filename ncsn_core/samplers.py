@@ -32,6 +32,10 @@ class SampleContext:
     exact_score: Callable[[torch.Tensor, float], torch.Tensor] | None = None
     data: Any = None
     stage_name: str = ""
+    # The global index of the batch's first sample (the runner's batches are drawn in any order,
+    # on any process), and the run's seed: what a stage keyed by sample index may depend on.
+    first_index: int | None = None
+    seed: int = 0
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -334,10 +338,16 @@ class Inpainting:
     start of each level, before its first step (line 8); false: Alg. 2 as printed. The default
     mask is the official one, the right half occluded (``make_mask``).
 
-    Reference images: sample k of the stage's n-th call is image (calls so far)·B + k of
-    ``split`` (the test split by default): the runner calls a stage once per batch, so the
-    samples of one sampling run are the inpaintings of the split's first images, in order.
-    ``last_mask`` and ``last_reference`` keep what the last call used.
+    Reference images: sample j of a sampling run (counted over the stage's calls: the runner
+    calls a stage once per batch) completes image j // ``repeats`` of ``split`` (the test split
+    by default), so ``repeats`` consecutive samples are completions of one image (NCSN Fig. 6's
+    rows) and, with ``repeats = 1``, the samples are the inpaintings of the split's first images,
+    in order. One mask per call, shared by its batch; with ``mask = random`` and ``repeats > 1``
+    one mask per reference image instead (drawn from a generator seeded by the run's generator
+    seed and the image's index), so that every completion of an image has the same occlusion
+    whatever the batches. ``last_mask`` and ``last_reference`` keep what the last call used
+    (per sample); :meth:`used` gives, per reference image, the image and its mask (the runner
+    saves them as ``inpainting.pt``).
     """
 
     def __init__(
@@ -348,6 +358,7 @@ class Inpainting:
         mask_fraction: float,
         split: str,
         at_level_start: bool = True,
+        repeats: int = 1,
     ) -> None:
         self.T, self.eps, self.mask, self.fraction, self.split = (
             steps_per_level,
@@ -357,20 +368,44 @@ class Inpainting:
             split,
         )
         self.at_level_start = at_level_start
+        self.repeats = int(repeats)
         self._offset = 0
         self.last_mask: torch.Tensor | None = None
         self.last_reference: torch.Tensor | None = None
+        self._rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # image index → (image, mask)
+        self._call_rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # the last call's
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
         if x.dim() != 4:
             raise ReproError("stage inpainting needs image data (samples shaped C × H × W)")
         if ctx.data is None:
             raise ReproError("stage inpainting needs the experiment's data for its reference images")
-        n = x.shape[0]
-        ref = reference_images(ctx.data, self.split, self._offset, n).to(device=x.device, dtype=x.dtype)
+        n, k = x.shape[0], self.repeats
+        start = self._offset if ctx.first_index is None else ctx.first_index
+        rows = [(start + i) // k for i in range(n)]  # the reference image of each sample
+        first = rows[0]
+        ref = reference_images(ctx.data, self.split, first, rows[-1] - first + 1)[torch.tensor(rows) - first]
+        ref = ref.to(device=x.device, dtype=x.dtype)
         self._offset += n
-        m = make_mask(tuple(x.shape[1:]), self.mask, self.fraction, ctx.generator, x.device).to(x.dtype)
+        shape = tuple(x.shape[1:])
+        if self.mask == "random" and k > 1:  # one mask per reference image, whatever the batches
+            seed = ctx.seed  # the run's, not the batch's generator: one mask per image whatever the batches
+            per_row = {
+                r: make_mask(
+                    shape, "random", self.fraction, torch.Generator().manual_seed(seed * 1_000_003 + r), "cpu"
+                )
+                for r in sorted(set(rows))
+            }
+            m = torch.stack([per_row[r] for r in rows]).to(device=x.device, dtype=x.dtype)
+        else:
+            m = make_mask(shape, self.mask, self.fraction, ctx.generator, x.device).to(x.dtype)
         self.last_mask, self.last_reference = m, ref
+        ms = m.expand_as(ref)
+        self._call_rows = {}
+        for i, r in enumerate(rows):
+            if r not in self._call_rows:
+                self._call_rows[r] = (ref[i].detach().cpu(), ms[i].detach().cpu())
+        self._rows.update(self._call_rows)
         name = ctx.stage_name or "inpainting"
         if ctx.record:
             ctx.record(f"{name}:occluded", ref * m)
@@ -381,6 +416,22 @@ class Inpainting:
 
     def nfe(self, num_levels: int) -> int:
         return self.T * num_levels
+
+    def rows_of_call(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The last call's reference images and masks by image index (the runner stores them with
+        the batch's samples and joins every batch's rows)."""
+        return dict(self._call_rows)
+
+    def used(self) -> dict[str, Any]:
+        """What the calls so far used, one row per reference image in order: ``reference``
+        (R × C × H × W in [0, 1]), ``mask`` (R × C × H × W, 1 = known) and ``repeats`` (sample
+        j completes row j // repeats)."""
+        keys = sorted(self._rows)
+        return {
+            "reference": torch.stack([self._rows[r][0] for r in keys]) if keys else torch.zeros(0),
+            "mask": torch.stack([self._rows[r][1] for r in keys]) if keys else torch.zeros(0),
+            "repeats": self.repeats,
+        }
 
 
 InitFn = Callable[[int, tuple[int, ...], "torch.Generator | None", Any, Any], torch.Tensor]
@@ -399,9 +450,15 @@ def annealed_langevin(
 
 
 def inpainting(
-    steps_per_level: int, step_size: float, mask: str, mask_fraction: float, split: str, at_level_start: bool
+    steps_per_level: int,
+    step_size: float,
+    mask: str,
+    mask_fraction: float,
+    split: str,
+    at_level_start: bool,
+    repeats: int = 1,
 ) -> Inpainting:
-    return Inpainting(steps_per_level, step_size, mask, mask_fraction, split, at_level_start)
+    return Inpainting(steps_per_level, step_size, mask, mask_fraction, split, at_level_start, repeats)
 
 
 def denoise() -> Denoise:

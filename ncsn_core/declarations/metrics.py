@@ -88,3 +88,16 @@ DECLARATIONS = (
         facts=_facts(("sliced_wasserstein", "lower"), needs="density"),
     ),
 )
+
+_INPAINTING = "ncsn_core.evaluation.inpainting:compute"
+
+DECLARATIONS += (
+    declare(
+        "metric",
+        "inpainting_error",
+        _INPAINTING,
+        doc="masked-region error of stage inpainting's completions: MSE and PSNR (peak 1) on the "
+        "occluded pixels only, against the reference images the stage used (needs a stage inpainting)",
+        facts=_facts(("inpainting_mse", "lower"), ("inpainting_psnr", "higher")),
+    ),
+)

@@ -93,6 +93,13 @@ DECLARATIONS = (
                 "also re-impose the known pixels y = x_ref + σ_i z̃ before each level's first step "
                 "(the official code); false: only after each step (Alg. 2 as printed)",
             ),
+            Param(
+                "repeats",
+                Int(min=1),
+                1,
+                "completions per reference image: sample j completes image j // repeats (NCSN "
+                "Fig. 6's rows: the official code draws 20 per image)",
+            ),
         ],
         doc="inpainting with annealed Langevin dynamics (NCSN Alg. 2); known pixels are kept",
         facts=StageFacts(annealed=True),

@@ -141,6 +141,7 @@ class _Checker:
             published=published,
             sweep=tuple(sorted(r.sweep_point.items())),
             autos=tuple(self.autos),
+            refs=tuple(r.refs),
             source=r.file,
         )
 

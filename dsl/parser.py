@@ -158,9 +158,9 @@ class _Builder:
             return Value(self._expr_or_const(tree, pos), f"{fname}({arg.text})", pos), ATOM
         if d == "neg":
             a, pa = self._val(t.children[0])
+            at = f"({a.text})" if pa < NEG else a.text  # -(0 + 1) is not -0 + 1
             if isinstance(a.value, (int, float)) and not isinstance(a.value, bool):
-                return Value(-a.value, "-" + a.text, pos), NEG
-            at = f"({a.text})" if pa < NEG else a.text
+                return Value(-a.value, "-" + at, pos), NEG
             return Value(self._expr_or_const(("neg", self._tree(a)), pos), "-" + at, pos), NEG
         if d in OPERATORS:
             p = PRECEDENCE[OPERATORS[d]]

@@ -218,3 +218,9 @@ def test_resolve_keeps_sweep_labels_for_set_sweeps(tmp_path: Path) -> None:
     pts = resolve(load(f), sets=["seed=0,1,2"])
     assert [p.sweep_point for p in pts] == [{"seed": "0"}, {"seed": "1"}, {"seed": "2"}]
     assert pts[1].fields["seed"].origin == "swept by --set seed=0,1,2"
+
+
+def test_too_many_noise_levels_is_an_error_not_a_hang(write) -> None:  # type: ignore[no-untyped-def]
+    f = write("x.exp", BASE.replace("levels = 10", "levels = 99999999999999999999999999k"))
+    d = diag(f)
+    assert "is more than 100,000 noise levels" in d.message and (d.pos.line, d.pos.col) == (3, 67)

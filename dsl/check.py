@@ -21,6 +21,8 @@ from ncsn_core.registry import Component
 from ncsn_core.spec import ComponentSpec, PublishedSpec, RunSpec
 from ncsn_core.values import AUTO, Expr
 
+MAX_LEVELS = 100_000  # noise levels a ladder may have (the papers: at most 2311)
+
 
 class _Checker:
     def __init__(self, res: Resolved, compute_auto: bool, data_cache: dict[str, Any]) -> None:
@@ -141,6 +143,7 @@ class _Checker:
             published=published,
             sweep=tuple(sorted(r.sweep_point.items())),
             autos=tuple(self.autos),
+            refs=tuple(r.refs),
             source=r.file,
         )
 
@@ -157,6 +160,16 @@ class _Checker:
         if any(nparams.get(k) is AUTO for k in ("sigma_max", "sigma_min", "levels")):
             return  # `repro check` leaves auto values uncomputed
         nblk = self.res.blocks["noise"]
+        levels = nparams.get("levels")
+        if isinstance(levels, int) and levels > MAX_LEVELS:
+            e = nblk.params.get("levels")
+            self.err(
+                e.pos if e else nblk.pos,
+                f"noise {noise.name}: 'levels' = {levels:,} is more than {MAX_LEVELS:,} noise levels; "
+                "neither the checks over the σ ladder nor a run would finish",
+                e.notes() if e else (),
+            )
+            return
         try:
             sigmas = facts.sigmas(nparams)
         except ParamError as e:

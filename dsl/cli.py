@@ -32,7 +32,13 @@ Files = Annotated[list[Path], typer.Argument(help=".exp files", show_default=Fal
 File = Annotated[Path, typer.Argument(help="an .exp file", show_default=False)]
 SetOpt = Annotated[
     Optional[list[str]],  # noqa: UP045 - typer needs Optional here
-    typer.Option("--set", "-s", help="override a value: --set train.iterations=100 (repeatable)"),
+    typer.Option(
+        "--set",
+        "-s",
+        help="override a value: --set train.iterations=100 (repeatable); several values sweep: "
+        "--set train.optimizer.lr=1e-4,2e-4 (commas outside [ ], ( ) and strings); a list is one "
+        "value: --set evaluate.metrics=[fid,kid]",
+    ),
 ]
 MaxRunsOpt = Annotated[
     int,

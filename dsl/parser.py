@@ -111,6 +111,9 @@ class _Builder:
         if d == "name":
             name = str(t.children[0])
             return Value(Ident(name), name, pos), ATOM
+        if d == "ref":  # `train.iterations`: another value of the experiment (dsl.resolve)
+            path = ".".join(str(c) for c in t.children)
+            return Value(Expr(("sym", path)), path, pos), ATOM
         if d == "string":
             raw = str(t.children[0])
             return Value(_unescape(raw), raw, pos), ATOM
@@ -155,9 +158,9 @@ class _Builder:
             return Value(self._expr_or_const(tree, pos), f"{fname}({arg.text})", pos), ATOM
         if d == "neg":
             a, pa = self._val(t.children[0])
+            at = f"({a.text})" if pa < NEG else a.text  # -(0 + 1) is not -0 + 1
             if isinstance(a.value, (int, float)) and not isinstance(a.value, bool):
-                return Value(-a.value, "-" + a.text, pos), NEG
-            at = f"({a.text})" if pa < NEG else a.text
+                return Value(-a.value, "-" + at, pos), NEG
             return Value(self._expr_or_const(("neg", self._tree(a)), pos), "-" + at, pos), NEG
         if d in OPERATORS:
             p = PRECEDENCE[OPERATORS[d]]
@@ -282,6 +285,12 @@ class _Builder:
             _pos_tok(self.file, ext_tok) if ext_tok is not None else None,
             t.meta.end_line,
         )
+
+
+def fold_expr(tree: tuple) -> Any:
+    """An expression tree as a number when it is constant and folds within bounds, else an Expr
+    (the resolver's references, once replaced by numbers, fold like written constants)."""
+    return _Builder._expr_or_const(tree, Pos("", 1, 1))
 
 
 def _number(text: str, pos: Pos) -> int | float:

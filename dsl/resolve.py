@@ -18,10 +18,11 @@ import attrs
 
 from dsl.ast import Assign, Block, Experiment, Module, Pos, Published, Stage, Sweep, Value
 from dsl.errors import Diagnostic, DiagnosticError, register_source
-from dsl.parser import number_too_large, parse_file, parse_value, unreadable
-from ncsn_core import schema
-from ncsn_core.params import did_you_mean
-from ncsn_core.values import Call, Ident, value_text
+from dsl.parser import fold_expr, number_too_large, parse_file, parse_value, unreadable
+from ncsn_core import registry, schema
+from ncsn_core.errors import ParamError
+from ncsn_core.params import REQUIRED, did_you_mean
+from ncsn_core.values import AUTO, Call, Expr, Ident, value_text
 
 COMPONENT_BLOCKS = schema.COMPONENT_BLOCKS
 FIXED_BLOCKS = schema.FIXED_BLOCKS
@@ -31,6 +32,7 @@ EXPERIMENT_FIELDS = schema.FIELDS
 MAX_IMPORT_DEPTH = 32  # files importing files
 MAX_EXTENDS_DEPTH = 32  # experiments extending experiments
 DEFAULT_MAX_RUNS = 1000  # runs a file's sweeps may expand to (repro ... --max-runs N)
+MAX_REF_DEPTH = 32  # values referring to values referring to values ...
 
 
 @attrs.define
@@ -40,9 +42,10 @@ class Entry:
     pos: Pos  # the value
     key_pos: Pos  # the key
     origin: str = ""  # note: where it came from when not written in this experiment
+    ref: str = ""  # note: what its references became (`= train.iterations / 1000 = 200`)
 
     def notes(self) -> tuple[str, ...]:
-        return (self.origin,) if self.origin else ()
+        return tuple(n for n in (self.origin, self.ref) if n)
 
 
 @attrs.define
@@ -74,6 +77,7 @@ class Resolved:
     published: list[Published] = attrs.Factory(list)
     sweep_point: dict[str, Any] = attrs.Factory(dict)  # dotted key -> raw value text
     parent: str | None = None
+    refs: list[tuple[str, str]] = attrs.Factory(list)  # path -> `train.iterations / 1000 = 200`
 
 
 @attrs.define
@@ -418,8 +422,10 @@ def _inherit(parent: Resolved, name: str, pos: Pos, file: str) -> Resolved:
 
 
 # ----------------------------------------------------------------------------- entry point
-def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], Value, Pos]:
-    """``train.iterations=100`` → (path, Value, key position) in a pseudo-file per argument."""
+def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], list[Value], Pos]:
+    """``train.iterations=100`` → (path, [Value], key position) in a pseudo-file per argument.
+    Commas outside brackets, parentheses and strings separate several values, a sweep:
+    ``train.optimizer.lr=1e-4,2e-4`` → two Values; ``evaluate.metrics=[fid,kid]`` is one."""
     fname = f"<--set #{index + 1}>"
     register_source(fname, arg)
     if "=" not in arg:
@@ -436,11 +442,59 @@ def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], Value, Pos]:
         raise DiagnosticError(
             [Diagnostic(Pos(fname, 1, len(key) + 2), f"--set {key_s}: missing value after '='")]
         )
-    v = parse_value(val, fname, col_offset=len(key) + 1)
-    why = number_too_large(v.value)
-    if why:
-        raise DiagnosticError([Diagnostic(v.pos, f"number too large: {why}")])
-    return path, v, kpos
+    off = len(key) + 1
+    values = []
+    pieces = _split_top(val)
+    for start, end in pieces:
+        if not val[start:end].strip():
+            at = Pos(fname, 1, off + start + 1, 1, off + start + 2)
+            if len(pieces) > 1 and start == 0:
+                what = "a comma with no value before it"
+            elif end == len(val):
+                what = "a comma with no value after it"
+            else:
+                what = "two commas with no value between them"
+            raise DiagnosticError(
+                [
+                    Diagnostic(
+                        at if start == 0 else attrs.evolve(at, col=at.col - 1, end_col=at.col),
+                        f"--set {key_s}: {what}",
+                        (
+                            "several values (a sweep) are separated by single commas: --set "
+                            f"{key_s}=1,2; a list is one value in brackets: [1, 2]",
+                        ),
+                    )
+                ]
+            )
+        v = parse_value(val[start:end], fname, col_offset=off + start)
+        why = number_too_large(v.value)
+        if why:
+            raise DiagnosticError([Diagnostic(v.pos, f"number too large: {why}")])
+        values.append(v)
+    return path, values, kpos
+
+
+def _split_top(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each part of ``text`` between commas outside brackets, parentheses and
+    strings (a string's backslash escapes included)."""
+    parts = []
+    depth, start, i, n = 0, 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] not in '"\n':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append((start, i))
+            start = i + 1
+        i += 1
+    parts.append((start, n))
+    return parts
 
 
 def resolve(
@@ -473,17 +527,13 @@ def resolve(
         res = r.resolve(n)
         if res is None:
             continue
-        for raw, path, v, kpos in parsed_sets:
-            e = Entry(v.value, v.text, v.pos, kpos, f"set by --set {raw}")
-            if path[0] == "sweep":
-                r.err(kpos, "--set cannot add a sweep; write it in the file")
-                continue
-            r.apply_assign(res, path, e, kpos)
+        for raw, path, vs, kpos in parsed_sets:
+            _apply_set(r, res, raw, path, vs, kpos)
         n_runs = math.prod(len(entries) for _, entries, _ in res.sweeps)
         if res.sweeps and len(out) + n_runs > limit:
             _too_many_runs(res, r, n_runs, len(out), limit)
             continue
-        out.extend(_expand(res, r))
+        out.extend(_resolve_refs(p, r) for p in _expand(res, r))
     diags = set_errors + r.diags
     if diags:
         raise DiagnosticError(_dedupe(diags))
@@ -510,11 +560,186 @@ def _expand(res: Resolved, r: _Resolver) -> list[Resolved]:
     for combo in itertools.product(*axes):
         point = copy.deepcopy(template)
         for path, e, spos in combo:
-            e2 = attrs.evolve(e, origin=f"swept at {spos}")
+            e2 = attrs.evolve(e, origin=e.origin or f"swept at {spos}")
             r.apply_assign(point, path, e2, spos)
             point.sweep_point[".".join(path)] = e.text
         out.append(point)
     return out
+
+
+def _apply_set(
+    r: _Resolver, res: Resolved, raw: str, path: tuple[str, ...], vs: list[Value], kpos: Pos
+) -> None:
+    """One ``--set``: a value overrides (and replaces a sweep of the same key in the file);
+    several values sweep, like ``sweep key = [...]`` written last in the experiment."""
+    if path[0] == "sweep":
+        r.err(kpos, "--set takes no 'sweep'; sweep with several values: --set key=v1,v2")
+        return
+    res.sweeps = [s for s in res.sweeps if s[0] != path]
+    if len(vs) == 1:
+        v = vs[0]
+        r.apply_assign(res, path, Entry(v.value, v.text, v.pos, kpos, f"set by --set {raw}"), kpos)
+        return
+    entries = [Entry(v.value, v.text, v.pos, kpos, f"swept by --set {raw}") for v in vs]
+    res.sweeps.append((path, entries, kpos))
+
+
+# ----------------------------------------------------------------------------- references
+def _resolve_refs(res: Resolved, r: _Resolver) -> Resolved:
+    """Replace every reference to another value of the experiment (``train.iterations / 1000``)
+    by what it refers to, after inheritance, ``--set`` and sweeps; notes say what it became."""
+    refs = _Refs(res, r)
+    for path, e in _entries(res):
+        refs.entry(path, e)
+    return res
+
+
+def _entries(res: Resolved) -> list[tuple[str, Entry]]:
+    out = [(k, e) for k, e in res.fields.items()]
+    for b in res.blocks.values():
+        out += [(f"{b.kind}.{k}", e) for k, e in b.params.items()]
+        for st in b.stages:
+            out += [(f"{b.kind}.{st.name}.{k}", e) for k, e in st.params.items()]
+    return out
+
+
+def _has_ref(v: Any) -> bool:
+    if isinstance(v, tuple):
+        return any(_has_ref(x) for x in v)
+    if isinstance(v, Call):
+        return any(_has_ref(x) for _, x in v.params)
+    return isinstance(v, Expr) and any("." in s for s in v.symbols())
+
+
+class _RefError(Exception):
+    reported = False  # said once, where it happened; the values depending on it stay quiet
+
+
+_FAILED = object()  # an entry whose references could not be resolved
+
+
+class _Refs:
+    def __init__(self, res: Resolved, r: _Resolver) -> None:
+        self.res, self.r = res, r
+        self.done: dict[int, Any] = {}  # id(entry) -> resolved value
+        self.stack: list[tuple[str, int]] = []  # (path, id(entry)) being resolved
+
+    def entry(self, path: str, e: Entry) -> Any:
+        """The value of ``e`` with its references replaced (errors reported; _RefError up)."""
+        if id(e) in self.done:
+            return self.done[id(e)]
+        if not _has_ref(e.value):
+            return e.value
+        if any(i == id(e) for _, i in self.stack):
+            chain = [p for p, _ in self.stack[[i for _, i in self.stack].index(id(e)) :]] + [path]
+            raise _RefError(f"reference cycle: {' → '.join(chain)}")
+        if len(self.stack) >= MAX_REF_DEPTH:
+            raise _RefError(f"references nested too deeply: more than {MAX_REF_DEPTH} values referring on")
+        self.stack.append((path, id(e)))
+        try:
+            value = self.subst(e.value)
+        except _RefError as exc:
+            if not exc.reported:
+                self.r.err(e.pos, str(exc), *e.notes())
+                exc.reported = True
+            self.done[id(e)] = _FAILED
+            if len(self.stack) > 1:
+                raise
+            return _FAILED
+        finally:
+            self.stack.pop()
+        why = number_too_large(value)
+        if why:
+            self.r.err(e.pos, f"number too large: {why}", *e.notes())
+        e.ref = f"{e.text} = {value_text(value)}"
+        self.res.refs.append((path, e.ref))
+        e.value = self.done[id(e)] = value
+        return value
+
+    def subst(self, v: Any) -> Any:
+        if isinstance(v, tuple):
+            return tuple(self.subst(x) for x in v)
+        if isinstance(v, Call):
+            return Call(v.name, tuple((k, self.subst(x)) for k, x in v.params))
+        if not (isinstance(v, Expr) and _has_ref(v)):
+            return v
+        if v.tree[0] == "sym":  # the whole value is one reference: a number, string or bool
+            return self.target(v.tree[1], arithmetic=False)
+        return fold_expr(self.tree(v.tree))
+
+    def tree(self, t: tuple) -> tuple:
+        if t[0] == "sym" and "." in t[1]:
+            return ("num", self.target(t[1], arithmetic=True))
+        if t[0] in ("num", "sym"):
+            return t
+        return (t[0], *(self.tree(c) if isinstance(c, tuple) else c for c in t[1:]))
+
+    def target(self, path: str, arithmetic: bool) -> Any:
+        e, default = self.find(path)
+        value = default if e is None else self.entry(path, e)
+        if value is _FAILED:
+            err = _RefError("")
+            err.reported = True
+            raise err
+        if value is AUTO:
+            raise _RefError(f"refers to {path}, which is auto; write the value or compute it first")
+        ok = (int, float) if arithmetic else (int, float, str, bool)
+        if not isinstance(value, ok) or (arithmetic and isinstance(value, bool)):
+            what = "a number" if arithmetic else "a number, string or boolean"
+            use = "; it cannot be used in arithmetic" if arithmetic else ""
+            raise _RefError(f"refers to {path}, which is {value_text(value)}, not {what}{use}")
+        return value
+
+    def find(self, path: str) -> tuple[Entry | None, Any]:
+        """The entry at ``path`` or (None, the registry's default for it)."""
+        parts = path.split(".")
+        head = parts[0]
+        if head not in BLOCK_KINDS:
+            hint = did_you_mean(head, BLOCK_KINDS)
+            raise _RefError(f"unknown reference '{path}': '{head}' is not a block{hint}")
+        blk = self.res.blocks.get(head)
+        if blk is None:
+            raise _RefError(f"refers to {path}, but the experiment has no {head} block")
+        kind = schema.BY_NAME[head]
+        params, owner = blk.params, (kind.holds, blk.name) if kind.holds else ("block", head)
+        rest = parts[1:]
+        if kind.child is not None and len(rest) == 2:
+            errs = len(self.r.diags)
+            st = self.r.find_stage(blk, rest[0], Pos("", 0, 0))
+            del self.r.diags[errs:]
+            if st is None:
+                names = ", ".join(s.name for s in blk.stages) or "none"
+                raise _RefError(
+                    f"unknown reference '{path}': no stage '{rest[0]}' in {head} (stages: {names})"
+                )
+            params, owner, rest = st.params, (kind.child, st.name), rest[1:]
+        if len(rest) == 2 and rest[0] in params and isinstance(params[rest[0]].value, (Call, Ident)):
+            call = params[rest[0]].value
+            args = dict(call.params) if isinstance(call, Call) else {}
+            if rest[1] not in args:
+                raise _RefError(
+                    f"refers to {path}, but {call.name}(...) sets no '{rest[1]}'; write it to refer to it"
+                )
+            return Entry(
+                args[rest[1]], value_text(args[rest[1]]), params[rest[0]].pos, params[rest[0]].key_pos
+            ), None
+        if len(rest) != 1:
+            raise _RefError(
+                f"unknown reference '{path}': refer to a value as block.name or sample.stage.name"
+            )
+        if rest[0] in params:
+            return params[rest[0]], None
+        try:
+            comp = registry.lookup(*owner)
+        except ParamError as exc:
+            raise _RefError(f"cannot refer to {path}: {exc}") from None
+        p = comp.param(rest[0])
+        if p is None:
+            hint = did_you_mean(rest[0], [q.name for q in comp.params])
+            raise _RefError(f"unknown reference '{path}': {owner[1]} has no parameter '{rest[0]}'{hint}")
+        if p.default is REQUIRED:
+            raise _RefError(f"refers to {path}, which is required and not set")
+        return None, p.default
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -44,6 +44,9 @@ def show_spec(spec: RunSpec, notes: dict[str, str] | None = None) -> str:
     for p in spec.published:
         vals = ", ".join(f"{k} = {v:g}" + (f" ± {e:g}" if e is not None else "") for k, v, e in p.values)
         lines.append(f'    published "{p.label}" {{ {vals} }}')
+    if spec.refs:
+        lines.append("    # values that refer to others:")
+        lines.extend(f"    #   {path} = {how}" for path, how in spec.refs)
     if spec.autos:
         lines.append("    # auto values:")
         for path, a in spec.autos:

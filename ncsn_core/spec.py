@@ -67,6 +67,8 @@ class RunSpec:
     description: str = ""
     # What each `auto` became (path, AutoValue); derived, so not part of equality.
     autos: tuple[tuple[str, AutoValue], ...] = attrs.field(default=(), eq=False, hash=False)
+    # What each value that refers to others became (path, "train.iterations / 1000 = 200.0").
+    refs: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False, hash=False)
     source: str = attrs.field(default="", eq=False, hash=False)
 
     @property
@@ -139,6 +141,7 @@ class RunSpec:
             "sweep": dict(self.sweep),
             "auto": {k: {"value": to_json(a.value), "explanation": a.explanation} for k, a in self.autos},
             **({} if self.weights() is None else {"released": self._released_description()}),
+            **({"references": dict(self.refs)} if self.refs else {}),
         }
 
     def _released_description(self) -> dict[str, Any]:

@@ -52,8 +52,11 @@ def run_front_end(path: Path) -> str:
     from dsl.compiler import compile_file
     from dsl.errors import DiagnosticError
 
+    sets = ()
+    if path.name == INPUT_NAME and _SETS:
+        sets = tuple(_SETS)
     try:
-        compile_file(path, compute_auto=False)
+        compile_file(path, compute_auto=False, sets=sets)
     except DiagnosticError as e:
         for d in e.diagnostics:
             if d.pos is None and str(path) not in d.message:
@@ -62,6 +65,20 @@ def run_front_end(path: Path) -> str:
         e.render()
         return "user error"
     return "ok"
+
+
+_SETS: list[str] = []  # `--set` arguments for the next input (set by check_one)
+
+
+def gen_sets(r: random.Random) -> list[str]:
+    """Zero to two ``--set`` arguments: sweeps, lists, references and misplaced commas."""
+    out = []
+    for _ in range(r.choice([0, 0, 0, 1, 2])):
+        val = (
+            r.choice(SET_VALUES) if r.random() < 0.7 else ",".join(_value(r) for _ in range(r.randint(1, 3)))
+        )
+        out.append(f"{r.choice(SET_KEYS)}={val}")
+    return out
 
 
 def workdir() -> Path:
@@ -126,6 +143,27 @@ VOCAB = {
     "loss": ["dsm", "ssm", "ssm_vr", "ansn_dsm"],
 }
 STAGES = ["annealed_langevin", "langevin", "denoise", "exact_sample", "inpainting", "preconditioned_langevin"]
+# References to other values (issue 16.8): real paths, defaults, unknown blocks/params/stages,
+# values that are strings or expressions, and paths that make cycles with the PARAMS above.
+REFS = [
+    "train.iterations", "noise.levels", "noise.sigma_max", "train.batch_size", "evaluate.samples",
+    "sample.annealed_langevin.steps_per_level", "sample.stage1.step_size", "sample.stage9.x",
+    "train.optimizer.lr", "data.dequantize", "loss.weight", "network.hidden", "nosie.levels",
+    "train.nope", "sample.langevin.steps", "a.b.c.d",
+]  # fmt: skip
+# Values of `--set` (commas outside brackets sweep), right and wrong.
+SET_VALUES = [
+    "1,2", "1, 2", "[1,2]", "[1,2],[3]", "1,,2", "1,", ",1", "[1,2", "1],2", '"a,b"', '"a,b",x',
+    "adam(lr=1e-4, beta1=0.5)", "1e-4,2e-4", "train.iterations/2,3", "auto,1", "(1,2)", '"\\",1',
+]  # fmt: skip
+SET_KEYS = [
+    "seed",
+    "noise.levels",
+    "train.iterations",
+    "train.optimizer.lr",
+    "evaluate.metrics",
+    "sweep.seed",
+]
 PARAMS = [
     "sigma_max", "sigma_min", "levels", "hidden", "layers", "ngf", "weight", "iterations",
     "batch_size", "samples", "init", "optimizer", "steps_per_level", "step_size", "metrics",
@@ -149,7 +187,7 @@ def _number(r: random.Random) -> str:
 
 def _expr(r: random.Random, depth: int = 0) -> str:
     if depth > 3 or r.random() < 0.4:
-        return r.choice([_number(r), "sigma", "sigma_max", "t"])
+        return r.choice([_number(r), "sigma", "sigma_max", "t", r.choice(REFS)])
     op = r.choice(["+", "-", "*", "/", "**"])
     form = r.randrange(4)
     if form == 0:
@@ -363,14 +401,18 @@ def _alarm(signum: int, frame: object) -> None:
     raise Hang()
 
 
-def check_one(data: bytes, d: Path, timeout: float) -> tuple[str, str]:
-    """(outcome, detail): outcome is ok, user error, traceback or hang.
+def check_one(
+    data: bytes, d: Path, timeout: float, sets: list[str] | tuple[str, ...] = ()
+) -> tuple[str, str]:
+    """(outcome, detail): outcome is ok, user error, traceback or hang; ``sets`` are
+    ``--set`` arguments applied as `repro check --set` does.
 
     The bound is on CPU time (SIGPROF), so that a loaded machine does not turn slow
     inputs into hangs; a wall-clock alarm at 10× catches an input that blocks without
     computing (a FIFO opened for reading)."""
     path = d / INPUT_NAME
     path.write_bytes(data)
+    _SETS[:] = sets
     old_prof = signal.signal(signal.SIGPROF, _alarm)
     old_alrm = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_PROF, timeout)
@@ -424,14 +466,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     for i in range(a.n):
         data = gen_input(r)
+        sets = gen_sets(r) if r.random() < 0.2 else []
         state.update(started=time.monotonic(), data=data)
-        outcome, detail = check_one(data, d, a.timeout)
+        outcome, detail = check_one(data, d, a.timeout, sets)
         state["started"] = None
         counts[outcome] += 1
         if outcome in ("traceback", "hang"):
             if shown < a.show:
                 shown += 1
-                print(f"--- {outcome} on input #{i} (seed {a.seed}):\n{data!r}\n{detail}", flush=True)
+                print(
+                    f"--- {outcome} on input #{i} (seed {a.seed}) --set {sets}:\n{data!r}\n{detail}",
+                    flush=True,
+                )
         if (i + 1) % 5000 == 0:
             print(f"[{i + 1}/{a.n}] {dict(counts)} {time.monotonic() - t0:.0f}s", flush=True)
     wall = time.monotonic() - t0

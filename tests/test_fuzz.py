@@ -32,9 +32,9 @@ def workdir() -> Path:
     return d
 
 
-def assert_contract(data: bytes, d: Path) -> str:
-    outcome, detail = fuzz.check_one(data, d, TIMEOUT)
-    assert outcome in ("ok", "user error"), f"{outcome} on input {data!r}\n{detail}"
+def assert_contract(data: bytes, d: Path, sets: list[str] | tuple[str, ...] = ()) -> str:
+    outcome, detail = fuzz.check_one(data, d, TIMEOUT, sets)
+    assert outcome in ("ok", "user error"), f"{outcome} on input {data!r} --set {sets!r}\n{detail}"
     return outcome
 
 
@@ -52,7 +52,7 @@ numbers = st.one_of(
 
 
 def exprs(depth: int = 3) -> st.SearchStrategy[str]:
-    leaf = st.one_of(numbers, st.sampled_from(["sigma", "sigma_max", "t", "x"]))
+    leaf = st.one_of(numbers, st.sampled_from(["sigma", "sigma_max", "t", "x"]), st.sampled_from(fuzz.REFS))
     if depth == 0:
         return leaf
     sub = exprs(depth - 1)
@@ -184,6 +184,69 @@ def test_mutated_papers(workdir: Path, paper: Path, rnd: random.Random) -> None:
 def test_runner_inputs(workdir: Path, rnd: random.Random) -> None:
     """The standalone runner's own mix (generated, bound-testing and mutated files)."""
     assert_contract(fuzz.gen_input(rnd), workdir)
+
+
+set_values = st.one_of(
+    st.sampled_from(fuzz.SET_VALUES),
+    st.lists(values, min_size=1, max_size=3).map(",".join),
+    st.lists(st.sampled_from(["1", "[1,2]", "", " ", "x.y", '"a,b"', "(", ")", "]", "["]), max_size=4).map(
+        ",".join
+    ),
+)
+set_args = st.lists(st.tuples(st.sampled_from(fuzz.SET_KEYS), set_values).map("=".join), max_size=3)
+
+
+@fuzz_settings(300)
+@given(programs(), set_args)
+def test_generated_programs_with_set(workdir: Path, src: str, sets: list[str]) -> None:
+    """`--set` sweeps, lists and references, right and wrong, on generated programs."""
+    assert_contract(src.encode("utf-8"), workdir, sets)
+
+
+@fuzz_settings(300)
+@given(st.sampled_from(fuzz.PAPERS), set_args)
+def test_papers_with_set(workdir: Path, paper: Path, sets: list[str]) -> None:
+    assert_contract(paper.read_bytes(), workdir, sets)
+
+
+@fuzz_settings(300)
+@given(exprs())
+def test_reference_expressions_round_trip(e: str) -> None:
+    """Expressions with references (`train.iterations / 1000`) print as text that parses back
+    to the same value and text (`repro fmt` relies on it)."""
+    from dsl.errors import DiagnosticError
+    from dsl.parser import parse_value
+
+    try:
+        v = parse_value(e)
+    except DiagnosticError:
+        return  # out of bounds (a huge number written out): a positioned error is the contract
+    again = parse_value(v.text)
+    assert again.text == v.text and again.value == v.value
+
+
+@fuzz_settings(300)
+@given(st.lists(values, min_size=1, max_size=4))
+def test_set_sweep_splits_at_top_level_commas(items: list[str]) -> None:
+    """`--set k=v1,v2,...` gives exactly the values written (each may hold commas inside
+    brackets, parentheses or strings), or a positioned error in the `--set` pseudo-file."""
+    from dsl.errors import DiagnosticError
+    from dsl.parser import parse_value
+    from dsl.resolve import parse_set
+
+    arg = "train.iterations=" + ",".join(items)
+    try:
+        _, vs, _ = parse_set(arg, 0)
+    except DiagnosticError as err:
+        assert all(d.pos is not None and d.pos.file == "<--set #1>" for d in err.diagnostics)
+        return
+    singles = []
+    for it in items:
+        try:
+            singles.append(parse_value(it).value)
+        except DiagnosticError:
+            return  # an item that is not a value on its own was read with its neighbours
+    assert [v.value for v in vs] == singles
 
 
 def test_every_paper_passes_the_oracle(workdir: Path) -> None:

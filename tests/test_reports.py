@@ -97,9 +97,13 @@ def test_markdown(runs: Path) -> None:
 
 
 def test_not_run_rows_never_disappear(runs: Path) -> None:
+    # By default a compact "to reproduce" line per published block; with --all the rows in full.
     expected = [{"experiment": "never", "paper": "P", "hash": "zzz", "published": PUB, "sweep": {}}]
     text = render(add_expected(collect(runs), expected), "md")
-    rows = [line for line in text.splitlines() if line.startswith("| never")]
+    assert "- never: Table 1: fid 25, inception_score 8.87" in text.split("**To reproduce**")[1]
+    full = render(add_expected(collect(runs), expected), "md", show_all=True)
+    section = full.split("### never")[1].split("###")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| Table 1")]
     assert len(rows) == 2 and all("not run" in r for r in rows)
 
 

@@ -227,7 +227,9 @@ def read_seed(folder: Path, evaluates: bool = True, runs_root: Path | None = Non
             res.metrics = {
                 k: float(v)
                 for k, v in m.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "protocol"
+                if isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and k not in ("protocol", "seconds")
             }
             res.status = "complete"
             if _num(m.get("seconds")) is not None:

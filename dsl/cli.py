@@ -368,7 +368,7 @@ def report(
         typer.Option(
             "--format",
             "-f",
-            help="md, html, tex, json or text (default: text on the terminal, else from --out's suffix, else md)",
+            help="md, html, tex, json or text (default: from --out's suffix; text on a terminal; else md)",
         ),
     ] = "",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write to this file")] = None,  # noqa: UP045
@@ -395,7 +395,10 @@ def report(
         format = "json"
     if not format:
         suffix = {".html": "html", ".htm": "html", ".tex": "tex", ".json": "json", ".txt": "text"}
-        format = suffix.get(out.suffix, "md") if out is not None else "text"
+        if out is not None:
+            format = suffix.get(out.suffix, "md")
+        else:
+            format = "text" if sys.stdout.isatty() else "md"
     if format not in REPORT_FORMATS:
         from dsl.errors import error
 

@@ -800,8 +800,8 @@ def build(
                         inherited = _pub_key(r.published) == _pub_key(pspec.get("published") or [])
                         if changes and inherited and r.published:
                             ablation_of = r.parent
-                    if parent is not None and r.ran and changes and entry["ablation"] is None:
-                        metrics = _metric_names([parent, r])
+                    metrics = _metric_names([parent, r]) if parent is not None else []
+                    if parent is not None and r.ran and changes and not r.swept and entry["ablation"] is None:
                         entry["ablation"] = {
                             "parent": parent.label,
                             "changed": [{"key": k, "parent": a, "value": b} for k, a, b in changes],
@@ -857,6 +857,7 @@ def _run_doc(r: RunRecord) -> dict[str, Any]:
         "path": str(r.path) if r.path != Path() else "",
         "sweep": r.swept,
         "status": r.state_summary(),
+        "seed_status": ", ".join(f"seed {s.seed}: {s.status}" for s in r.seeds) or "no seed folder",
         "seeds": [{"seed": s.seed, "status": s.status, "metrics": s.metrics} for s in r.seeds],
         "iterations": iters,
         "checkpoint": r.checkpoint,
@@ -952,7 +953,13 @@ def loss_curve_b64(log: list[dict[str, Any]], title: str) -> str | None:
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (log scale)")
     if any(math.isfinite(val(r["loss"])) for r in log):
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda y, _: f"{y:.3g}")  # 31, not 3.1 × 10¹
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_title(title, fontsize=10)
     ax.legend(
         fontsize=8,
@@ -1121,7 +1128,7 @@ def md_runs(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         nums = "; ".join(f"{m} {c['text']}" for m, c in r["metrics"].items()) or "–"
         rows.append(
-            [r["label"], r["hash"], r["status"] + ("; " + "; ".join(r["problems"]) if r["problems"] else ""),
+            [r["label"], r["hash"], r["seed_status"] + ("; " + "; ".join(r["problems"]) if r["problems"] else ""),
              " / ".join(str(i) for i in r["iterations"]) or "–", nums]
         )  # fmt: skip
     return _md(rows, ["run", "hash", "status", "iterations", "numbers (mean ± std over seeds)"])

@@ -62,21 +62,22 @@ def render_text(doc: dict[str, Any], width: int = 100) -> str:
             a = e["ablation"]
             if a:
                 con.print(f"Ablation of {a['parent']}: changed {a['changed_text']}.")
-                con.print(
-                    _table(
-                        ["metric", "parent", "this run", "Δ", "significance"],
-                        [
+                if a["metrics"]:
+                    con.print(
+                        _table(
+                            ["metric", "parent", "this run", "Δ", "significance"],
                             [
-                                m["metric"] + " " + m["direction"],
-                                m["parent"],
-                                m["value"],
-                                m["delta"],
-                                m["significance"],
-                            ]
-                            for m in a["metrics"]
-                        ],
+                                [
+                                    m["metric"] + " " + m["direction"],
+                                    m["parent"],
+                                    m["value"],
+                                    m["delta"],
+                                    m["significance"],
+                                ]
+                                for m in a["metrics"]
+                            ],
+                        )
                     )
-                )
             if e["sweep"]:
                 for t in e["sweep"]["tables"]:
                     rows = [

@@ -181,7 +181,7 @@ def test_report_json(lab: Path, papers: Path) -> None:
 
 
 def test_terminal_fits_100_columns(lab: Path) -> None:
-    text = cli("report", str(lab), "--papers", str(lab / "none"))
+    text = cli("report", str(lab), "-f", "text", "--papers", str(lab / "none"))
     assert "quick_paper" in text and "not comparable [1]" in text
     assert max(len(line) for line in text.splitlines()) <= 100
 

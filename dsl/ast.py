@@ -73,11 +73,22 @@ class PubEntry:
 
 
 @attrs.frozen
+class PubProtocol:
+    """``protocol { samples = 50k, reference = train, ... }`` inside a ``published`` block:
+    how the paper computed its numbers (keys: ncsn_core.schema.PROTOCOL)."""
+
+    items: tuple[Assign, ...]
+    pos: Pos
+    end_line: int = 0
+
+
+@attrs.frozen
 class Published:
     label: str
     entries: tuple[PubEntry, ...]
     pos: Pos
     end_line: int = 0
+    protocol: PubProtocol | None = None
 
 
 @attrs.frozen

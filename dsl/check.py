@@ -11,12 +11,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dsl.ast import Published
 from dsl.errors import Diagnostic, DiagnosticError
 from dsl.resolve import Entry, RBlock, Resolved
 from ncsn_core import registry, schema
 from ncsn_core.declarations.samplers import unstable_step
 from ncsn_core.errors import ParamError
-from ncsn_core.params import AutoContext, AutoValue, ExprType, NoiseFacts
+from ncsn_core.params import AutoContext, AutoValue, ExprType, NoiseFacts, did_you_mean
 from ncsn_core.registry import Component
 from ncsn_core.spec import ComponentSpec, PublishedSpec, RunSpec
 from ncsn_core.values import AUTO, Expr
@@ -145,6 +146,7 @@ class _Checker:
             autos=tuple(self.autos),
             refs=tuple(r.refs),
             source=r.file,
+            parent=r.parent,
         )
 
     # ---- values that pass their types but cannot run, judged over the σ ladder
@@ -277,8 +279,34 @@ class _Checker:
     def published(self) -> tuple[PublishedSpec, ...]:
         out = []
         for p in self.res.published:
-            out.append(PublishedSpec(p.label, tuple((e.name, e.value, e.error) for e in p.entries)))
+            values = tuple((e.name, e.value, e.error) for e in p.entries)
+            out.append(PublishedSpec(p.label, values, self.protocol(p)))
         return tuple(out)
+
+    def protocol(self, p: Published) -> tuple[tuple[str, Any], ...]:
+        """A published block's ``protocol { }``, checked against schema.PROTOCOL."""
+        if p.protocol is None:
+            return ()
+        fields = {f.name: f for f in schema.PROTOCOL.fields}
+        out: dict[str, Any] = {}
+        for a in p.protocol.items:
+            key = ".".join(a.path)
+            f = fields.get(key)
+            if f is None:
+                self.err(
+                    a.pos,
+                    f"unknown protocol key '{key}'{did_you_mean(key, schema.PROTOCOL_KEYS)}",
+                    (f"protocol keys are: {', '.join(schema.PROTOCOL_KEYS)}",),
+                )
+                continue
+            if key in out:
+                self.err(a.pos, f"duplicate protocol key '{key}'")
+                continue
+            try:
+                out[key] = f.type.check(a.value.value)
+            except ParamError as e:
+                self.err(a.value.pos, f"protocol.{key}: {e}")
+        return tuple(out.items())
 
 
 def _sorted(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -467,28 +467,9 @@ def export(
     typer.echo(export_checkpoint(source, format, out))
 
 
-@app.command()
-@_guard
-def report(
-    runs_dir: Annotated[Path, typer.Argument(help="runs directory")] = Path("runs"),
-    format: Annotated[str, typer.Option("--format", "-f", help="md, html or tex")] = "md",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write to this file")] = None,  # noqa: UP045
-    papers: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="folder of .exp files whose published numbers are listed even if not run"),
-    ] = None,
-    tolerance: Annotated[
-        float, typer.Option(help="relative tolerance of the verdict when a paper gives none")
-    ] = 0.10,
-) -> None:
-    """Tables of reproduced numbers beside the published ones."""
-    from reports.reporter import report as render_report
-
-    if format not in ("md", "html", "tex"):
-        from dsl.errors import error
-
-        raise error(None, f"--format must be md, html or tex, not '{format}'")
-    expected = []
+def _papers_specs(papers: Optional[Path]) -> list[dict]:  # noqa: UP045
+    """The canonical specs of every .exp file in ``papers`` (default: ./papers when present)."""
+    expected: list[dict] = []
     folder = papers if papers is not None else (Path("papers") if Path("papers").is_dir() else None)
     if folder is not None:
         from dsl.compiler import compile_file
@@ -498,11 +479,251 @@ def report(
                 expected += [s.canonical() for s in compile_file(f, compute_auto=False)]
             except DiagnosticError as e:
                 typer.echo(f"note: skipping {f} ({e.diagnostics[0].message})", err=True)
-    text = render_report(runs_dir, format, out, expected, tolerance)
+    return expected
+
+
+REPORT_FORMATS = ("md", "html", "tex", "json", "text")
+
+
+@app.command()
+@_guard
+def report(
+    runs_dir: Annotated[Path, typer.Argument(help="runs directory")] = Path("runs"),
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="md, html, tex, json or text (default: from --out's suffix; text on a terminal; else md)",
+        ),
+    ] = "",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write to this file")] = None,  # noqa: UP045
+    papers: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="folder of .exp files whose published numbers are listed even if not run"),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="relative tolerance of the verdict when a paper gives none")
+    ] = 0.10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON document (same as --format json)")
+    ] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="show the rows of experiments not run in full (default: a list)")
+    ] = False,
+    width: Annotated[int, typer.Option(help="terminal width of --format text", min=40)] = 100,
+) -> None:
+    """Reproduced numbers beside the published ones: runs by paper and experiment, verdicts
+    where the protocol matches, sweeps pivoted, ablations against their parent, methods compared."""
+    from reports.reporter import report as render_report
+
+    if as_json:
+        format = "json"
+    if not format:
+        suffix = {".html": "html", ".htm": "html", ".tex": "tex", ".json": "json", ".txt": "text"}
+        if out is not None:
+            format = suffix.get(out.suffix, "md")
+        else:
+            format = "text" if sys.stdout.isatty() else "md"
+    if format not in REPORT_FORMATS:
+        from dsl.errors import error
+
+        raise error(None, f"--format must be md, html, tex, json or text, not '{format}'")
+    expected = _papers_specs(papers)
+    text = render_report(runs_dir, format, out, expected, tolerance, show_all=show_all, width=width)
     if out is None:
-        typer.echo(text)
+        typer.echo(text, nl=not text.endswith("\n"))
     else:
         typer.echo(f"wrote {out}")
+
+
+def _compile_all(files: list[Path], sets: Optional[list[str]] = None):  # type: ignore[no-untyped-def]  # noqa: UP045
+    """(resolved, canonical spec) pairs of every experiment of ``files``; auto values computed
+    only for the experiments that use them (their hashes depend on them)."""
+    from dsl.check import check
+    from dsl.resolve import load, resolve
+
+    out = []
+    for f in files:
+        res = resolve(load(f), None, sets or [])
+        plain = check(res, compute_auto=False)
+        for r, s in zip(res, plain):
+            spec = s
+            if any(True for _ in _autos(s)):
+                spec = check([r], compute_auto=True)[0]
+            out.append((f, r, spec.canonical()))
+    return out
+
+
+def _autos(spec):  # type: ignore[no-untyped-def]
+    from ncsn_core.values import AUTO
+
+    for field in ("data", "noise", "network", "loss", "train", "sample", "evaluate"):
+        b = getattr(spec, field)
+        if b is not None:
+            yield from (k for k, v in b.params if v is AUTO)
+    for st in spec.stages:
+        yield from (k for k, v in st.params if v is AUTO)
+
+
+@app.command("ls")
+@_guard
+def ls_(
+    runs_dir: Annotated[Path, typer.Argument(help="runs directory")] = Path("runs"),
+    file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--file", help="only the runs of this .exp file (and tell which are stale)"),
+    ] = None,
+    status: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--status", help="only runs with this status: done, running, failed or stale"),
+    ] = None,
+    papers: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="folder of .exp files a run's source.exp is looked up in (default: ./papers)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON list")] = False,
+) -> None:
+    """Every run: file, experiment, status (done / running / failed at a stage / stale), hashes,
+    key settings, metrics, age."""
+    from reports.reporter import collect
+    from reports.runs import STATUSES, age_text, find_source, ls_rows, metric_text
+
+    if status is not None and status not in STATUSES:
+        from dsl.errors import error
+
+        raise error(None, f"--status must be one of {', '.join(STATUSES)}, not '{status}'")
+    if file is not None and not file.is_file():
+        from dsl.errors import error
+
+        raise error(None, f"--file {file}: no such file")
+    folders = [file] if file is not None else [papers or Path("papers")]
+    files: dict[str, str] = {}
+    needed: set[Path] = set()
+    for r in collect(runs_dir):
+        f = find_source(r, folders)
+        if f is not None:
+            files[str(r.path)] = str(f)
+            needed.add(f)
+    if file is not None:
+        needed.add(file)
+    compiled: dict[str, list[dict]] = {}
+    for f in sorted(needed):
+        try:
+            for _, _, spec in _compile_all([f]):
+                compiled.setdefault(str(spec["experiment"]), []).append(spec)
+        except DiagnosticError as e:
+            typer.echo(f"note: {f} does not compile now ({e.diagnostics[0].message})", err=True)
+    rows = ls_rows(runs_dir, compiled, files)
+    if file is not None:
+        names = {n for n, specs in compiled.items() if specs}
+        rows = [r for r in rows if r["experiment"] in names]
+        for r in rows:
+            r["file"] = r["file"] or str(file)
+    if status is not None:
+        rows = [r for r in rows if r["status"] == status]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo(f"no runs under {runs_dir}" + (f" with status {status}" if status else ""))
+        return
+    lines = []
+    for r in rows:
+        st = r["status"] if r["status"] == "done" else f"{r['status']}: {r['detail']}"
+        lines.append(f"{r['label']}  [{r['hash']}]  {age_text(r['age_seconds'])} ago")
+        lines.append(f"    status: {st}")
+        if r["file"]:
+            lines.append(f"    file: {r['file']}")
+        lines.append("    " + ", ".join(f"{k} {v}" for k, v in r["settings"].items()))
+        lines.append(f"    metrics: {metric_text(r['metrics'])}")
+    import textwrap
+
+    out = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
+        out += textwrap.wrap(line, 100, subsequent_indent=indent, break_on_hyphens=False) or [""]
+    typer.echo("\n".join(out))
+
+
+def _diff_side(arg: str, runs_dir: Path, sets: list[str]):  # type: ignore[no-untyped-def]
+    """A run folder (its spec.json), or FILE.exp[:experiment] compiled (with provenance)."""
+    from reports.reporter import collect
+    from reports.runs import find_run, provenance
+
+    p = Path(arg)
+    if p.is_dir():
+        recs = [r for r in collect(p) if r.path == p] or collect(p)
+        if len(recs) != 1 or not recs[0].spec:
+            from dsl.errors import error
+
+            raise error(None, f"{arg}: not a run folder (no spec.json)")
+        return arg, recs[0].spec, None, recs[0]
+    file, _, name = arg.partition(":")
+    if not Path(file).is_file():
+        from dsl.errors import error
+
+        raise error(None, f"{arg}: neither a run folder nor FILE.exp[:experiment]")
+    pairs = _compile_all([Path(file)], sets)
+    if name:
+        pairs = [x for x in pairs if x[2]["experiment"] == name]
+    if not pairs:
+        from dsl.errors import error
+
+        raise error(None, f"{arg}: no experiment '{name}' in {file}")
+    if len({x[2]["experiment"] for x in pairs}) > 1 or len(pairs) > 1:
+        from dsl.errors import error
+
+        names = ", ".join(dict.fromkeys(str(x[2]["experiment"]) for x in pairs))
+        raise error(None, f"{arg}: {file} compiles to several runs ({names}); name one: {file}:NAME")
+    _, res, spec = pairs[0]
+    return arg, spec, provenance(res), find_run(runs_dir, spec)
+
+
+@app.command()
+@_guard
+def diff(
+    a: Annotated[str, typer.Argument(help="a run folder, or FILE.exp[:experiment]")],
+    b: Annotated[str, typer.Argument(help="a run folder, or FILE.exp[:experiment]")],
+    runs_dir: Annotated[
+        Path, typer.Option("--runs", help="where the runs of compiled files are looked up")
+    ] = Path("runs"),
+    sets: Annotated[
+        Optional[list[str]], typer.Option("--set", "-s", help="override a value of both files")
+    ] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """The settings that differ between two runs or experiments, where each value came from,
+    and the metric deltas."""
+    from reports.runs import diff_doc
+
+    an, aspec, awhere, arun = _diff_side(a, runs_dir, sets or [])
+    bn, bspec, bwhere, brun = _diff_side(b, runs_dir, sets or [])
+    doc = diff_doc(an, aspec, bn, bspec, awhere, bwhere, arun, brun)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    lines = [
+        f"A: {an} ({doc['a']['experiment']}, {doc['a']['hash']})",
+        f"B: {bn} ({doc['b']['experiment']}, {doc['b']['hash']})",
+    ]
+    if not doc["settings"]:
+        lines.append("No setting differs" + (" (same hash)." if doc["same_hash"] else "."))
+    for c in doc["settings"]:
+        lines.append(f"  {c['key']}: {c['a']} → {c['b']}")
+        lines.append(f"      A: {c['a_from']}")
+        lines.append(f"      B: {c['b_from']}")
+    if doc["metrics"]:
+        lines.append("Metrics (B − A):")
+        for m in doc["metrics"]:
+            lines.append(
+                f"  {m['metric']}: {m['a']['text']} → {m['b']['text']} (Δ {m['delta_text']}, {m['significance']})"
+            )
+    elif arun is None or brun is None:
+        lines.append(
+            "Metrics: " + ("A" if arun is None else "B") + " has no run folder (repro run it, or pass --runs)"
+        )
+    typer.echo("\n".join(lines))
 
 
 @app.command()

@@ -9,7 +9,19 @@ kept where they were (own-line or trailing). Idempotent: fmt(parse(fmt(x))) == f
 
 from __future__ import annotations
 
-from dsl.ast import Assign, Block, Comment, Experiment, Import, Module, PubEntry, Published, Stage, Sweep
+from dsl.ast import (
+    Assign,
+    Block,
+    Comment,
+    Experiment,
+    Import,
+    Module,
+    PubEntry,
+    Published,
+    PubProtocol,
+    Stage,
+    Sweep,
+)
 from dsl.parser import parse_text
 
 WIDTH = 88
@@ -67,8 +79,13 @@ class _Printer:
             return end
         if isinstance(s, Published):
             header = "published" + (f" {_quote(s.label)}" if s.label else "")
-            items = [f"{e.name} = {e.text}" for e in s.entries]
-            self.block_like(header, items, s.entries, indent, start, end)
+            children = _pub_children(s)
+            items = [_flat(c) for c in children]
+            self.block_like(header, items, children, indent, start, end)
+            return end
+        if isinstance(s, PubProtocol):
+            items = [_flat(a) for a in s.items]
+            self.block_like("protocol", items, s.items, indent, start, end)
             return end
         if isinstance(s, Stage):
             items = [f"{a.path[0]} = {a.value.text}" for a in s.items]
@@ -106,7 +123,20 @@ class _Printer:
         self.emit(indent, "}", self.take_range(end, end))
 
 
-def _flat(i: Assign | Stage) -> str:
+def _pub_children(s: Published) -> tuple:
+    """A published block's values and its protocol block, in source order."""
+    kids: list = list(s.entries)
+    if s.protocol is not None:
+        kids.append(s.protocol)
+    return tuple(sorted(kids, key=lambda c: (c.pos.line, c.pos.col)))
+
+
+def _flat(i: Assign | Stage | PubEntry | PubProtocol) -> str:
+    if isinstance(i, PubEntry):
+        return f"{i.name} = {i.text}"
+    if isinstance(i, PubProtocol):
+        inner = ", ".join(_flat(a) for a in i.items)
+        return f"protocol {{ {inner} }}" if inner else "protocol { }"
     if isinstance(i, Stage):
         inner = ", ".join(f"{a.path[0]} = {a.value.text}" for a in i.items)
         return f"stage {i.name} {{ {inner} }}" if inner else f"stage {i.name} {{ }}"
@@ -118,7 +148,7 @@ def _span(s: object) -> tuple[int, int]:
         return s.pos.line, s.pos.line
     if isinstance(s, (Assign, Sweep)):
         return s.pos.line, max(s.value.pos.end_line, s.pos.line)
-    if isinstance(s, Published):
+    if isinstance(s, (Published, PubProtocol)):
         return s.pos.line, s.end_line or s.pos.line
     if isinstance(s, Stage):
         return s.pos.line, s.end_line or s.pos.line

@@ -24,6 +24,7 @@ from dsl.ast import (
     Pos,
     PubEntry,
     Published,
+    PubProtocol,
     Stage,
     Sweep,
     Value,
@@ -245,8 +246,16 @@ class _Builder:
         label = _unescape(str(label_tok)) if label_tok is not None else ""
         entries = []
         seen: dict[str, Pos] = {}
+        protocol: PubProtocol | None = None
         for e in t.children[1:]:
             if e is None:
+                continue
+            if e.data == "pub_protocol":
+                ppos = _pos_tree(self.file, e)
+                if protocol is not None:
+                    raise error(ppos, "duplicate protocol block", f"first given at {protocol.pos}")
+                items = tuple(self.assign(c) for c in e.children if c is not None)
+                protocol = PubProtocol(items, ppos, e.meta.end_line)
                 continue
             name_tok, val_t, err_t = e.children
             p = _pos_tok(self.file, name_tok)
@@ -261,7 +270,7 @@ class _Builder:
                 raise error(_pos_tree(self.file, err_t), "a published uncertainty must be ≥ 0")
             text = vtext + (f" ± {etext}" if err_t is not None else "")
             entries.append(PubEntry(str(name_tok), float(val), None if err is None else float(err), text, p))
-        return Published(label, tuple(entries), _pos_tree(self.file, t), t.meta.end_line)
+        return Published(label, tuple(entries), _pos_tree(self.file, t), t.meta.end_line, protocol)
 
     def _signed(self, t: Tree) -> tuple[float, str]:
         tok = t.children[0]

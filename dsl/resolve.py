@@ -224,6 +224,7 @@ class _Resolver:
     # ---- body
     def apply_body(self, res: Resolved, exp: Experiment) -> None:
         seen: dict[tuple[str, ...], Pos] = {}
+        inherited = res.published
         if any(isinstance(i, Published) for i in exp.body):
             # An experiment that states published numbers states all of them: the parent's
             # numbers describe the parent's settings, not the child's.
@@ -242,6 +243,7 @@ class _Resolver:
             elif isinstance(item, Sweep):
                 self.apply_sweep(res, item)
             elif isinstance(item, Published):
+                item = _with_protocol(item, inherited)
                 res.published = [p for p in res.published if p.label != item.label] + [item]
 
     def apply_block(self, res: Resolved, b: Block) -> None:
@@ -398,6 +400,17 @@ def _call_text(name: str, kw: dict[str, Any], key: str, e: Entry) -> str:
 def _example(kind: str) -> str:
     b = schema.block(kind)
     return b.example if b is not None and b.example else "name"
+
+
+def _with_protocol(p: Published, inherited: list[Published]) -> Published:
+    """A published block without ``protocol { }`` takes its parent's: the one of the parent's
+    block with the same label, else of the parent's last block that states one (the same
+    paper's table, computed the same way)."""
+    if p.protocol is not None or not inherited:
+        return p
+    same = [q for q in inherited if q.label == p.label and q.protocol is not None]
+    stated = same or [q for q in inherited if q.protocol is not None]
+    return attrs.evolve(p, protocol=stated[-1].protocol) if stated else p
 
 
 def _inherit(parent: Resolved, name: str, pos: Pos, file: str) -> Resolved:

@@ -216,3 +216,35 @@ def stage_fields(stage: str) -> tuple[str, ...]:
 def spec_fields() -> tuple[str, ...]:
     """Every run spec field that the blocks lower to, in stage order."""
     return tuple(f for s in STAGES for f in stage_fields(s))
+
+
+# ----------------------------------------------------------------------------- published protocols
+# `published "..." { fid = 25.32, protocol { samples = 50k, reference = train, ... } }`: how a
+# paper computed its numbers. Not hashed (like the numbers themselves); the report compares a
+# run's evaluation protocol with it and gives a verdict only where they match.
+PROTOCOL = BlockKind(
+    "protocol",
+    "how the published numbers were computed (inside a `published` block; not hashed)",
+    fields=(
+        Param("samples", Int(min=1), None, "samples the metrics were computed on (the papers: 50k)"),
+        Param("reference", Choice(("train", "test")), None, "the data split the FID compares against"),
+        Param(
+            "checkpoint",
+            Either((Int(min=0), Choice(("best_fid", "last")))),
+            None,
+            "which checkpoint was evaluated: best_fid (the best of several by FID), last, or a step",
+        ),
+        Param("iterations", Int(min=0), None, "training iterations of the evaluated model"),
+        Param(
+            "inception_weights",
+            Str(),
+            None,
+            "the Inception network: a file name or SHA-256 prefix (pt_inception-2015-12-05 is "
+            "torch-fidelity's port of the TF weights the papers used)",
+        ),
+        Param(
+            "implementation", Str(), None, "the metric code the paper used (e.g. the TF Inception scripts)"
+        ),
+    ),
+)
+PROTOCOL_KEYS = tuple(p.name for p in PROTOCOL.fields)

@@ -44,9 +44,17 @@ class ComponentSpec:
 class PublishedSpec:
     label: str
     values: tuple[tuple[str, float, float | None], ...]  # (metric, value, uncertainty)
+    # How the paper computed them (schema.PROTOCOL keys, checked values); not hashed.
+    protocol: tuple[tuple[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "values": {k: {"value": v, "error": e} for k, v, e in self.values}}
+        out: dict[str, Any] = {
+            "label": self.label,
+            "values": {k: {"value": v, "error": e} for k, v, e in self.values},
+        }
+        if self.protocol:
+            out["protocol"] = {k: to_json(v) for k, v in self.protocol}
+        return out
 
 
 @attrs.frozen
@@ -70,6 +78,9 @@ class RunSpec:
     # What each value that refers to others became (path, "train.iterations / 1000 = 200.0").
     refs: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False, hash=False)
     source: str = attrs.field(default="", eq=False, hash=False)
+    # The experiment this one `extends` (the resolver's Resolved.parent): an ablation's
+    # report compares it with its parent's run. Provenance, not meaning: in no hash.
+    parent: str | None = attrs.field(default=None, eq=False, hash=False)
 
     @property
     def trains(self) -> bool:
@@ -139,6 +150,7 @@ class RunSpec:
             **self._part(*schema.spec_fields(), speed=True),
             "published": [p.to_json() for p in self.published],
             "sweep": dict(self.sweep),
+            **({} if self.parent is None else {"parent": self.parent}),
             "auto": {k: {"value": to_json(a.value), "explanation": a.explanation} for k, a in self.autos},
             **({} if self.weights() is None else {"released": self._released_description()}),
             **({"references": dict(self.refs)} if self.refs else {}),

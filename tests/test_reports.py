@@ -18,19 +18,67 @@ PNG = bytes.fromhex(
 )
 
 
+def blocks(
+    noise: str = "geometric", network: str = "mlp", levels: int = 10, iterations: int = 5, stage: str = "annealed_langevin"
+) -> dict:  # fmt: skip
+    """The blocks of a spec.json as RunSpec.canonical() writes them."""
+    return {
+        "data": {"name": "digits", "params": {"dequantize": "uniform", "flip": False}},
+        "noise": {"name": noise, "params": {"levels": levels, "sigma_max": 1.0, "sigma_min": 0.01}},
+        "network": {"name": network, "params": {"hidden": 512, "layers": 4}},
+        "loss": {"name": "dsm", "params": {"weight": {"expr": "sigma ** 2"}}},
+        "train": {
+            "name": "train",
+            "params": {"iterations": iterations, "batch_size": 128, "precision": "auto"},
+        },
+        "sample": {"name": "sample", "params": {"samples": 64, "checkpoint": "last", "compile": "off"}},
+        "stages": [{"name": stage, "params": {"steps_per_level": 100, "step_size": 2e-5}}],
+        "evaluate": {
+            "name": "evaluate",
+            "params": {"metrics": ["fid"], "samples": 100, "reference": "train"},
+        },
+    }
+
+
 def make_run(
-    root: Path, exp: str, h: str, seeds: dict[int, float | None], published=None, sweep=None, paper="P"
+    root: Path,
+    exp: str,
+    h: str,
+    seeds: dict[int, float | None],
+    published=None,
+    sweep=None,
+    paper="P",
+    *,
+    spec_blocks=None,
+    parent=None,
+    source="",
+    metric="fid",
+    samples=100,
+    extra_metrics=None,
+    floor=None,
+    seconds=(10.0, 2.0, 1.0),
+    nfe=1000,
+    released=False,
 ):  # type: ignore[no-untyped-def]
+    """A run folder shaped like ncsn_core.runner's (docs/architecture.md, "Runs on disk")."""
     d = root / exp / h
     d.mkdir(parents=True)
     spec = {
         "experiment": exp,
         "paper": paper,
         "hash": h,
+        "train_hash": "t" + h,
+        "sample_hash": "s" + h,
+        "eval_hash": "e" + h,
+        **(spec_blocks or {}),
         "sweep": sweep or {},
         "published": published or [],
+        **({"parent": parent} if parent else {}),
+        **({"released": {"path": "x.pth", "format": "ncsn"}} if released else {}),
     }
     (d / "spec.json").write_text(json.dumps(spec))
+    if source:
+        (d / "source.exp").write_text(source)
     for k, fid in seeds.items():
         s = d / f"seed-{k}"
         (s / "train").mkdir(parents=True)
@@ -42,15 +90,25 @@ def make_run(
         )
         if fid is None:
             continue  # still training
-        (s / "train" / "results.json").write_text(json.dumps({"iterations": 5}))
+        (s / "train" / "results.json").write_text(json.dumps({"iterations": 5, "seconds": seconds[0]}))
+        (s / "train" / "DONE").write_text("x")
         (s / "sample-abc").mkdir()
         (s / "sample-abc" / "grid.png").write_bytes(PNG)
+        (s / "sample-abc" / "results.json").write_text(
+            json.dumps({"samples": 64, "seconds": seconds[1], "nfe_per_sample": nfe})
+        )
         (s / "sample-abc" / "DONE").write_text("x")
         e = s / "eval-def"
         e.mkdir()
-        proto = {"samples": 100, "reference": "cifar10:train", "implementation": "torch-fidelity 0.4.0",
+        proto = {"samples": samples, "reference": "cifar10:train", "reference_split": "train",
+                 "implementation": "torch-fidelity 0.4.0", "inception_weights": "pt_inception-2015-12-05.pth",
                  "inception_weights_sha256": "f" * 64, "iterations_trained": 5}  # fmt: skip
-        (e / "metrics.json").write_text(json.dumps({"fid": fid, "protocol": proto}))
+        if released:
+            proto["weights"] = "released checkpoint x.pth (sha256 abc, format ncsn)"
+        if floor is not None:
+            proto["domain_classifier"] = {"sha256": "c" * 64, "floor_fid_domain_test_vs_train": floor}
+        vals = {metric: fid, **{m: v + k for m, v in (extra_metrics or {}).items()}}
+        (e / "metrics.json").write_text(json.dumps({**vals, "seconds": seconds[2], "protocol": proto}))
         (e / "DONE").write_text("x")
     return d
 
@@ -97,9 +155,13 @@ def test_markdown(runs: Path) -> None:
 
 
 def test_not_run_rows_never_disappear(runs: Path) -> None:
+    # By default a compact "to reproduce" line per published block; with --all the rows in full.
     expected = [{"experiment": "never", "paper": "P", "hash": "zzz", "published": PUB, "sweep": {}}]
     text = render(add_expected(collect(runs), expected), "md")
-    rows = [line for line in text.splitlines() if line.startswith("| never")]
+    assert "- never: Table 1: fid 25, inception_score 8.87" in text.split("**To reproduce**")[1]
+    full = render(add_expected(collect(runs), expected), "md", show_all=True)
+    section = full.split("### never")[1].split("###")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| Table 1")]
     assert len(rows) == 2 and all("not run" in r for r in rows)
 
 

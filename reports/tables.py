@@ -1,0 +1,59 @@
+"""Table helpers shared by the report's renderers (reports.reporter, reports.terminal)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def fmt_num(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}g}"
+
+
+def _numbered(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows with their verdict's reasons as footnotes [1], [2], ..."""
+    notes: list[str] = []
+    out = []
+    for r in rows:
+        r = dict(r)
+        if r["reasons"]:
+            notes.append("; ".join(r["reasons"]))
+            r["verdict_text"] = f"{r['verdict']} [{len(notes)}]"
+        else:
+            r["verdict_text"] = r["verdict"]
+        out.append(r)
+    return out, notes
+
+
+def method_table(g: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a method comparison: a row per method; a metric's floor (the same
+    for every row: the domain classifier's) in its header."""
+    headers = ["method", "experiment"]
+    for m in g["metrics"]:
+        floors = {fmt_num(r["floors"][m]) for r in g["rows"] if m in r["floors"]}
+        headers.append(
+            f"{m} {g['directions'][m]}" + (f" (floor {' / '.join(sorted(floors))})" if floors else "")
+        )
+    headers += ["wall s", "NFE/sample", "seeds"]
+    rows = []
+    for r in g["rows"]:
+        row = [r["method"], r["experiment"]] + [r["metrics"][m]["text"] for m in g["metrics"]]
+        row += [fmt_num(r["seconds"], 3), str(r["nfe"] if r["nfe"] is not None else "–"), str(r["seeds"])]
+        rows.append(row)
+    return headers, rows
+
+
+def method_notes(g: dict[str, Any]) -> list[str]:
+    """Each method against the first row: the differences and whether they exceed the spread."""
+    base = g["rows"][0]
+    out = []
+    for r in g["rows"][1:]:
+        parts = []
+        for m in g["metrics"]:
+            a, b = base["metrics"][m]["mean"], r["metrics"][m]["mean"]
+            d = f"Δ {b - a:+.4g}" if a is not None and b is not None else "Δ –"
+            parts.append(f"{m} {d} ({r['significance'][m]})")
+        out.append(f"{r['method']} vs {base['method']}: " + "; ".join(parts))
+    return out

@@ -230,6 +230,17 @@ def _block(r: random.Random) -> str:
     return f"{head} {{ {', '.join(items)} }}"
 
 
+# Settings a sweep may cover (generated grids; tests/test_dsl_errors.py reuses them).
+SWEEP_PATHS = (
+    "seed",
+    "noise.levels",
+    "train.iterations",
+    "train.batch_size",
+    "noise.sigma_max",
+    "sample.samples",
+)
+
+
 def gen_valid(r: random.Random) -> str:
     """An experiment file built from the grammar and the vocabulary (often semantically
     wrong, always syntactically right)."""
@@ -302,15 +313,7 @@ def _special(r: random.Random) -> str:
         axes = r.randint(1, 6)
         size = r.choice([1, 2, 10, 31, 32, 100])
         vals = ", ".join(str(i) for i in range(size))
-        paths = [
-            "seed",
-            "noise.levels",
-            "train.iterations",
-            "train.batch_size",
-            "noise.sigma_max",
-            "sample.samples",
-        ]
-        sweeps = "\n".join(f"    sweep {p} = [{vals}]" for p in paths[:axes])
+        sweeps = "\n".join(f"    sweep {p} = [{vals}]" for p in SWEEP_PATHS[:axes])
         return f"experiment s {{\n    data digits {{ }}\n    noise geometric {{ }}\n{sweeps}\n}}\n"
     if k == 2:
         return f'import "{r.choice(IMPORTS)}"\n' + gen_valid(r)

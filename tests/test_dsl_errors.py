@@ -9,6 +9,7 @@ from conftest import BASE
 
 from dsl.compiler import compile_file
 from dsl.errors import DiagnosticError
+from tests.fuzz import SWEEP_PATHS
 
 
 def at(src: str, needle: str, nth: int = 1) -> tuple[int, int]:
@@ -27,221 +28,62 @@ def sub(old: str, new: str) -> str:
 
 
 # (id, source, expected message fragment, text whose position the error must point at, nth occurrence)
+# One case per line: the table reads as a table.
+# fmt: off
 CASES = [
     # ---- syntax
     ("missing-brace", BASE.rstrip().rstrip("}"), "unexpected end of file", None, 1),
     ("missing-equals", sub("ngf = 8", "ngf 8"), "did you forget '='?", "8 }", 1),
     ("stray-token", BASE + "}\n", "unexpected '}'", (BASE.count("\n") + 1, 1), 1),
     ("bad-char", sub("ngf = 8", "ngf = 8 $"), "unexpected character '$'", "$", 1),
-    (
-        "unterminated-string",
-        sub("data digits { }", 'data digits { root = "abc }'),
-        "unterminated string",
-        '"abc',
-        1,
-    ),
+    ("unterminated-string", sub("data digits { }", 'data digits { root = "abc }'), "unterminated string", '"abc', 1),
     ("keyword-as-name", sub("ngf = 8", "stage = 8"), "unexpected '='; expected a name", "= 8", 1),
     # ---- names
-    (
-        "unknown-block",
-        sub("loss dsm { }", "loss dsm { }\n    nosie geometric { }"),
-        "unknown block 'nosie'; did you mean 'noise'?",
-        "nosie",
-        1,
-    ),
-    (
-        "unknown-data",
-        sub("data digits", "data digitz"),
-        "unknown data 'digitz'; did you mean 'digits'?",
-        "digitz",
-        1,
-    ),
+    ("unknown-block", sub("loss dsm { }", "loss dsm { }\n    nosie geometric { }"), "unknown block 'nosie'; did you mean 'noise'?", "nosie", 1),
+    ("unknown-data", sub("data digits", "data digitz"), "unknown data 'digitz'; did you mean 'digits'?", "digitz", 1),
     ("unknown-noise", sub("noise geometric", "noise geometrik"), "unknown noise 'geometrik'", "geometrik", 1),
     ("unknown-network", sub("network ncsn", "network ncsm"), "unknown network 'ncsm'", "ncsm", 1),
     ("unknown-loss", sub("loss dsm", "loss dms"), "unknown loss 'dms'", "dms", 1),
-    (
-        "unknown-stage",
-        sub("stage annealed_langevin", "stage annealed_langevn"),
-        "did you mean 'annealed_langevin'",
-        "annealed_langevn",
-        1,
-    ),
-    (
-        "unknown-param",
-        sub("sigma_max = 1.0", "sigma_mx = 1.0"),
-        "unknown parameter 'sigma_mx' for noise geometric; did you mean 'sigma_max'?",
-        "sigma_mx",
-        1,
-    ),
-    (
-        "unknown-train-param",
-        sub("iterations = 10", "iteratons = 10"),
-        "did you mean 'iterations'?",
-        "iteratons",
-        1,
-    ),
+    ("unknown-stage", sub("stage annealed_langevin", "stage annealed_langevn"), "did you mean 'annealed_langevin'", "annealed_langevn", 1),
+    ("unknown-param", sub("sigma_max = 1.0", "sigma_mx = 1.0"), "unknown parameter 'sigma_mx' for noise geometric; did you mean 'sigma_max'?", "sigma_mx", 1),
+    ("unknown-train-param", sub("iterations = 10", "iteratons = 10"), "did you mean 'iterations'?", "iteratons", 1),
     ("unknown-stage-param", sub("steps_per_level = 2", "steps = 2"), "unknown parameter 'steps'", "steps", 1),
-    (
-        "unknown-field",
-        sub("data digits { }", "sed = 1\n    data digits { }"),
-        "unknown field 'sed'; did you mean 'seed'?",
-        "sed",
-        1,
-    ),
-    (
-        "unknown-optimizer",
-        sub("iterations = 10", "iterations = 10, optimizer = adma(lr = 1e-3)"),
-        "unknown optimizer 'adma'; did you mean 'adam'?",
-        "adma(",
-        1,
-    ),
-    (
-        "unknown-optimizer-arg",
-        sub("iterations = 10", "iterations = 10, optimizer = adam(lrr = 1e-3)"),
-        "unknown parameter 'lrr' for optimizer adam",
-        "adam(",
-        1,
-    ),
-    (
-        "unknown-choice",
-        sub("data digits { }", "data digits { dequantize = unifrom }"),
-        "'unifrom' is not one of",
-        "unifrom",
-        1,
-    ),
-    (
-        "unknown-symbol",
-        sub("loss dsm { }", "loss dsm { weight = sigm ** 2 }"),
-        "unknown symbol 'sigm'",
-        "sigm **",
-        1,
-    ),
-    (
-        "unknown-function",
-        sub("loss dsm { }", "loss dsm { weight = cube(sigma) }"),
-        "unknown function 'cube'",
-        "cube",
-        1,
-    ),
+    ("unknown-field", sub("data digits { }", "sed = 1\n    data digits { }"), "unknown field 'sed'; did you mean 'seed'?", "sed", 1),
+    ("unknown-optimizer", sub("iterations = 10", "iterations = 10, optimizer = adma(lr = 1e-3)"), "unknown optimizer 'adma'; did you mean 'adam'?", "adma(", 1),
+    ("unknown-optimizer-arg", sub("iterations = 10", "iterations = 10, optimizer = adam(lrr = 1e-3)"), "unknown parameter 'lrr' for optimizer adam", "adam(", 1),
+    ("unknown-choice", sub("data digits { }", "data digits { dequantize = unifrom }"), "'unifrom' is not one of", "unifrom", 1),
+    ("unknown-symbol", sub("loss dsm { }", "loss dsm { weight = sigm ** 2 }"), "unknown symbol 'sigm'", "sigm **", 1),
+    ("unknown-function", sub("loss dsm { }", "loss dsm { weight = cube(sigma) }"), "unknown function 'cube'", "cube", 1),
     # ---- types and ranges
     ("wrong-type-int", sub("levels = 10", 'levels = "ten"'), "expected an integer, got a string", '"ten"', 1),
-    (
-        "wrong-type-float",
-        sub("sigma_max = 1.0", "sigma_max = true"),
-        "expected a number, got a boolean",
-        "true",
-        1,
-    ),
+    ("wrong-type-float", sub("sigma_max = 1.0", "sigma_max = true"), "expected a number, got a boolean", "true", 1),
     ("float-for-int", sub("levels = 10", "levels = 2.5"), "expected an integer", "2.5", 1),
     ("out-of-range", sub("batch_size = 8", "batch_size = 0"), "must be ≥ 1", "0 }\n    sample", 1),
     ("negative-sigma", sub("sigma_min = 0.01", "sigma_min = -0.01"), "must be > 0", "-0.01", 1),
     ("bool-type", sub("data digits { }", "data digits { flip = 1 }"), "expected true or false", "1 }", 1),
     ("auto-not-allowed", sub("batch_size = 8", "batch_size = auto"), "cannot be auto", "auto", 1),
-    (
-        "expr-not-allowed",
-        sub("batch_size = 8", "batch_size = sigma * 2"),
-        "expected an integer",
-        "sigma * 2",
-        1,
-    ),
+    ("expr-not-allowed", sub("batch_size = 8", "batch_size = sigma * 2"), "expected an integer", "sigma * 2", 1),
     # ---- structure
     ("duplicate-key", sub("ngf = 8", "ngf = 8, ngf = 16"), "duplicate key 'ngf'", "ngf", 2),
-    (
-        "duplicate-arg",
-        sub("iterations = 10", "iterations = 10, optimizer = adam(lr = 1, lr = 2)"),
-        "duplicate argument 'lr'",
-        "lr",
-        2,
-    ),
-    (
-        "block-needs-name",
-        sub("network ncsn { ngf = 8 }", "network { ngf = 8 }"),
-        "a network block needs a name",
-        "network",
-        1,
-    ),
+    ("duplicate-arg", sub("iterations = 10", "iterations = 10, optimizer = adam(lr = 1, lr = 2)"), "duplicate argument 'lr'", "lr", 2),
+    ("block-needs-name", sub("network ncsn { ngf = 8 }", "network { ngf = 8 }"), "a network block needs a name", "network", 1),
     ("fixed-block-named", sub("train {", "train fast {"), "the train block takes no name", "fast", 1),
-    (
-        "stage-outside-sample",
-        sub("train { iterations = 10, batch_size = 8 }", "train { stage langevin { } }"),
-        "'stage' belongs in the sample block",
-        "stage langevin",
-        1,
-    ),
+    ("stage-outside-sample", sub("train { iterations = 10, batch_size = 8 }", "train { stage langevin { } }"), "'stage' belongs in the sample block", "stage langevin", 1),
     ("missing-data", sub("    data digits { }\n", ""), "has no data block", "e {", 1),
     ("network-without-loss", sub("    loss dsm { }\n", ""), "has a network but no loss block", "e {", 1),
-    (
-        "empty-sample",
-        sub("sample { stage annealed_langevin { steps_per_level = 2 } }", "sample { samples = 4 }"),
-        "has no stage",
-        "sample",
-        1,
-    ),
-    (
-        "set-unknown-block",
-        sub("loss dsm { }", "loss dsm { }\n    trian.iterations = 5"),
-        "unknown block 'trian'; did you mean 'train'?",
-        "trian",
-        1,
-    ),
-    (
-        "block-as-field",
-        sub("loss dsm { }", "loss dsm { }\n    train = 5"),
-        "'train' is a block",
-        "train = 5",
-        1,
-    ),
-    (
-        "bad-sweep-empty",
-        sub("loss dsm { }", "loss dsm { }\n    sweep noise.levels = []"),
-        "a sweep needs at least one value",
-        "[]",
-        1,
-    ),
-    (
-        "bad-sweep-item",
-        sub("loss dsm { }", 'loss dsm { }\n    sweep noise.levels = [5, "x"]'),
-        "expected an integer, got a string",
-        '"x"',
-        1,
-    ),
-    (
-        "sweep-twice",
-        sub("loss dsm { }", "loss dsm { }\n    sweep seed = [1]\n    sweep seed = [2]"),
-        "swept twice",
-        "seed",
-        2,
-    ),
-    (
-        "unknown-extends",
-        BASE.replace("experiment e {", "experiment e extends nothere {"),
-        "unknown experiment 'nothere'",
-        "nothere",
-        1,
-    ),
-    (
-        "extends-cycle",
-        BASE.replace("experiment e {", "experiment e extends f {") + "experiment f extends e { }\n",
-        "'extends' cycle",
-        "e {",
-        2,
-    ),
+    ("empty-sample", sub("sample { stage annealed_langevin { steps_per_level = 2 } }", "sample { samples = 4 }"), "has no stage", "sample", 1),
+    ("set-unknown-block", sub("loss dsm { }", "loss dsm { }\n    trian.iterations = 5"), "unknown block 'trian'; did you mean 'train'?", "trian", 1),
+    ("block-as-field", sub("loss dsm { }", "loss dsm { }\n    train = 5"), "'train' is a block", "train = 5", 1),
+    ("bad-sweep-empty", sub("loss dsm { }", "loss dsm { }\n    sweep noise.levels = []"), "a sweep needs at least one value", "[]", 1),
+    ("bad-sweep-item", sub("loss dsm { }", 'loss dsm { }\n    sweep noise.levels = [5, "x"]'), "expected an integer, got a string", '"x"', 1),
+    ("sweep-twice", sub("loss dsm { }", "loss dsm { }\n    sweep seed = [1]\n    sweep seed = [2]"), "swept twice", "seed", 2),
+    ("unknown-extends", BASE.replace("experiment e {", "experiment e extends nothere {"), "unknown experiment 'nothere'", "nothere", 1),
+    ("extends-cycle", BASE.replace("experiment e {", "experiment e extends f {") + "experiment f extends e { }\n", "'extends' cycle", "e {", 2),
     ("duplicate-experiment", BASE + BASE, "experiment 'e' is defined twice", "e {\n    data", 2),
-    (
-        "unknown-stage-ref",
-        sub("loss dsm { }", "loss dsm { }\n    sample.langevin.steps = 3"),
-        "no stage 'langevin' in sample",
-        "sample.langevin",
-        1,
-    ),
-    (
-        "duplicate-published",
-        BASE.replace("    sample", '    published "p" { fid = 1, fid = 2 }\n    sample', 1),
-        "duplicate published value 'fid'",
-        "fid",
-        2,
-    ),
+    ("unknown-stage-ref", sub("loss dsm { }", "loss dsm { }\n    sample.langevin.steps = 3"), "no stage 'langevin' in sample", "sample.langevin", 1),
+    ("duplicate-published", BASE.replace("    sample", '    published "p" { fid = 1, fid = 2 }\n    sample', 1), "duplicate published value 'fid'", "fid", 2),
 ]
+# fmt: on
 CASES += [
     (
         "negative-uncertainty",
@@ -511,15 +353,7 @@ def test_big_but_fitting_numbers_still_fold(tmp_path: Path) -> None:
 
 def sweep_file(tmp_path: Path, axes: int, size: int) -> Path:
     vals = ", ".join(str(i + 1) for i in range(size))
-    paths = [
-        "seed",
-        "noise.levels",
-        "train.iterations",
-        "train.batch_size",
-        "noise.sigma_max",
-        "sample.samples",
-    ]
-    sweeps = "\n".join(f"    sweep {p} = [{vals}]" for p in paths[:axes])
+    sweeps = "\n".join(f"    sweep {p} = [{vals}]" for p in SWEEP_PATHS[:axes])
     f = tmp_path / "s.exp"
     f.write_text(BASE.replace("    sample {", sweeps + "\n    sample {"), encoding="utf-8")
     return f

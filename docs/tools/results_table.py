@@ -24,6 +24,7 @@ import math
 import shutil
 import statistics
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,14 @@ def read_seed(seed_dir: Path) -> dict[str, Any]:
         row["metrics"] = {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
         row["protocol"] = m.get("protocol", {})
         row["eval_s"] = (ev / "DONE").stat().st_mtime - (ev / "stage.json").stat().st_mtime
+        row["finished"] = (ev / "DONE").stat().st_mtime
     return row
 
 
 def read_runs(runs: Path, experiments: list[str] | None = None) -> list[dict[str, Any]]:
     """One entry per experiment: its spec's description and its seeds' rows."""
+    if not runs.is_dir():
+        raise SystemExit(f"{runs}: no such runs folder (the --runs of `repro run`)")
     names = experiments or sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     out = []
     for name in names:
@@ -152,12 +156,21 @@ def header(entries: list[dict[str, Any]]) -> str:
     if not envs:
         return ""
     first = min(envs, key=lambda v: v.get("time", ""))
+    ends = [s["finished"] for e in entries for s in e["seeds"] if "finished" in s]
+    span = ""
+    if ends and first.get("time"):
+        start = datetime.fromisoformat(first["time"]).timestamp()
+        end = datetime.fromtimestamp(max(ends), tz=timezone.utc)
+        span = (
+            f" Wall time of the whole comparison, from the first run's start to the last evaluation's "
+            f"end ({end.strftime('%Y-%m-%dT%H:%M:%S%z')}): {(max(ends) - start) / 60:.1f} min."
+        )
     commits = sorted(
         {(v.get("git_commit") or "?")[:10] + (" (dirty)" if v.get("git_dirty") else "") for v in envs}
     )
     return (
         f"Measured {first.get('time', '?')} on {first.get('platform', '?')}, device {first.get('device', '?')}, "
-        f"torch {first.get('torch', '?')}, commit {', '.join(commits)}.\n"
+        f"torch {first.get('torch', '?')}, commit {', '.join(commits)}.{span}\n"
     )
 
 

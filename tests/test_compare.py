@@ -106,6 +106,13 @@ def test_compare_file_has_equal_budgets() -> None:
     for m in ("ncsn", "ansn"):
         (stage,) = specs[m].stages
         assert dict(specs[m].noise.params)["levels"] * dict(stage.params)["steps_per_level"] == 105
+    # Dequantisation follows the method, not the shared network: NCSN's code dequantises,
+    # NCSNv2's official configs do not (tests/test_fidelity.py checks the other papers files).
+    assert {m: s.data.get("dequantize") for m, s in specs.items()} == {
+        "ncsn": "uniform",
+        "ncsnv2": "none",
+        "ansn": "uniform",
+    }
     v2 = [st.name for st in specs["ncsnv2"].stages]
     assert (
         v2 == ["annealed_langevin", "denoise"]

@@ -66,6 +66,26 @@ DECLARATIONS = (
     ),
     declare(
         "metric",
+        "kid_domain",
+        _DOMAIN,
+        doc="Kernel distance (KID, mean ± std over subsets) in the domain classifier's features; "
+        "its matched floor is in the protocol",
+        facts=_facts(("kid_domain", "lower"), needs="labels"),
+    ),
+    declare(
+        "metric",
+        "precision_recall_domain",
+        _DOMAIN,
+        doc="precision and recall (k = 3 neighbourhoods) in the domain classifier's features",
+        facts=_facts(
+            ("precision_domain", "higher"),
+            ("recall_domain", "higher"),
+            ("f_score_domain", "higher"),
+            needs="labels",
+        ),
+    ),
+    declare(
+        "metric",
         "mode_weights",
         _TOY,
         doc="fraction of samples nearest each mixture mean (NCSN Fig. 3); mode_weight_error = max |Δ|",

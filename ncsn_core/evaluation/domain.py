@@ -6,14 +6,22 @@ training settings).
 It is registered with torch-fidelity as the feature extractor ``repro-domain-classifier``
 and receives its weights file through ``feature_extractor_weights_path``, so "FID (domain)"
 and the Inception-style score ``exp(E KL(p(y|x) ‖ p(y)))`` are computed by torch-fidelity's
-own FID and IS code on its penultimate features and logits. The **floor** of each (the same
-metric between the train and test splits) is computed once with the classifier and stored
-in the protocol.
+own FID and IS code on its penultimate features and logits; ``kid_domain`` and
+``precision_recall_domain`` are torch-fidelity's KID and precision/recall on the same
+features. Precision/recall compares equal-sized sets (Kynkäänniemi et al. 2019): the n samples
+against a fixed random subset of n reference images, in a second call (torch-fidelity's k-NN
+radii are O(m²) in the reference size: 10k test images made every evaluation take about a
+minute on a CPU); the other metrics use the whole reference split. Two **floors** are stored in the protocol: the classifier's own
+(FID between the whole train and test splits, and the test split's IS), computed once with
+the classifier; and, at every evaluation, ``domain_floor``: each requested metric for as many
+real images of the other split as there are samples, against the same reference (FID and KID
+are biased by the sample count, so this is the value a perfect model would get).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,7 @@ from torch import nn
 
 from ncsn_core import io as atomic
 from ncsn_core.errors import EvaluationError
-from ncsn_core.evaluation.fidelity import Uint8Images, cache_name, calculate, content_hash
+from ncsn_core.evaluation.fidelity import KID_SUBSETS, Uint8Images, cache_name, calculate, content_hash
 from ncsn_core.evaluation.fits import check_fits
 from ncsn_core.evaluation.weights import fidelity_version, sha256_file
 from ncsn_core.spec import digest
@@ -203,7 +211,38 @@ def load_classifier(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic.write_json(info_path, info)
+    print(
+        f"domain classifier for {data.name}: test accuracy {acc:.4f} "
+        f"({info['test_size']} test images, {epochs} epochs, {info['seconds']}s) → {path.name}",
+        file=sys.stderr,
+        flush=True,
+    )
     return path, info
+
+
+FLOOR_SEED = 0  # which real images make the matched floor (fixed: the floor is part of the protocol)
+
+
+def _subset(size: int, n: int, seed: int) -> torch.Tensor:
+    """A fixed random choice of min(n, size) indices out of range(size)."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[: min(n, size)]
+
+
+def _outputs(res: dict[str, Any], flags: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if flags.get("fid"):
+        out["fid_domain"] = float(res["frechet_inception_distance"])
+    if flags.get("isc"):
+        out["is_domain"] = float(res["inception_score_mean"])
+        out["is_domain_std"] = float(res["inception_score_std"])
+    if flags.get("kid"):
+        out["kid_domain"] = float(res["kernel_inception_distance_mean"])
+        out["kid_domain_std"] = float(res["kernel_inception_distance_std"])
+    if flags.get("prc"):
+        out["precision_domain"] = float(res["precision"])
+        out["recall_domain"] = float(res["recall"])
+        out["f_score_domain"] = float(res.get("f_score", float("nan")))
+    return out
 
 
 def compute(
@@ -216,41 +255,96 @@ def compute(
     device: torch.device | str,
     protocol: dict[str, Any],
 ) -> dict[str, float]:
-    """``fid_domain`` and ``is_domain`` through torch-fidelity with the domain classifier."""
+    """``fid_domain``, ``is_domain``, ``kid_domain`` (one torch-fidelity call) and
+    ``precision_recall_domain`` (a second, equal-sized sets) with the domain classifier, plus
+    the matched floor (module docstring)."""
     path, info = load_classifier(data, cache_dir, settings=settings)
     names = {c.name: dict(c.params) for c in calls}
     split = str(settings.get("reference", "train"))
     ref = data.train if split == "train" else data.test
-    n = int(samples.shape[0])
+    other_split = "test" if split == "train" else "train"
+    other = data.test if split == "train" else data.train
+    n, m = int(samples.shape[0]), int(ref.shape[0])
     splits = int(names.get("is_domain", {}).get("splits", 10))
     if "is_domain" in names and n < splits:
         raise EvaluationError(f"is_domain with {splits} splits needs at least that many samples")
+    kid_size = min(1000, n, m)
+    if "kid_domain" in names and kid_size < 2:
+        raise EvaluationError("kid_domain needs at least 2 samples")
+    if "precision_recall_domain" in names and n < 4:
+        raise EvaluationError("precision_recall_domain needs at least 4 samples (3 nearest neighbours)")
     ds = Uint8Images(samples)
-    flags: dict[str, Any] = {"fid": "fid_domain" in names, "isc": "is_domain" in names}
+    flags: dict[str, Any] = {
+        "fid": "fid_domain" in names,
+        "isc": "is_domain" in names,
+        "kid": "kid_domain" in names,
+    }
+    prc = "precision_recall_domain" in names
     if flags["isc"]:
         flags["isc_splits"] = splits
-    res = calculate(
-        ds,
-        Uint8Images(ref) if flags["fid"] else None,
-        feature_extractor=EXTRACTOR,
-        weights=path,
-        input1_cache_name=None,  # samples are never cached (see fidelity.py)
-        input2_cache_name=cache_name("domain", info["hash"], data.identity, split),
-        cache_root=cache_dir / "torch-fidelity",
-        settings=settings,
-        device="cpu",  # a few-layer CNN on small images: the CPU is fast enough and deterministic
-        **flags,
-    )
-    out: dict[str, float] = {}
-    if flags["fid"]:
-        out["fid_domain"] = float(res["frechet_inception_distance"])
-    if flags["isc"]:
-        out["is_domain"] = float(res["inception_score_mean"])
-        out["is_domain_std"] = float(res["inception_score_std"])
+    if flags["kid"]:
+        flags.update(kid_subsets=KID_SUBSETS, kid_subset_size=kid_size)
+    common: dict[str, Any] = {
+        "feature_extractor": EXTRACTOR,
+        "weights": path,
+        "cache_root": cache_dir / "torch-fidelity",
+        "settings": settings,
+        "device": "cpu",  # a few-layer CNN on small images: the CPU is fast enough and deterministic
+    }
+    ref_name = cache_name("domain", info["hash"], data.identity, split)
+    pick_ref = _subset(m, n, FLOOR_SEED + 1)
+    prc_ref_name = cache_name("domain", info["hash"], data.identity, split, f"prc{n}s{FLOOR_SEED + 1}")
+
+    def measure(x: torch.Tensor, x_cache: str | None) -> dict[str, float]:
+        res: dict[str, Any] = {}
+        if any(flags[k] for k in ("fid", "isc", "kid")):
+            binary = flags["fid"] or flags["kid"]
+            res.update(
+                calculate(
+                    Uint8Images(x),
+                    Uint8Images(ref) if binary else None,
+                    input1_cache_name=x_cache,
+                    input2_cache_name=ref_name,
+                    **common,
+                    **flags,
+                )
+            )
+        if prc:
+            res.update(
+                calculate(
+                    Uint8Images(x),
+                    Uint8Images(ref[pick_ref]),
+                    input1_cache_name=x_cache,
+                    input2_cache_name=prc_ref_name,
+                    prc=True,
+                    **common,
+                )
+            )
+        return _outputs(res, {**flags, "prc": prc})
+
+    out = measure(samples, None)  # samples are never cached (see fidelity.py)
     protocol["domain_classifier"] = info
     protocol.setdefault("samples_hash", content_hash(ds.x))
     if flags["isc"]:
         protocol["is_domain_splits"] = splits
+    if flags["kid"]:
+        protocol.update(kid_domain_subsets=KID_SUBSETS, kid_domain_subset_size=kid_size)
+    if prc:
+        protocol["precision_recall_domain_reference"] = (
+            f"{n} images of the {split} split (random, seed {FLOOR_SEED + 1}); k = 3"
+        )
+    if other is not None and other.shape[0] >= n:
+        # The matched floor: n real images of the other split (a fixed random subset) in place
+        # of the samples; the same metrics, the same reference and settings.
+        pick = _subset(other.shape[0], n, FLOOR_SEED)
+        floor = measure(
+            other[pick],
+            cache_name("domain", info["hash"], data.identity, other_split, f"floor{n}s{FLOOR_SEED}"),
+        )
+        protocol["domain_floor"] = {
+            "what": f"{n} real {other_split} images (random, seed {FLOOR_SEED}) against the {split} split",
+            **floor,
+        }
     return out
 
 

@@ -1,0 +1,226 @@
+"""The measured table of docs/results.md, generated from run folders (never typed by hand).
+
+    python docs/tools/results_table.py RUNS [--experiments a,b,c] [--img docs/img] [--write docs/results.md]
+
+RUNS is a runs folder (``repro run ... --runs RUNS``). For every experiment found there (or
+the ones named, in that order) it reads each seed's ``train/results.json``,
+``sample-*/results.json`` and ``eval-*/metrics.json`` and prints one Markdown row per
+experiment: wall times per stage, NFE per sample, and each metric as mean ± spread (sample
+standard deviation) over the seeds; then the floor row (real images in place of samples)
+and the domain classifier's test accuracy. ``--img`` copies each experiment's first seed's
+``grid.png`` there as ``<experiment>.png``. The evaluation stage's wall time is not in its
+files: it is the time between its ``stage.json`` and its ``DONE`` marker. ``--write FILE``
+replaces the text between FILE's ``<!-- results-table:begin -->`` and
+``<!-- results-table:end -->`` lines with the table instead of printing it.
+
+Reads the run folders only through their documented layout (docs/architecture.md); no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# metric key → (column title, format)
+METRICS = (
+    ("fid_domain", "FID (domain) ↓", "{:.2f}"),
+    ("kid_domain", "KID (domain) ↓", "{:.4f}"),
+    ("precision_domain", "precision ↑", "{:.3f}"),
+    ("recall_domain", "recall ↑", "{:.3f}"),
+    ("is_domain", "IS (domain) ↑", "{:.2f}"),
+)
+
+
+def _json(p: Path) -> dict[str, Any]:
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def _one(folder: Path, pattern: str) -> Path | None:
+    found = sorted(p for p in folder.glob(pattern) if (p / "DONE").exists())
+    return found[-1] if found else None
+
+
+def read_seed(seed_dir: Path) -> dict[str, Any]:
+    """Everything the table needs from one seed folder (missing stages are left out)."""
+    row: dict[str, Any] = {"seed": seed_dir.name.removeprefix("seed-")}
+    env = seed_dir / "env.json"
+    if env.exists():
+        row["env"] = _json(env)
+    train = seed_dir / "train"
+    if (train / "results.json").exists():
+        t = _json(train / "results.json")
+        row["train_s"] = float(t["seconds"])
+        row["iterations"] = int(t["iterations"])
+    sample = _one(seed_dir, "sample-*")
+    if sample is not None:
+        s = _json(sample / "results.json")
+        row.update(sample_s=float(s["seconds"]), nfe=int(s["nfe_per_sample"]), samples=int(s["samples"]))
+        if (sample / "grid.png").exists():
+            row["grid"] = sample / "grid.png"
+    ev = _one(seed_dir, "eval-*")
+    if ev is not None:
+        m = _json(ev / "metrics.json")
+        row["metrics"] = {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
+        row["protocol"] = m.get("protocol", {})
+        row["eval_s"] = (ev / "DONE").stat().st_mtime - (ev / "stage.json").stat().st_mtime
+        row["finished"] = (ev / "DONE").stat().st_mtime
+    return row
+
+
+def read_runs(runs: Path, experiments: list[str] | None = None) -> list[dict[str, Any]]:
+    """One entry per experiment: its spec's description and its seeds' rows."""
+    if not runs.is_dir():
+        raise SystemExit(f"{runs}: no such runs folder (the --runs of `repro run`)")
+    names = experiments or sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
+    out = []
+    for name in names:
+        runs_of = sorted((runs / name).glob("*/spec.json"))
+        if not runs_of:
+            raise SystemExit(f"no run of experiment {name!r} under {runs}")
+        for spec_file in runs_of:
+            spec = _json(spec_file)
+            seeds = [read_seed(d) for d in sorted(spec_file.parent.glob("seed-*"))]
+            out.append({"experiment": name, "description": spec.get("description", ""), "seeds": seeds})
+    return out
+
+
+def _stat(values: list[float], fmt: str) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} ± {fmt.format(statistics.stdev(values))}"
+
+
+def table(entries: list[dict[str, Any]]) -> str:
+    head = ["method", "seeds", "iterations", "train s", "s/it", "NFE", "sample s", "eval s"]
+    head += [title for _, title, _ in METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    floor: dict[str, Any] | None = None
+    classifier: dict[str, Any] | None = None
+    for e in entries:
+        seeds = e["seeds"]
+
+        def col(k: str, seeds: list[dict[str, Any]] = seeds) -> list[Any]:
+            return [s[k] for s in seeds if k in s]
+
+        its = sorted(set(col("iterations")))
+        per_it = [s["train_s"] / s["iterations"] for s in seeds if s.get("iterations")]
+        cells = [
+            f"`{e['experiment']}`",
+            str(len(seeds)),
+            ", ".join(map(str, its)) or "–",
+            _stat(col("train_s"), "{:.0f}"),
+            _stat(per_it, "{:.2f}"),
+            ", ".join(map(str, sorted(set(col("nfe"))))) or "–",
+            _stat(col("sample_s"), "{:.0f}"),
+            _stat(col("eval_s"), "{:.0f}"),
+        ]
+        for key, _, fmt in METRICS:
+            cells.append(_stat([s["metrics"][key] for s in seeds if key in s.get("metrics", {})], fmt))
+        lines.append("| " + " | ".join(cells) + " |")
+        for s in seeds:
+            p = s.get("protocol", {})
+            floor = floor or p.get("domain_floor")
+            classifier = classifier or p.get("domain_classifier")
+    if floor:
+        cells = ["floor: real images", "", "", "", "", "", "", ""]
+        cells += [fmt.format(floor[k]) if k in floor else "–" for k, _, fmt in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = []
+    if floor:
+        notes.append(f"Floor: {floor['what']} (the same metrics, the same reference).")
+    if classifier:
+        notes.append(
+            f"Domain classifier `{classifier['arch']}` ({classifier['hash']}): trained on "
+            f"{classifier['train_size']} training images, test accuracy "
+            f"{100 * classifier['test_accuracy']:.2f}% on {classifier['test_size']} test images; "
+            f"FID (domain) of the whole test split against the whole training split "
+            f"{classifier['floor_fid_domain_test_vs_train']:.3f}; IS (domain) of the test split "
+            f"{classifier['is_domain_test_split']:.2f}."
+        )
+    return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
+
+
+def header(entries: list[dict[str, Any]]) -> str:
+    envs = [s["env"] for e in entries for s in e["seeds"] if "env" in s]
+    if not envs:
+        return ""
+    first = min(envs, key=lambda v: v.get("time", ""))
+    ends = [s["finished"] for e in entries for s in e["seeds"] if "finished" in s]
+    span = ""
+    if ends and first.get("time"):
+        start = datetime.fromisoformat(first["time"]).timestamp()
+        end = datetime.fromtimestamp(max(ends), tz=timezone.utc)
+        span = (
+            f" Wall time of the whole comparison, from the first run's start to the last evaluation's "
+            f"end ({end.strftime('%Y-%m-%dT%H:%M:%S%z')}): {(max(ends) - start) / 60:.1f} min."
+        )
+    commits = sorted(
+        {(v.get("git_commit") or "?")[:10] + (" (dirty)" if v.get("git_dirty") else "") for v in envs}
+    )
+    return (
+        f"Measured {first.get('time', '?')} on {first.get('platform', '?')}, device {first.get('device', '?')}, "
+        f"torch {first.get('torch', '?')}, commit {', '.join(commits)}.{span}\n"
+    )
+
+
+def all_finite(entries: list[dict[str, Any]]) -> bool:
+    return all(
+        s.get("metrics") and all(math.isfinite(v) for v in s["metrics"].values())
+        for e in entries
+        for s in e["seeds"]
+    )
+
+
+BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+
+
+def write_between(path: Path, text: str) -> None:
+    doc = path.read_text(encoding="utf-8")
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} lines to put the table between")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{text}{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python docs/tools/results_table.py", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("runs", type=Path)
+    ap.add_argument(
+        "--experiments", default="", help="comma-separated, in table order (default: all, sorted)"
+    )
+    ap.add_argument("--img", type=Path, default=None, help="copy each experiment's first grid.png here")
+    ap.add_argument(
+        "--write", type=Path, default=None, help="put the table between FILE's results-table markers"
+    )
+    a = ap.parse_args(argv)
+    entries = read_runs(a.runs, [x for x in a.experiments.split(",") if x] or None)
+    text = header(entries) + "\n" + table(entries)
+    if a.write is None:
+        sys.stdout.write(text)
+    else:
+        write_between(a.write, text)
+    if a.img is not None:
+        a.img.mkdir(parents=True, exist_ok=True)
+        for e in entries:
+            grids = [s["grid"] for s in e["seeds"] if "grid" in s]
+            if grids:
+                shutil.copyfile(grids[0], a.img / f"{e['experiment']}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

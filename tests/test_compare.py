@@ -1,0 +1,161 @@
+"""Issue 15: NCSN vs NCSNv2 vs ANSN on Fashion-MNIST (papers/compare_fashion*.exp), the domain
+KID / precision-recall metrics and their matched floor, and the table script of docs/results.md."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsl.compiler import compile_file
+from ncsn_core.data import DataSource, digits
+from ncsn_core.evaluation import evaluate
+from ncsn_core.runner import run_spec
+from ncsn_core.values import Call
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("results_table", ROOT / "docs" / "tools" / "results_table.py")
+assert _spec is not None and _spec.loader is not None
+results_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(results_table)
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+HAVE_FASHION = all(
+    (FASHION / f"{s}.gz").exists() or (FASHION / s).exists()
+    for s in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
+)
+METHODS = ("ncsn", "ncsnv2", "ansn")
+DOMAIN = (
+    Call("fid_domain"),
+    Call("kid_domain"),
+    Call("precision_recall_domain"),
+    Call("is_domain", (("splits", 2),)),
+)
+
+
+@pytest.fixture(scope="module")
+def data() -> DataSource:
+    return digits(flip=False, dequantize="none")
+
+
+def test_domain_kid_and_precision_recall_separate_real_from_noise(data: DataSource, tmp_path: Path) -> None:
+    """kid_domain / precision_recall_domain come from the same torch-fidelity call as
+    fid_domain; real held-out images score near the matched floor, uniform noise far from it."""
+    settings = {"reference": "train", "samples": 297}
+    real_x = data.as_float("test")
+    real = evaluate(DOMAIN, real_x, data, settings=settings, run_key="r", cache_dir=tmp_path)
+    noise = evaluate(
+        DOMAIN, torch.rand_like(real_x), data, settings=settings, run_key="n", cache_dir=tmp_path
+    )
+    for out in (real, noise):
+        for k in (
+            "fid_domain",
+            "kid_domain",
+            "kid_domain_std",
+            "precision_domain",
+            "recall_domain",
+            "is_domain",
+        ):
+            assert math.isfinite(out[k]), k
+    assert real["kid_domain"] < noise["kid_domain"] / 10
+    assert real["precision_domain"] > 0.8 and noise["precision_domain"] < real["precision_domain"] - 0.2
+    assert real["recall_domain"] > 0.5 and noise["recall_domain"] < real["recall_domain"] - 0.3
+    p = real["protocol"]
+    assert p["kid_domain_subset_size"] == real_x.shape[0]
+    # The matched floor: as many real images of the other split (here: test) as samples.
+    floor = p["domain_floor"]
+    assert floor["what"].startswith(f"{real_x.shape[0]} real test images")
+    assert floor["fid_domain"] == pytest.approx(real["fid_domain"], rel=1e-6)  # same images, all of test
+    assert p["precision_recall_domain_reference"].startswith(f"{real_x.shape[0]} images of the train split")
+    assert floor["kid_domain"] < noise["kid_domain"] and floor["precision_domain"] > 0.8
+    assert set(floor) >= {"fid_domain", "kid_domain", "precision_domain", "recall_domain", "is_domain"}
+
+
+def test_domain_floor_uses_a_fixed_subset_of_the_other_split(data: DataSource, tmp_path: Path) -> None:
+    x = data.as_float("test")[:50]
+    settings = {"reference": "test", "samples": 50}
+    a = evaluate((Call("kid_domain"),), x, data, settings=settings, run_key="a", cache_dir=tmp_path)
+    b = evaluate((Call("kid_domain"),), x.flip(-1), data, settings=settings, run_key="b", cache_dir=tmp_path)
+    fa, fb = a["protocol"]["domain_floor"], b["protocol"]["domain_floor"]
+    assert fa == fb and fa["what"] == "50 real train images (random, seed 0) against the test split"
+    assert set(fa) == {"what", "kid_domain", "kid_domain_std"}
+
+
+def test_compare_file_has_equal_budgets() -> None:
+    """The three methods share iterations, batch size, samples and network width; NCSN and ANSN
+    spend L·T = 105 network evaluations per sample, NCSNv2 (Technique 2's L, T = 1) + denoising."""
+    specs = {
+        s.experiment.rsplit("_", 1)[1]: s
+        for s in compile_file(ROOT / "papers" / "compare_fashion.exp", compute_auto=False)
+    }
+    assert set(specs) == set(METHODS)
+    trains = {m: s.train.kwargs() for m, s in specs.items()}
+    for key in ("iterations", "batch_size", "optimizer"):
+        assert len({str(t[key]) for t in trains.values()}) == 1, key
+    assert len({s.sample.kwargs()["samples"] for s in specs.values()}) == 1
+    assert len({dict(s.network.params)["ngf"] for s in specs.values()}) == 1
+    for m in ("ncsn", "ansn"):
+        (stage,) = specs[m].stages
+        assert dict(specs[m].noise.params)["levels"] * dict(stage.params)["steps_per_level"] == 105
+    # Dequantisation follows the method, not the shared network: NCSN's code dequantises,
+    # NCSNv2's official configs do not (tests/test_fidelity.py checks the other papers files).
+    assert {m: s.data.get("dequantize") for m, s in specs.items()} == {
+        "ncsn": "uniform",
+        "ncsnv2": "none",
+        "ansn": "uniform",
+    }
+    v2 = [st.name for st in specs["ncsnv2"].stages]
+    assert (
+        v2 == ["annealed_langevin", "denoise"]
+        and dict(specs["ncsnv2"].stages[0].params)["steps_per_level"] == 1
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not HAVE_FASHION,
+    reason=f"Fashion-MNIST is not installed under {FASHION} (apt-get install dataset-fashion-mnist)",
+)
+def test_compare_fashion_ci_end_to_end(tmp_path: Path) -> None:
+    """The CI-sized variant trains, samples and evaluates all three methods: one row per method,
+    equal iterations and NFE, finite metrics, the floor and the classifier's accuracy in the table."""
+    t0 = time.perf_counter()
+    specs = compile_file(ROOT / "papers" / "compare_fashion_ci.exp")
+    runs = tmp_path / "runs"
+    for s in specs:
+        run_spec(s, runs_dir=runs, device="cpu", quiet=True)
+    names = [f"compare_fashion_ci_{m}" for m in METHODS]
+    entries = results_table.read_runs(runs, names)
+    assert [e["experiment"] for e in entries] == names
+    assert results_table.all_finite(entries)
+    rows = [e["seeds"][0] for e in entries]
+    assert len({r["iterations"] for r in rows}) == 1 and len({r["nfe"] for r in rows}) == 1
+    for r in rows:
+        assert {"fid_domain", "kid_domain", "precision_domain", "recall_domain", "is_domain"} <= set(
+            r["metrics"]
+        )
+        assert r["protocol"]["reference"] == "fashion_mnist:test"
+        assert r["protocol"]["domain_classifier"]["test_accuracy"] > 0.5
+    text = results_table.table(entries)
+    assert sum(line.startswith("| `compare_fashion_ci_") for line in text.splitlines()) == 3
+    assert "| floor: real images |" in text and "test accuracy" in text
+    out = tmp_path / "img"
+    assert results_table.main([str(runs), "--experiments", ",".join(names), "--img", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in names)
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# R\n{results_table.BEGIN}\nold\n{results_table.END}\ntail\n", encoding="utf-8")
+    assert results_table.main([str(runs), "--experiments", ",".join(names), "--write", str(doc)]) == 0
+    new = doc.read_text(encoding="utf-8")
+    assert "old" not in new and new.endswith(f"{results_table.END}\ntail\n") and text in new
+    metrics = json.loads(next((runs / names[0]).glob("*/seed-0/eval-*/metrics.json")).read_text())
+    assert metrics["protocol"]["domain_floor"]["what"].startswith("100 real train images")
+    print(f"compare_fashion_ci: {time.perf_counter() - t0:.1f}s")

@@ -29,68 +29,42 @@ LSUN_CATEGORIES = (
 _DOWNLOAD = Param("download", Bool(), True, "download with torchvision when the files are not in root")
 
 
+_FLIP_ON = Param("flip", Bool(), True, "random horizontal flips")
+
+
+def _downloadable(name: str) -> list[Param]:
+    """`root` (where the files are, or go) and `download` of a torchvision-downloadable dataset."""
+    return [Param("root", Str(), f"data/{name}", _ROOT_DOC), _DOWNLOAD]
+
+
 def _square(channels: int) -> Any:
     return lambda p: (channels, p["image_size"], p["image_size"])
 
 
+# One parameter per line: the declarations read as a table.
+# fmt: off
 DECLARATIONS = (
-    declare(
-        "data",
-        "mixture2d",
-        _IMPL + "mixture2d",
+    declare("data", "mixture2d", _IMPL + "mixture2d",
         params=[
             Param("weights", ListOf(Float(min=0.0), min_len=1), (0.2, 0.8), "mixture weights (normalised)"),
-            Param(
-                "means",
-                ListOf(Float()),
-                (-5.0, -5.0, 5.0, 5.0),
-                "component means, flattened (x₁, y₁, x₂, y₂, ...)",
-            ),
-            Param(
-                "std",
-                Float(min=0.0, exclusive_min=True),
-                1.0,
-                "isotropic standard deviation of every component",
-            ),
-            Param(
-                "stds",
-                ListOf(Float(min=0.0, exclusive_min=True)),
-                (),
-                "per-component per-axis stds, flattened; overrides std",
-            ),
+            Param("means", ListOf(Float()), (-5.0, -5.0, 5.0, 5.0), "component means, flattened (x₁, y₁, x₂, y₂, ...)"),
+            Param("std", Float(min=0.0, exclusive_min=True), 1.0, "isotropic standard deviation of every component"),
+            Param("stds", ListOf(Float(min=0.0, exclusive_min=True)), (), "per-component per-axis stds, flattened; overrides std"),
             Param("n_train", Int(min=1), 100_000, "size of the fixed training set drawn from the mixture"),
             Param("seed", Int(min=0), 0, "seed of the training-set draw"),
-            Param(
-                "perturbed",
-                Choice(("convolution", "component_std")),
-                "convolution",
-                "the exact score at level σ: convolution, q_σ = p * N(0, σ²I) (components "
-                "N(μ_k, s_k² + σ²)); component_std, σ replaces the components' std (N(μ_k, σ²I)), "
-                "as the official toy runner (models/gmm.py GMMDistAnneal)",
-            ),
+            Param("perturbed", Choice(("convolution", "component_std")), "convolution", "the exact score at level σ: convolution, q_σ = p * N(0, σ²I) (components N(μ_k, s_k² + σ²)); component_std, σ replaces the components' std (N(μ_k, σ²I)), as the official toy runner (models/gmm.py GMMDistAnneal)"),
         ],
         doc="NCSN's 2-D toy mixture 1/5 N((-5,-5), I) + 4/5 N((5,5), I) (§3.2), or any 2-D Gaussian mixture",
         facts=DataFacts(lambda p: (2,), modality="points", density=True),
     ),
-    declare(
-        "data",
-        "digits",
-        _IMPL + "digits",
+    declare("data", "digits", _IMPL + "digits",
         params=[_FLIP, _DEQ],
         doc="scikit-learn's 8×8 handwritten digits (1797 images, shipped with the package): the embedded default",
         facts=DataFacts(lambda p: (1, 8, 8), labels=True),
     ),
-    declare(
-        "data",
-        "fashion_mnist",
-        _IMPL + "fashion_mnist",
+    declare("data", "fashion_mnist", _IMPL + "fashion_mnist",
         params=[
-            Param(
-                "root",
-                Str(),
-                "/usr/share/datasets/fashion-mnist",
-                "folder with the IDX files (Debian's dataset-fashion-mnist)",
-            ),
+            Param("root", Str(), "/usr/share/datasets/fashion-mnist", "folder with the IDX files (Debian's dataset-fashion-mnist)"),
             _FLIP,
             _DEQ,
             _SIZE28,
@@ -98,63 +72,31 @@ DECLARATIONS = (
         doc="Fashion-MNIST read from local IDX files (28×28, 60k train / 10k test)",
         facts=DataFacts(_square(1), labels=True),
     ),
-    declare(
-        "data",
-        "mnist",
-        _IMPL + "mnist",
-        params=[Param("root", Str(), "data/mnist", _ROOT_DOC), _DOWNLOAD, _FLIP, _DEQ, _SIZE28],
+    declare("data", "mnist", _IMPL + "mnist",
+        params=[*_downloadable("mnist"), _FLIP, _DEQ, _SIZE28],
         doc="MNIST (torchvision's MNIST/raw/ IDX files under root, read directly; or downloaded)",
         facts=DataFacts(_square(1), labels=True),
     ),
-    declare(
-        "data",
-        "cifar10",
-        _IMPL + "cifar10",
-        params=[
-            Param("root", Str(), "data/cifar10", _ROOT_DOC),
-            _DOWNLOAD,
-            Param("flip", Bool(), True, "random horizontal flips"),
-            _DEQ,
+    declare("data", "cifar10", _IMPL + "cifar10",
+        params=[*_downloadable("cifar10"), _FLIP_ON, _DEQ,
             Param("image_size", Int(min=4), 32, "resize to this size (32: as stored, no resizing)"),
         ],
         doc="CIFAR-10 32×32 (cifar-10-batches-py/ under root, read directly; or downloaded by torchvision)",
         facts=DataFacts(_square(3), labels=True),
     ),
-    declare(
-        "data",
-        "celeba",
-        _IMPL + "celeba",
-        params=[
-            Param("root", Str(), "data/celeba", _ROOT_DOC),
-            _DOWNLOAD,
-            Param("flip", Bool(), True, "random horizontal flips"),
-            _DEQ,
-            Param(
-                "image_size", Int(min=4), 32, "center-crop 140, then resize to this (NCSN: 32; NCSNv2: 64)"
-            ),
+    declare("data", "celeba", _IMPL + "celeba",
+        params=[*_downloadable("celeba"), _FLIP_ON, _DEQ,
+            Param("image_size", Int(min=4), 32, "center-crop 140, then resize to this (NCSN: 32; NCSNv2: 64)"),
             Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)"),
         ],
         doc="CelebA, center-cropped to 140×140 and resized (NCSN §5); local files or a torchvision download",
         facts=DataFacts(_square(3)),
     ),
-    declare(
-        "data",
-        "lsun",
-        _IMPL + "lsun",
+    declare("data", "lsun", _IMPL + "lsun",
         params=[
-            Param(
-                "root",
-                Str(),
-                "data/lsun",
-                "folder holding the official LMDB export CATEGORY_train_lmdb/ (and CATEGORY_val_lmdb/)",
-            ),
+            Param("root", Str(), "data/lsun", "folder holding the official LMDB export CATEGORY_train_lmdb/ (and CATEGORY_val_lmdb/)"),
             Param("category", Choice(LSUN_CATEGORIES), "church_outdoor", "LSUN scene category"),
-            Param(
-                "image_size",
-                Int(min=4),
-                96,
-                "shorter side resized to this, then center-cropped (NCSNv2: church 96, bedroom/tower 128)",
-            ),
+            Param("image_size", Int(min=4), 96, "shorter side resized to this, then center-cropped (NCSNv2: church 96, bedroom/tower 128)"),
             Param("flip", Bool(), True, "random horizontal flips"),
             _DEQ,
             _LIMIT,
@@ -165,32 +107,14 @@ DECLARATIONS = (
         ),
         facts=DataFacts(_square(3)),
     ),
-    declare(
-        "data",
-        "images",
-        _IMPL + "images",
+    declare("data", "images", _IMPL + "images",
         params=[
-            Param(
-                "path",
-                Str(),
-                "data/ffhq/images1024x1024",
-                "a folder of .png/.jpg/.jpeg/.webp files (searched recursively) or a .zip of them",
-            ),
-            Param(
-                "image_size",
-                Int(min=4),
-                256,
-                "shorter side resized to this, then center-cropped (NCSNv2 FFHQ: 256)",
-            ),
+            Param("path", Str(), "data/ffhq/images1024x1024", "a folder of .png/.jpg/.jpeg/.webp files (searched recursively) or a .zip of them"),
+            Param("image_size", Int(min=4), 256, "shorter side resized to this, then center-cropped (NCSNv2 FFHQ: 256)"),
             Param("flip", Bool(), True, "random horizontal flips"),
             _DEQ,
             _LIMIT,
-            Param(
-                "test_fraction",
-                Float(min=0.0, max=0.9),
-                0.1,
-                "the last fraction of the files, by name, is the test split (0: none)",
-            ),
+            Param("test_fraction", Float(min=0.0, max=0.9), 0.1, "the last fraction of the files, by name, is the test split (0: none)"),
         ],
         doc=(
             "any image set (FFHQ: images1024x1024/ → 256) from a folder or zip, sorted by name, "
@@ -199,3 +123,4 @@ DECLARATIONS = (
         facts=DataFacts(_square(3)),
     ),
 )
+# fmt: on

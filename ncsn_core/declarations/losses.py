@@ -24,33 +24,22 @@ _SSM_PARAMS = [
     ),
 ]
 
+# One parameter per line: the declarations read as a table.
+# fmt: off
 DECLARATIONS = (
-    declare(
-        "loss",
-        "dsm",
-        _IMPL + "dsm",
+    declare("loss", "dsm", _IMPL + "dsm",
         params=[
-            Param(
-                "weight",
-                ExprType(("sigma",)),
-                SIGMA_SQUARED,
-                "λ(σ) of Eq. 6 (NCSN: σ², so every level's loss has the same magnitude)",
-            )
+            Param("weight", ExprType(("sigma",)), SIGMA_SQUARED, "λ(σ) of Eq. 6 (NCSN: σ², so every level's loss has the same magnitude)")
         ],
         doc="denoising score matching over the noise levels (NCSN Eq. 5-6)",
     ),
-    declare(
-        "loss",
-        "ssm",
-        _IMPL + "ssm",
+    declare("loss", "ssm", _IMPL + "ssm",
         params=_SSM_PARAMS,
         doc="sliced score matching, plain form of Song et al. 2019: E[vᵀ∇s v + ½(vᵀs)²] (not NCSN Eq. 3: see ssm_vr)",
     ),
-    declare(
-        "loss",
-        "ssm_vr",
-        _IMPL + "ssm_vr",
+    declare("loss", "ssm_vr", _IMPL + "ssm_vr",
         params=_SSM_PARAMS,
         doc="sliced score matching, variance-reduced (SSM-VR): E[vᵀ∇s v + ½‖s‖²], NCSN Eq. 3 and the official toy runner",
     ),
 )
+# fmt: on

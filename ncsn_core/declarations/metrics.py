@@ -18,64 +18,42 @@ def _facts(*outputs: tuple[str, str], needs: str = "image") -> MetricFacts:
     return MetricFacts(tuple(MetricOutput(k, b) for k, b in outputs), needs)
 
 
+# One parameter per line: the declarations read as a table.
+# fmt: off
 DECLARATIONS = (
-    declare(
-        "metric",
-        "inception_score",
-        _FIDELITY,
+    declare("metric", "inception_score", _FIDELITY,
         params=[_SPLITS],
         doc="Inception Score (torch-fidelity, Inception-v3 weights as the TF original)",
         facts=_facts(("inception_score", "higher")),
     ),
-    declare(
-        "metric",
-        "fid",
-        _FIDELITY,
+    declare("metric", "fid", _FIDELITY,
         doc="Fréchet Inception Distance to the reference split (torch-fidelity)",
         facts=_facts(("fid", "lower")),
     ),
-    declare(
-        "metric",
-        "kid",
-        _FIDELITY,
+    declare("metric", "kid", _FIDELITY,
         doc="Kernel Inception Distance, mean ± std over subsets (torch-fidelity)",
         facts=_facts(("kid", "lower")),
     ),
-    declare(
-        "metric",
-        "precision_recall",
-        _FIDELITY,
+    declare("metric", "precision_recall", _FIDELITY,
         doc="precision and recall in Inception feature space (torch-fidelity)",
         facts=_facts(("precision", "higher"), ("recall", "higher"), ("f_score", "higher")),
     ),
-    declare(
-        "metric",
-        "fid_domain",
-        _DOMAIN,
+    declare("metric", "fid_domain", _DOMAIN,
         doc="Fréchet distance in the features of a classifier trained on the dataset (digits, MNIST-like); "
         "its floor, train vs test, is in the protocol",
         facts=_facts(("fid_domain", "lower"), needs="labels"),
     ),
-    declare(
-        "metric",
-        "is_domain",
-        _DOMAIN,
+    declare("metric", "is_domain", _DOMAIN,
         params=[_SPLITS],
         doc="Inception-style score exp(E KL(p(y|x)‖p(y))) of the dataset's classifier",
         facts=_facts(("is_domain", "higher"), needs="labels"),
     ),
-    declare(
-        "metric",
-        "kid_domain",
-        _DOMAIN,
+    declare("metric", "kid_domain", _DOMAIN,
         doc="Kernel distance (KID, mean ± std over subsets) in the domain classifier's features; "
         "its matched floor is in the protocol",
         facts=_facts(("kid_domain", "lower"), needs="labels"),
     ),
-    declare(
-        "metric",
-        "precision_recall_domain",
-        _DOMAIN,
+    declare("metric", "precision_recall_domain", _DOMAIN,
         doc="precision and recall (k = 3 neighbourhoods) in the domain classifier's features",
         facts=_facts(
             ("precision_domain", "higher"),
@@ -84,30 +62,22 @@ DECLARATIONS = (
             needs="labels",
         ),
     ),
-    declare(
-        "metric",
-        "mode_weights",
-        _TOY,
+    declare("metric", "mode_weights", _TOY,
         doc="fraction of samples nearest each mixture mean (NCSN Fig. 3); mode_weight_error = max |Δ|",
         facts=_facts(("mode_weight_error", "lower"), needs="density"),
     ),
-    declare(
-        "metric",
-        "mmd",
-        _TOY,
+    declare("metric", "mmd", _TOY,
         params=[Param("bandwidth", Float(min=0.0), 0.0, "RBF bandwidth (0 = median heuristic)")],
         doc="unbiased MMD² (RBF kernel) to as many exact samples of the toy density",
         facts=_facts(("mmd", "lower"), needs="density"),
     ),
-    declare(
-        "metric",
-        "sliced_wasserstein",
-        _TOY,
+    declare("metric", "sliced_wasserstein", _TOY,
         params=[Param("projections", Int(min=1), 256, "random directions")],
         doc="sliced Wasserstein-2 distance to exact samples of the toy density",
         facts=_facts(("sliced_wasserstein", "lower"), needs="density"),
     ),
 )
+# fmt: on
 
 _INPAINTING = "ncsn_core.evaluation.inpainting:compute"
 

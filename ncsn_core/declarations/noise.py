@@ -51,41 +51,25 @@ def _ladder_params(auto: bool) -> list[Param]:
     ]
 
 
+# One parameter per line: the declarations read as a table.
+# fmt: off
 DECLARATIONS = (
-    declare(
-        "noise",
-        "geometric",
-        _IMPL + "geometric",
+    declare("noise", "geometric", _IMPL + "geometric",
         params=_ladder_params(True)
         + [
-            Param(
-                "overlap",
-                Float(0.0, 1.0),
-                0.5,
-                "C of Technique 2's Φ equation (poster: ≈ 0.5; official configs: 0.567)",
-            ),
-            Param(
-                "subsample",
-                Int(min=0),
-                0,
-                "Technique 1 on a random subset of this many points (0 = all, exact)",
-            ),
+            Param("overlap", Float(0.0, 1.0), 0.5, "C of Technique 2's Φ equation (poster: ≈ 0.5; official configs: 0.567)"),
+            Param("subsample", Int(min=0), 0, "Technique 1 on a random subset of this many points (0 = all, exact)"),
         ],
         doc="isotropic Gaussian noise, σ a geometric progression (NCSN §4.1)",
         facts=ladder("geometric"),
     ),
-    declare(
-        "noise",
-        "linear",
-        _IMPL + "linear",
+    declare("noise", "linear", _IMPL + "linear",
         params=_ladder_params(False),
         doc="isotropic Gaussian noise, σ evenly spaced",
         facts=ladder("linear"),
     ),
-    declare(
-        "noise",
-        "none",
-        _IMPL + "none",
+    declare("noise", "none", _IMPL + "none",
         doc="no perturbation: score matching on the data itself (NCSN Fig. 1-2 with SSM)",
     ),
 )
+# fmt: on

@@ -29,112 +29,59 @@ _REC = Param(
 )
 _EXACT = Param("use_exact", Bool(), False, "use the data's exact score (toy mixtures) instead of the network")
 
+# One parameter per line: the declarations read as a table.
+# fmt: off
 DECLARATIONS = (
-    declare(
-        "stage",
-        "langevin",
-        _IMPL + "langevin",
+    declare("stage", "langevin", _IMPL + "langevin",
         params=[
             Param("steps", Int(min=1), 1000, "T"),
             Param("step_size", _EPS, 2e-5, "ε of Eq. 4"),
-            Param(
-                "level", Int(), -1, "which noise level's score the network uses (0-based; -1 = the last, σ_L)"
-            ),
+            Param("level", Int(), -1, "which noise level's score the network uses (0-based; -1 = the last, σ_L)"),
             _EXACT,
             _REC,
         ],
         doc="Langevin dynamics (NCSN Eq. 4) at one noise level; with use_exact, the data score itself",
     ),
-    declare(
-        "stage",
-        "annealed_langevin",
-        _IMPL + "annealed_langevin",
+    declare("stage", "annealed_langevin", _IMPL + "annealed_langevin",
         params=[
             Param("steps_per_level", Int(min=1), 100, "T, Langevin steps per noise level"),
-            Param(
-                "step_size",
-                _EPS,
-                2e-5,
-                "ε of Alg. 1 (official step_lr = ε/2); auto: NCSNv2 Technique 4",
-                auto="ncsn_core.techniques:auto_step_size",
-            ),
+            Param("step_size", _EPS, 2e-5, "ε of Alg. 1 (official step_lr = ε/2); auto: NCSNv2 Technique 4", auto="ncsn_core.techniques:auto_step_size"),
             _EXACT,
             _REC,
         ],
         doc="annealed Langevin dynamics (NCSN Alg. 1): α_i = ε σ_i²/σ_L², x + α_i/2·s + √α_i·z",
         facts=StageFacts(annealed=True),
     ),
-    declare(
-        "stage",
-        "inpainting",
-        _IMPL + "inpainting",
+    declare("stage", "inpainting", _IMPL + "inpainting",
         params=[
             Param("steps_per_level", Int(min=1), 100, "T"),
             Param("step_size", _EPS, 2e-5, "ε of Alg. 2"),
-            Param(
-                "mask",
-                Choice(("right", "bottom", "center", "random", "half", "left")),
-                "right",
-                "the occluded part: right = the right columns (the official NCSN mask: the left "
-                "half known), bottom = the bottom rows, center = a centred box, random = random "
-                "pixels; older names: half = bottom, left = right",
-            ),
+            Param("mask", Choice(("right", "bottom", "center", "random", "half", "left")), "right", "the occluded part: right = the right columns (the official NCSN mask: the left half known), bottom = the bottom rows, center = a centred box, random = random pixels; older names: half = bottom, left = right"),
             Param("mask_fraction", Float(0.0, 1.0), 0.5, "fraction of pixels occluded"),
-            Param(
-                "split",
-                Choice(("test", "train")),
-                "test",
-                "reference images: the split's first images, in order, one per sample",
-            ),
-            Param(
-                "at_level_start",
-                Bool(),
-                True,
-                "also re-impose the known pixels y = x_ref + σ_i z̃ before each level's first step "
-                "(the official code); false: only after each step (Alg. 2 as printed)",
-            ),
-            Param(
-                "repeats",
-                Int(min=1),
-                1,
-                "completions per reference image: sample j completes image j // repeats (NCSN "
-                "Fig. 6's rows: the official code draws 20 per image)",
-            ),
+            Param("split", Choice(("test", "train")), "test", "reference images: the split's first images, in order, one per sample"),
+            Param("at_level_start", Bool(), True, "also re-impose the known pixels y = x_ref + σ_i z̃ before each level's first step (the official code); false: only after each step (Alg. 2 as printed)"),
+            Param("repeats", Int(min=1), 1, "completions per reference image: sample j completes image j // repeats (NCSN Fig. 6's rows: the official code draws 20 per image)"),
         ],
         doc="inpainting with annealed Langevin dynamics (NCSN Alg. 2); known pixels are kept",
         facts=StageFacts(annealed=True),
     ),
-    declare(
-        "stage",
-        "denoise",
-        _IMPL + "denoise",
+    declare("stage", "denoise", _IMPL + "denoise",
         doc="final denoising x + σ_L²·s(x, σ_L) (NCSNv2's 'w/ denoising')",
     ),
-    declare(
-        "stage",
-        "exact_sample",
-        "ncsn_core.exact:exact_sample",
+    declare("stage", "exact_sample", "ncsn_core.exact:exact_sample",
         doc="exact samples from a toy density (Fig. 3a's reference); no network",
     ),
-    declare(
-        "init",
-        "uniform",
-        _IMPL + "uniform",
+    declare("init", "uniform", _IMPL + "uniform",
         params=[Param("low", Float(), 0.0, "lower bound"), Param("high", Float(), 1.0, "upper bound")],
         doc="U[low, high] initial samples (the papers: U[0, 1] for images, U[-8, 8]² for Fig. 3)",
     ),
-    declare(
-        "init",
-        "gaussian",
-        _IMPL + "gaussian",
+    declare("init", "gaussian", _IMPL + "gaussian",
         params=[Param("mean", Float(), 0.0, "mean"), Param("std", Float(min=0.0), 1.0, "standard deviation")],
         doc="N(mean, std²) initial samples",
     ),
-    declare(
-        "init",
-        "data_noise",
-        _IMPL + "data_noise",
+    declare("init", "data_noise", _IMPL + "data_noise",
         params=[Param("std", Float(min=0.0), 1.0, "noise added to the training images")],
         doc="training examples (random, augmented as in training) plus std·z",
     ),
 )
+# fmt: on

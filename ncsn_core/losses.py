@@ -54,7 +54,28 @@ def _lam(weight: Any, sigma: torch.Tensor) -> torch.Tensor:
     return torch.full_like(sigma, float(weight))
 
 
-class DSM:
+Net = torch.nn.Module
+Tensor = torch.Tensor
+Gen = torch.Generator | None
+Part = slice | None
+
+
+class Loss:
+    """The loss contract (docs/architecture.md): ``loss(model, x, noise, generator, part=None)``
+    → :class:`LossOut`. One level per sample is drawn here, uniformly, for the whole (global)
+    batch ``x``; a subclass's :meth:`loss` draws the rest (noise, projections) and evaluates
+    the model, on this rank's rows ``part`` only in a data-parallel run (docs/scale.md)."""
+
+    def __call__(
+        self, model: Net, x: Tensor, noise: NoiseSchedule, generator: Gen, part: Part = None
+    ) -> LossOut:
+        return self.loss(model, x, _levels(x, noise, generator), noise, generator, part)
+
+    def loss(self, model: Net, x: Tensor, idx: Tensor, noise: NoiseSchedule, gen: Gen, part: Part) -> LossOut:
+        raise NotImplementedError
+
+
+class DSM(Loss):
     """ℓ(θ; σ) = ½ E‖s_θ(x̃, σ) − ∇log q_σ(x̃|x)‖² (Eq. 5), weighted by λ(σ) and averaged over
     levels drawn uniformly (Eq. 6). With λ = σ² this is ½E‖σ s + (x̃ − x)/σ‖².
 
@@ -70,14 +91,7 @@ class DSM:
         """λ(σ) per sample (Eq. 6)."""
         return _lam(self.weight, sigma)
 
-    def __call__(
-        self,
-        model: torch.nn.Module,
-        x: torch.Tensor,
-        noise: NoiseSchedule,
-        generator: torch.Generator | None,
-        part: slice | None = None,
-    ) -> LossOut:
+    def loss(self, model: Net, x: Tensor, idx: Tensor, noise: NoiseSchedule, gen: Gen, part: Part) -> LossOut:
         """``part``: this rank's rows of the global batch ``x`` (data-parallel runs,
         docs/scale.md): the levels and the noise are drawn for the whole batch, the model sees
         only the rank's rows, so every example's draws are those of a one-process run."""
@@ -86,8 +100,7 @@ class DSM:
                 "loss dsm needs noise levels σ > 0 (noise none has no denoising target): "
                 "use loss ssm or ssm_vr with noise none, or a noise ladder such as geometric with dsm"
             )
-        idx = _levels(x, noise, generator)
-        x_t, target = noise.perturb(x, idx, generator)
+        x_t, target = noise.perturb(x, idx, gen)
         if part is not None:
             x_t, target, idx = x_t[part], target[part], idx[part]
         per = self.per_sample(model(x_t, idx) - target, idx, noise)
@@ -103,7 +116,7 @@ def dsm(weight: Any) -> DSM:
     return DSM(weight)
 
 
-class SSM:
+class SSM(Loss):
     """Sliced score matching (Song et al. 2019) in its two forms:
 
     * ``ssm`` (plain SSM): E_v E_x [vᵀ∇ₓs v + ½(vᵀs)²], the ½‖s‖² term estimated through the
@@ -140,28 +153,20 @@ class SSM:
             v = (f / f.norm(dim=1, keepdim=True) * (f.shape[1] ** 0.5)).view(shape)
         return v
 
-    def __call__(
-        self,
-        model: torch.nn.Module,
-        x: torch.Tensor,
-        noise: NoiseSchedule,
-        generator: torch.Generator | None,
-        part: slice | None = None,
-    ) -> LossOut:
+    def loss(self, model: Net, x: Tensor, idx: Tensor, noise: NoiseSchedule, gen: Gen, part: Part) -> LossOut:
         """``part`` as for :class:`DSM`: levels, noise and projections are drawn for the whole
         global batch, the model sees this rank's rows."""
-        idx = _levels(x, noise, generator)
         perturbs = getattr(noise, "perturbs", True)
         if perturbs:
-            x, _ = noise.perturb(x, idx, generator)
+            x, _ = noise.perturb(x, idx, gen)
         # n particles per data point, particle-major: row k·B + b is data point b.
         rep = (self.n, *([1] * (x.dim() - 1)))
         if part is None:
             xr = x.detach().repeat(*rep).requires_grad_(True)
             ir = idx.repeat(self.n)
-            v = self._v(xr.shape, xr, generator)
+            v = self._v(xr.shape, xr, gen)
         else:
-            v = self._v(torch.Size((self.n * x.shape[0], *x.shape[1:])), x, generator)
+            v = self._v(torch.Size((self.n * x.shape[0], *x.shape[1:])), x, gen)
             v = v.view(self.n, x.shape[0], *x.shape[1:])[:, part].reshape(-1, *x.shape[1:])
             x, idx = x[part], idx[part]
             xr = x.detach().repeat(*rep).requires_grad_(True)

@@ -40,14 +40,8 @@ def test_mixture_score_is_exact_for_diagonal_components(sigma: float) -> None:
 
 
 def test_mixture_log_prob_is_normalised_and_sampled_correctly() -> None:
-    d = mixture2d(
-        weights=(0.2, 0.8),
-        means=(-5.0, -5.0, 5.0, 5.0),
-        std=1.0,
-        stds=(0.5, 2.0, 1.0, 1.0),
-        n_train=20_000,
-        seed=1,
-    )
+    kw = dict(weights=(0.2, 0.8), means=(-5.0, -5.0, 5.0, 5.0), std=1.0, stds=(0.5, 2.0, 1.0, 1.0))
+    d = mixture2d(**kw, n_train=20_000, seed=1)
     g = torch.linspace(-15, 15, 601, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
     mass = float(d.mixture.log_prob(grid, 0.5).exp().sum() * (g[1] - g[0]) ** 2)
@@ -55,17 +49,7 @@ def test_mixture_log_prob_is_normalised_and_sampled_correctly() -> None:
     lo = d.train[d.train.sum(1) < 0]
     assert abs(lo.shape[0] / 20_000 - 0.2) < 0.02
     assert lo.std(0).tolist() == pytest.approx([0.5, 2.0], rel=0.05)
-    assert (
-        d.identity
-        == mixture2d(
-            weights=(0.2, 0.8),
-            means=(-5.0, -5.0, 5.0, 5.0),
-            std=1.0,
-            stds=(0.5, 2.0, 1.0, 1.0),
-            n_train=20_000,
-            seed=1,
-        ).identity
-    )
+    assert d.identity == mixture2d(**kw, n_train=20_000, seed=1).identity
 
 
 def test_mixture_source_and_errors() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from dsl.ast import Pos
 from dsl.fmt import format_text
 from dsl.parser import parse_text
+from tests.strategies import expressions
 
 KEYWORDS = {"import", "experiment", "extends", "stage", "sweep", "published", "true", "false", "auto"}
 names = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(lambda s: s not in KEYWORDS)
@@ -29,19 +30,7 @@ strings = st.text(alphabet="abc xyz/._-", max_size=8).map(lambda s: f'"{s}"')
 
 
 def exprs(depth: int = 2) -> st.SearchStrategy[str]:
-    leaf = st.one_of(numbers, st.just("sigma"))
-    if depth == 0:
-        return leaf
-    sub = exprs(depth - 1)
-    return st.one_of(
-        leaf,
-        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "**"]), sub).map(
-            lambda t: f"{t[0]} {t[1]} {t[2]}"
-        ),
-        sub.map(lambda e: f"({e})"),
-        sub.map(lambda e: f"-{e}" if not e.startswith("-") else e),
-        sub.map(lambda e: f"sqrt({e})"),
-    )
+    return expressions(st.one_of(numbers, st.just("sigma")), depth, ["sqrt"])
 
 
 scalars = st.one_of(numbers, strings, names, st.sampled_from(["true", "false", "auto"]), exprs())

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import fuzz
+from tests.strategies import expressions
 
 # Seconds per input: the standalone runner uses 2; the suite leaves room for a loaded CI
 # machine (typical inputs take milliseconds).
@@ -53,18 +54,7 @@ numbers = st.one_of(
 
 def exprs(depth: int = 3) -> st.SearchStrategy[str]:
     leaf = st.one_of(numbers, st.sampled_from(["sigma", "sigma_max", "t", "x"]), st.sampled_from(fuzz.REFS))
-    if depth == 0:
-        return leaf
-    sub = exprs(depth - 1)
-    return st.one_of(
-        leaf,
-        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "**"]), sub).map(
-            lambda t: f"{t[0]} {t[1]} {t[2]}"
-        ),
-        sub.map(lambda e: f"({e})"),
-        sub.map(lambda e: f"-{e}"),
-        st.tuples(st.sampled_from(["sqrt", "exp", "log", "cube"]), sub).map(lambda t: f"{t[0]}({t[1]})"),
-    )
+    return expressions(leaf, depth, ["sqrt", "exp", "log", "cube"])
 
 
 scalars = st.one_of(

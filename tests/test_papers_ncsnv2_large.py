@@ -15,60 +15,14 @@ PAPERS = Path(__file__).resolve().parent.parent / "papers"
 runner = CliRunner()
 
 # file, experiment, shape side, network, parameters, σ₁, official L, T, ε (= 2 × step_lr), batch, iterations
+# fmt: off
 OFFICIAL = [
-    (
-        "ncsnv2_church.exp",
-        "ncsnv2_church",
-        96,
-        "ncsnv2_deeper",
-        "83,445,379",
-        140.0,
-        788,
-        4,
-        "9.8e-6",
-        128,
-        200000,
-    ),
-    (
-        "ncsnv2_bedroom.exp",
-        "ncsnv2_bedroom",
-        128,
-        "ncsnv2_deeper",
-        "83,445,379",
-        190.0,
-        1086,
-        3,
-        "3.6e-6",
-        128,
-        150000,
-    ),
-    (
-        "ncsnv2_tower.exp",
-        "ncsnv2_tower",
-        128,
-        "ncsnv2_deeper",
-        "83,445,379",
-        190.0,
-        1086,
-        3,
-        "3.6e-6",
-        128,
-        150000,
-    ),
-    (
-        "ncsnv2_ffhq.exp",
-        "ncsnv2_ffhq",
-        256,
-        "ncsnv2_deepest",
-        "94,132,611",
-        348.0,
-        2311,
-        3,
-        "1.8e-6",
-        32,
-        80000,
-    ),
+    ("ncsnv2_church.exp", "ncsnv2_church", 96, "ncsnv2_deeper", "83,445,379", 140.0, 788, 4, "9.8e-6", 128, 200000),
+    ("ncsnv2_bedroom.exp", "ncsnv2_bedroom", 128, "ncsnv2_deeper", "83,445,379", 190.0, 1086, 3, "3.6e-6", 128, 150000),
+    ("ncsnv2_tower.exp", "ncsnv2_tower", 128, "ncsnv2_deeper", "83,445,379", 190.0, 1086, 3, "3.6e-6", 128, 150000),
+    ("ncsnv2_ffhq.exp", "ncsnv2_ffhq", 256, "ncsnv2_deepest", "94,132,611", 348.0, 2311, 3, "1.8e-6", 32, 80000),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("row", OFFICIAL, ids=[r[1] for r in OFFICIAL])

@@ -42,9 +42,7 @@ def ref_annealed(score, x, sig, eps, T, g, record=None, every=0, name="al"):  # 
             s = score(x, i)
             x = x + 0.5 * alpha * s + alpha**0.5 * _randn(x, g)
             bad |= ~torch.isfinite(x).all()
-            t_all += 1
-            if every and record and t_all % every == 0:
-                record(f"{name}:level{i + 1}{'' if t + 1 == T else f'.step{t + 1}'}", x)
+            t_all = _record_step(record, every, t_all, f"{name}:level{i + 1}", t, T, x)
         _diverged(bad, name, i, sigma)
     return x
 
@@ -79,11 +77,17 @@ def ref_preconditioned(score, x, sig, eps, T, g, noise, scaling, record=None, ev
                 z = sqrt(z, i)
             x = x + 0.5 * a * k * noise.precondition(s, i) + a**0.5 * z
             bad |= ~torch.isfinite(x).all()
-            t_all += 1
-            if every and record and t_all % every == 0:
-                record(f"{name}:level{i + 1}{'' if t + 1 == T else f'.step{t + 1}'}", x)
+            t_all = _record_step(record, every, t_all, f"{name}:level{i + 1}", t, T, x)
         _diverged(bad, name, i, sigma)
     return x
+
+
+def _record_step(record, every, t_all, label, t, T, x):  # type: ignore[no-untyped-def]
+    """Today's recording rule: after every k-th step over all levels, named by level (+ step)."""
+    t_all += 1
+    if every and record and t_all % every == 0:
+        record(f"{label}{'' if t + 1 == T else f'.step{t + 1}'}", x)
+    return t_all
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BASE
 from typer.testing import CliRunner
 
 from dsl.cli import app
@@ -29,23 +30,26 @@ from ncsn_core.runner import run_spec
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
-EXP = """\
-experiment e {
-    data digits { }
-    noise geometric { sigma_max = 1.0, sigma_min = 0.01, levels = 10 }
-    network ncsn { ngf = 8 }
-    loss dsm { }
-    train { iterations = 20, batch_size = 8, checkpoint_every = 5, log_every = 5, ema = 0.9 }
-    sample { samples = 40, batch_size = 16, stage annealed_langevin { steps_per_level = 2 } }
-    sweep seed = [0, 1]
-}
-"""
+# conftest's BASE with more steps, checkpoints, EMA, three sampling batches and two seeds.
+EXP = (
+    BASE.replace(
+        "train { iterations = 10, batch_size = 8 }",
+        "train { iterations = 20, batch_size = 8, checkpoint_every = 5, log_every = 5, ema = 0.9 }",
+    )
+    .replace("sample { stage", "sample { samples = 40, batch_size = 16, stage")
+    .replace("\n}\n", "\n    sweep seed = [0, 1]\n}\n")
+)
 # The same run as seed 1 of EXP (the seed is not in the hash), alone.
 KILL = EXP.replace("sweep seed = [0, 1]", "seed = 1")
 
 
 def cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "dsl.cli", "run", *map(str, args), "--device", "cpu"]
+
+
+def repro_run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`repro run ARGS --device cpu` in a fresh process (one thread, this checkout first)."""
+    return subprocess.run(cli(*args), cwd=ROOT, env=ENV, capture_output=True, text=True)
 
 
 def seed_dir(runs: Path, spec) -> Path:  # type: ignore[no-untyped-def]
@@ -84,13 +88,7 @@ def shared(tmp_path_factory):  # type: ignore[no-untyped-def]
     shutil.rmtree(seed_dir(two, s1))
     shutil.rmtree(seed_dir(two, s0) / f"sample-{s0.sample_hash()}")  # sampled again by two processes
     t0 = time.perf_counter()
-    p = subprocess.run(
-        cli(f, "--runs", two, "--nproc", "2", "--until", "sample"),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    p = repro_run(f, "--runs", two, "--nproc", "2", "--until", "sample")
     assert p.returncode == 0, p.stderr
     print(f"two-process launch: {time.perf_counter() - t0:.1f}s")
     return f, (s0, s1), one, two
@@ -151,13 +149,7 @@ def test_sigkill_under_two_processes_resumes_bit_identical(shared, tmp_path: Pat
     c, d = final_state(one, spec), final_state(other, spec)
     assert relative(c["model"], d["model"]) < 1e-6 and relative(c["ema"], d["ema"]) < 1e-6
     assert all(torch.equal(c[k], d[k]) for k in ("gen_data", "gen_noise", "torch_rng"))
-    p = subprocess.run(
-        cli(f, "--runs", runs, "--nproc", "2", "--until", "train"),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    p = repro_run(f, "--runs", runs, "--nproc", "2", "--until", "train")
     assert p.returncode == 0, p.stderr
     assert "resuming from step" in p.stderr
     a, b = final_state(two, spec), final_state(runs, spec)
@@ -251,13 +243,7 @@ def test_a_sweep_runs_concurrently_through_the_local_scheduler(write, tmp_path: 
     specs = compile_file(f)
     assert len(specs) == 2 and specs[0].train_hash() == specs[1].train_hash()
     runs = tmp_path / "runs"
-    p = subprocess.run(
-        cli(f, "--runs", runs, "--parallel", "2", "--until", "sample"),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    p = repro_run(f, "--runs", runs, "--parallel", "2", "--until", "sample")
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout + p.stderr
     assert "[1/2]" in out and "[2/2]" in out and out.count(": done in") == 2, out
@@ -274,13 +260,7 @@ def test_a_sweep_through_submitit_debug_executor(write, tmp_path: Path) -> None:
     specs = compile_file(f)
     runs = tmp_path / "runs"
     args = ["--runs", runs, "--until", "sample", "--launcher", "slurm", "--slurm-cluster", "debug"]
-    p = subprocess.run(
-        cli(f, *args, "--partition", "p", "--time", "00:10:00"),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    p = repro_run(f, *args, "--partition", "p", "--time", "00:10:00")
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("submitted job") == 2 and p.stdout.count(": done") == 2, p.stdout
     for s in specs:

@@ -9,19 +9,7 @@ kept where they were (own-line or trailing). Idempotent: fmt(parse(fmt(x))) == f
 
 from __future__ import annotations
 
-from dsl.ast import (
-    Assign,
-    Block,
-    Comment,
-    Experiment,
-    Import,
-    Module,
-    PubEntry,
-    Published,
-    PubProtocol,
-    Stage,
-    Sweep,
-)
+import dsl.ast as syntax
 from dsl.parser import parse_text
 
 WIDTH = 88
@@ -29,16 +17,16 @@ IND = "    "
 
 
 class _Printer:
-    def __init__(self, comments: tuple[Comment, ...]) -> None:
+    def __init__(self, comments: tuple[syntax.Comment, ...]) -> None:
         self.comments = list(comments)
         self.out: list[str] = []
 
-    def take_before(self, line: int) -> list[Comment]:
+    def take_before(self, line: int) -> list[syntax.Comment]:
         got = [c for c in self.comments if c.line < line]
         self.comments = [c for c in self.comments if c.line >= line]
         return got
 
-    def take_range(self, lo: int, hi: int) -> list[Comment]:
+    def take_range(self, lo: int, hi: int) -> list[syntax.Comment]:
         got = [c for c in self.comments if lo <= c.line <= hi]
         self.comments = [c for c in self.comments if not (lo <= c.line <= hi)]
         return got
@@ -46,7 +34,7 @@ class _Printer:
     def has_range(self, lo: int, hi: int) -> bool:
         return any(lo <= c.line <= hi for c in self.comments)
 
-    def emit(self, indent: int, text: str, trailing: list[Comment] = ()) -> None:  # type: ignore[assignment]
+    def emit(self, indent: int, text: str, trailing: list[syntax.Comment] = ()) -> None:  # type: ignore[assignment]
         line = IND * indent + text
         if trailing:
             line += "  " + " ".join(c.text.rstrip() for c in trailing)
@@ -70,28 +58,28 @@ class _Printer:
     def stmt(self, s: object, indent: int, prev_end: int) -> int:
         start, end = _span(s)
         self.lead(indent, start, prev_end)
-        if isinstance(s, (Assign, Sweep)):
-            kw = "sweep " if isinstance(s, Sweep) else ""
+        if isinstance(s, (syntax.Assign, syntax.Sweep)):
+            kw = "sweep " if isinstance(s, syntax.Sweep) else ""
             self.emit(indent, f"{kw}{'.'.join(s.path)} = {s.value.text}", self.take_range(start, end))
             return end
-        if isinstance(s, PubEntry):
+        if isinstance(s, syntax.PubEntry):
             self.emit(indent, f"{s.name} = {s.text}", self.take_range(start, end))
             return end
-        if isinstance(s, Published):
+        if isinstance(s, syntax.Published):
             header = "published" + (f" {_quote(s.label)}" if s.label else "")
             children = _pub_children(s)
             items = [_flat(c) for c in children]
             self.block_like(header, items, children, indent, start, end)
             return end
-        if isinstance(s, PubProtocol):
+        if isinstance(s, syntax.PubProtocol):
             items = [_flat(a) for a in s.items]
             self.block_like("protocol", items, s.items, indent, start, end)
             return end
-        if isinstance(s, Stage):
+        if isinstance(s, syntax.Stage):
             items = [f"{a.path[0]} = {a.value.text}" for a in s.items]
             self.block_like(f"stage {s.name}", items, s.items, indent, start, end)
             return end
-        if isinstance(s, Block):
+        if isinstance(s, syntax.Block):
             header = s.kind + (f" {s.name}" if s.name else "")
             items = [_flat(i) for i in s.items]
             self.block_like(header, items, s.items, indent, start, end)
@@ -123,7 +111,7 @@ class _Printer:
         self.emit(indent, "}", self.take_range(end, end))
 
 
-def _pub_children(s: Published) -> tuple:
+def _pub_children(s: syntax.Published) -> tuple:
     """A published block's values and its protocol block, in source order."""
     kids: list = list(s.entries)
     if s.protocol is not None:
@@ -131,32 +119,32 @@ def _pub_children(s: Published) -> tuple:
     return tuple(sorted(kids, key=lambda c: (c.pos.line, c.pos.col)))
 
 
-def _flat(i: Assign | Stage | PubEntry | PubProtocol) -> str:
-    if isinstance(i, PubEntry):
+def _flat(i: syntax.Assign | syntax.Stage | syntax.PubEntry | syntax.PubProtocol) -> str:
+    if isinstance(i, syntax.PubEntry):
         return f"{i.name} = {i.text}"
-    if isinstance(i, PubProtocol):
+    if isinstance(i, syntax.PubProtocol):
         inner = ", ".join(_flat(a) for a in i.items)
         return f"protocol {{ {inner} }}" if inner else "protocol { }"
-    if isinstance(i, Stage):
+    if isinstance(i, syntax.Stage):
         inner = ", ".join(f"{a.path[0]} = {a.value.text}" for a in i.items)
         return f"stage {i.name} {{ {inner} }}" if inner else f"stage {i.name} {{ }}"
     return f"{'.'.join(i.path)} = {i.value.text}"
 
 
 def _span(s: object) -> tuple[int, int]:
-    if isinstance(s, PubEntry):
+    if isinstance(s, syntax.PubEntry):
         return s.pos.line, s.pos.line
-    if isinstance(s, (Assign, Sweep)):
+    if isinstance(s, (syntax.Assign, syntax.Sweep)):
         return s.pos.line, max(s.value.pos.end_line, s.pos.line)
-    if isinstance(s, (Published, PubProtocol)):
+    if isinstance(s, (syntax.Published, syntax.PubProtocol)):
         return s.pos.line, s.end_line or s.pos.line
-    if isinstance(s, Stage):
+    if isinstance(s, syntax.Stage):
         return s.pos.line, s.end_line or s.pos.line
-    if isinstance(s, Block):
+    if isinstance(s, syntax.Block):
         return s.pos.line, s.end_line or s.pos.line
-    if isinstance(s, Experiment):
+    if isinstance(s, syntax.Experiment):
         return s.pos.line, s.end_line or s.pos.line
-    if isinstance(s, Import):
+    if isinstance(s, syntax.Import):
         return s.pos.line, s.pos.line
     raise TypeError(s)  # pragma: no cover
 
@@ -165,13 +153,13 @@ def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
-def format_module(mod: Module) -> str:
+def format_module(mod: syntax.Module) -> str:
     p = _Printer(mod.comments)
     prev_end = 0
     prev_kind = None
     for item in mod.order:
         start, end = _span(item)
-        if isinstance(item, Import):
+        if isinstance(item, syntax.Import):
             p.lead(0, start, prev_end)
             p.emit(0, f"import {_quote(item.path)}", p.take_range(start, end))
         else:

@@ -40,7 +40,6 @@ from ncsn_core.samplers import SampleContext, fast_network
 from ncsn_core.spec import ComponentSpec, RunSpec, digest
 from ncsn_core.training import Trainer, plain_progress
 
-
 SELECT_SEED_OFFSET = 2  # the selection's samples (0: the sample stage's, 1: extra evaluation samples)
 
 

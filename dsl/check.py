@@ -204,13 +204,21 @@ class _Checker:
             return (e.pos, e.notes()) if e is not None else (self._block_pos(block), ())
 
         sample = comps.get("sample", (None, {}))[1]
+        released = comps.get("train", (None, {}))[1].get("from") is not None
+        if released and "select" in comps:
+            # One released checkpoint, nothing to choose between: a select block inherited from
+            # the trained experiment (papers/*_released.exp extend them) is not lowered.
+            del comps["select"]
         if sample.get("checkpoint") == "best" and "select" not in comps:
             pos, notes = entry("sample", "checkpoint")
             self.err(
                 pos,
                 "sample.checkpoint = best samples the checkpoint a select block chose, but this "
                 "experiment has no select block; add e.g. `select { metric = fid, samples = 1000 }` "
-                "(and train.keep_every to keep its candidates), or use last or a step",
+                "(and train.keep_every to keep its candidates), or use last or a step"
+                + (
+                    "; a released checkpoint (train.from) has nothing to select: use last" if released else ""
+                ),
                 notes,
             )
         train = comps.get("train", (None, {}))[1]

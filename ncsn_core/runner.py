@@ -698,6 +698,9 @@ def run_spec(
     if spec.evaluate is not None and until == "evaluate":
         # Fail before any training or sampling when, e.g., Inception weights are missing.
         evaluation.preflight(spec.evaluate.get("metrics"), with_sample_stage(spec.evaluate.kwargs(), spec))
+    if spec.select is not None and spec.trains and until != "train":  # its metric too (Inception weights)
+        e = spec.evaluate.kwargs() if spec.evaluate is not None else {}
+        evaluation.preflight((spec.select.get("metric"),), {k: v for k, v in e.items() if k != "samples"})
     try:
         r.write_meta()
     except WriteError as e:

@@ -183,3 +183,41 @@ def test_compile_prints_the_checkpoint_disk_estimate(write) -> None:  # type: ig
     )
     each = n * 4 * 3
     assert f"× {each / 1000:.3g} kB" in line or f"× {each} B" in line, (line, n)
+
+
+def _record(metric: str):  # type: ignore[no-untyped-def]
+    from reports.reporter import RunRecord, SeedResult
+
+    sel = {
+        "metric": metric,
+        "samples": 1000,
+        "candidates": [
+            {"step": s, "value": v, "samples": 1000} for s, v in ((5, 40.0), (10, 31.0), (15, 35.0))
+        ],
+        "best": {"step": 10, "value": 31.0},
+    }
+    seed = SeedResult(
+        0,
+        status="complete",
+        metrics={"fid": 30.0},
+        protocol={"samples": 50_000, "reference_split": "train"},
+        iterations=15,
+        selection=sel,
+    )
+    spec = {
+        "select": {"name": "select", "params": {"metric": {"name": metric, "params": {}}, "samples": 1000}},
+        "sample": {"name": "sample", "params": {"checkpoint": "best"}},
+    }
+    return RunRecord("e", "h", "P", "", {}, [], [seed], Path("x"), spec=spec)
+
+
+def test_published_best_fid_is_comparable_with_a_selection_by_fid() -> None:
+    from reports.reporter import protocol_reasons, protocol_text
+
+    pub = {"protocol": {"samples": 50_000, "reference": "train", "checkpoint": "best_fid", "iterations": 15}}
+    by_fid = _record("fid")
+    assert by_fid.checkpoint == "best of 3 checkpoints by fid on 1,000 samples"
+    assert protocol_reasons(pub, by_fid, "fid") == []
+    assert "best of 3 checkpoints by fid on 1,000 samples" in protocol_text(by_fid, "fid")
+    other = _record("fid_domain")
+    assert any("best of 3 checkpoints by fid_domain" in r for r in protocol_reasons(pub, other, "fid"))

@@ -123,6 +123,7 @@ class _Checker:
         if self.diags:
             return None
         self.validate(comps, children)
+        self.selection(comps)
         if self.diags:
             return None
         # ---- lowering: one run spec field per block, one per block's children
@@ -192,6 +193,51 @@ class _Checker:
             for comp, params, st in kids:
                 if comp is not None and getattr(comp.facts, "annealed", False):
                     self.step_stability(comp, params, st, sigmas)
+
+    def selection(self, comps: dict[str, tuple[Component | None, dict[str, Any]]]) -> None:
+        """Checkpoint retention and selection: ``sample.checkpoint = best`` needs a select block;
+        ``train.keep_every`` keeps checkpoints that are written; ``select.from`` ≤ ``select.to``."""
+
+        def entry(block: str, key: str) -> tuple[Any, tuple[str, ...]]:
+            blk = self.res.blocks.get(block)
+            e = blk.params.get(key) if blk is not None else None
+            return (e.pos, e.notes()) if e is not None else (self._block_pos(block), ())
+
+        sample = comps.get("sample", (None, {}))[1]
+        released = comps.get("train", (None, {}))[1].get("from") is not None
+        if released and "select" in comps:
+            # One released checkpoint, nothing to choose between: a select block inherited from
+            # the trained experiment (papers/*_released.exp extend them) is not lowered.
+            del comps["select"]
+        if sample.get("checkpoint") == "best" and "select" not in comps:
+            pos, notes = entry("sample", "checkpoint")
+            self.err(
+                pos,
+                "sample.checkpoint = best samples the checkpoint a select block chose, but this "
+                "experiment has no select block; add e.g. `select { metric = fid, samples = 1000 }` "
+                "(and train.keep_every to keep its candidates), or use last or a step"
+                + (
+                    "; a released checkpoint (train.from) has nothing to select: use last" if released else ""
+                ),
+                notes,
+            )
+        train = comps.get("train", (None, {}))[1]
+        every, ck = train.get("keep_every"), train.get("checkpoint_every")
+        if isinstance(every, int) and isinstance(ck, int) and every % ck:
+            pos, notes = entry("train", "keep_every")
+            self.err(
+                pos,
+                f"train.keep_every = {every} is not a multiple of checkpoint_every = {ck}: no "
+                "checkpoint is written at those steps",
+                notes,
+            )
+        select = comps.get("select", (None, {}))[1]
+        lo, hi = select.get("from"), select.get("to")
+        if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+            pos, notes = entry("select", "from")
+            self.err(
+                pos, f"select.from = {lo} is after select.to = {hi}: no checkpoint to choose from", notes
+            )
 
     def finite_on_ladder(self, comp: Component, name: str, v: Expr, sigmas: list[float], blk: RBlock) -> None:
         for i, sigma in enumerate(sigmas):

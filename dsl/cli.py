@@ -176,6 +176,9 @@ def compile_(
             typer.echo(show_spec(s, notes))
             if not no_auto and s.network is not None:
                 typer.echo(f"# cost: {_cost_note(s, sweep_cost)}")
+                disk = _checkpoint_note(s)
+                if disk:
+                    typer.echo(f"# checkpoints: {disk}")
         if len(sweep_cost) > 1:
             from ncsn_core.cost import sweep_note
 
@@ -184,20 +187,59 @@ def compile_(
         raise failed
 
 
-def _parameter_note(spec) -> str:  # type: ignore[no-untyped-def]
-    """'30,117,635 parameters', counted on the meta device from the data's declared shape (no
-    dataset read or downloaded), or why it is unknown."""
+def _parameter_count(spec) -> int:  # type: ignore[no-untyped-def]
     from ncsn_core import registry
     from ncsn_core.networks import count_parameters
 
+    shape = registry.lookup("data", spec.data.name).facts.shape(spec.data.kwargs())
+    return count_parameters(spec.network.name, spec.network.kwargs(), shape, int(spec.noise.get("levels", 1)))
+
+
+def _parameter_note(spec) -> str:  # type: ignore[no-untyped-def]
+    """'30,117,635 parameters', counted on the meta device from the data's declared shape (no
+    dataset read or downloaded), or why it is unknown."""
     try:
-        shape = registry.lookup("data", spec.data.name).facts.shape(spec.data.kwargs())
-        n = count_parameters(
-            spec.network.name, spec.network.kwargs(), shape, int(spec.noise.get("levels", 1))
-        )
-        return f"{n:,} parameters"
+        return f"{_parameter_count(spec):,} parameters"
     except Exception as e:  # noqa: BLE001 - compile must still print the spec
         return f"parameters unknown ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+# fp32 tensors per parameter an optimizer keeps in a checkpoint (Adam: both moments; AMSGrad:
+# and the max of the second; RMSprop: the square average; SGD: the momentum buffer if any).
+_OPTIMIZER_STATE = {"adam": 2, "rmsprop": 1, "sgd": 1}
+
+
+def _checkpoint_note(spec) -> str:  # type: ignore[no-untyped-def]
+    """The checkpoints a finished training keeps and their size: 'N kept × size = total', from
+    the network's parameter count × 4 bytes × (model + optimizer state + EMA); '' without
+    training (a released checkpoint)."""
+    if not spec.trains or spec.weights() is not None:
+        return ""
+    from ncsn_core.checkpoint import retained_steps
+
+    t = spec.train.kwargs()
+    steps = retained_steps(t["iterations"], t["checkpoint_every"], t["keep_checkpoints"], t.get("keep_every"))
+    try:
+        n = _parameter_count(spec)
+    except Exception:  # noqa: BLE001 - the parameter note already says why
+        return f"{len(steps)} kept (size unknown)"
+    opt = t["optimizer"]
+    state = _OPTIMIZER_STATE.get(opt.name, 2)
+    if opt.name == "adam" and dict(opt.params).get("amsgrad"):
+        state += 1
+    if opt.name == "sgd" and not dict(opt.params).get("momentum", 0.0):
+        state = 0
+    copies = 1 + state + (1 if t.get("ema", 0.0) > 0 else 0)
+    each = n * 4 * copies
+    return f"{len(steps)} kept × {_bytes(each)} = {_bytes(each * len(steps))}"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
 
 
 def _cost_note(spec, acc: list) -> str:  # type: ignore[no-untyped-def]
@@ -295,7 +337,9 @@ def run(
     experiment: ExpOpt = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = "",
     runs_dir: Annotated[Path, typer.Option("--runs", help="where runs are written")] = Path("runs"),
-    until: Annotated[str, typer.Option(help="stop after this stage: train, sample or evaluate")] = "evaluate",
+    until: Annotated[
+        str, typer.Option(help="stop after this stage: train, select, sample or evaluate")
+    ] = "evaluate",
     no_wait: Annotated[
         bool,
         typer.Option("--no-wait", help="stop with an error when another process is computing a stage"),
@@ -326,10 +370,10 @@ def run(
     from ncsn_core import launch
     from ncsn_core.runner import run_spec
 
-    if until not in ("train", "sample", "evaluate"):
+    if until not in ("train", "select", "sample", "evaluate"):
         from dsl.errors import error
 
-        raise error(None, f"--until must be train, sample or evaluate, not '{until}'")
+        raise error(None, f"--until must be train, select, sample or evaluate, not '{until}'")
     if launcher not in ("local", "slurm"):
         raise launch.LauncherError(f"--launcher must be local or slurm, not '{launcher}'")
     if nproc < 1 or parallel < 1:

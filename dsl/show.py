@@ -21,8 +21,10 @@ def show_spec(spec: RunSpec, notes: dict[str, str] | None = None) -> str:
     (``{"network": "30,117,635 parameters"}``)."""
     notes = notes or {}
     lines = [f"experiment {spec.experiment}  # run {spec.hash()}  seed {spec.seed}"]
+    select = f"select {spec.select_hash()}, " if spec.select is not None else ""
     lines.append(
-        f"    # stages: train {spec.train_hash()}, sample {spec.sample_hash()}, evaluate {spec.eval_hash()}"
+        f"    # stages: train {spec.train_hash()}, {select}sample {spec.sample_hash()}, "
+        f"evaluate {spec.eval_hash()}"
     )
     if spec.sweep:
         lines.append("    # sweep point: " + ", ".join(f"{k} = {v}" for k, v in spec.sweep))

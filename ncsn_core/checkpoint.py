@@ -190,9 +190,26 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return layout.checkpoint_file(folder, step)
 
 
-def prune(folder: Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints, except that the newest verified one
-    (its size matches the manifest's) is always kept."""
+def permanent(step: int, keep_every: int | None) -> bool:
+    """Whether ``train.keep_every`` keeps the checkpoint of ``step`` for good (a multiple of it)."""
+    return bool(keep_every) and step > 0 and step % int(keep_every) == 0
+
+
+def retained_steps(
+    iterations: int, checkpoint_every: int, keep: int, keep_every: int | None = None
+) -> list[int]:
+    """The steps whose checkpoints a finished training keeps on disk (what :func:`prune` leaves
+    after the last save): the ``keep`` newest of those written (every ``checkpoint_every`` steps
+    and the last), and every multiple of ``keep_every``. Pure arithmetic: ``repro compile``'s
+    disk estimate and the select stage's candidates."""
+    written = sorted({*range(checkpoint_every, iterations + 1, checkpoint_every), iterations} - {0})
+    return sorted(set(written[-keep:]) | {s for s in written if permanent(s, keep_every)})
+
+
+def prune(folder: Path, keep: int, keep_every: int | None = None) -> None:
+    """Delete all but the ``keep`` newest checkpoints and those at multiples of ``keep_every``
+    (``train.keep_every``: the candidates of checkpoint selection), except that the newest
+    verified one (its size matches the manifest's) is always kept."""
     cks = list_checkpoints(folder)
     entries = read_manifest(folder)
 
@@ -208,6 +225,7 @@ def prune(folder: Path, keep: int) -> None:
         newest_ok = next((p for _, p in reversed(cks) if verified(p)), None)
         if newest_ok is not None:
             keep_paths.add(newest_ok)
+    keep_paths |= {p for step, p in cks if permanent(step, keep_every)}
     removed = False
     for _, p in cks:
         if p not in keep_paths:

@@ -10,6 +10,8 @@ and the small predicates the runner (writing) and the reporter (reading) both ne
             sample-<hash>/                   stage.json results.json samples.pt grid.png
                                              intermediates.pt intermediates.png DONE
                                              inpainting.pt inpainting.png (stage inpainting)
+            select-<hash>/                   stage.json selection.json DONE
+                candidates/step-<n:08d>.json one record per evaluated candidate checkpoint
             eval-<hash>/                     stage.json metrics.json DONE
     <runs>/.cache/                           evaluation caches (features, classifiers)
 
@@ -49,7 +51,11 @@ INPAINTING_FIGURE = "inpainting.png"  # NCSN Fig. 6: occluded | completions | or
 CACHE = ".cache"
 MANIFEST = "manifest.json"  # in checkpoints/: every checkpoint's step, size and SHA-256
 
+SELECTION = "selection.json"  # in select-<hash>/: every candidate's metric and the chosen step
+CANDIDATES = "candidates"  # in select-<hash>/: one record per candidate, written as each finishes
+
 TRAIN, SAMPLE, EVAL = "train", "sample", "eval"  # stage kinds
+SELECT = "select"  # checkpoint selection (between train and sample)
 _SEED = "seed-"
 _CHECKPOINT = re.compile(r"step-(\d+)\.pt$")
 
@@ -96,6 +102,16 @@ def checkpoint_step(path: Path) -> int | None:
     """The step of a checkpoint file name, or None for any other file (temporary files too)."""
     m = _CHECKPOINT.search(path.name)
     return int(m.group(1)) if m and not path.name.startswith(".") else None
+
+
+def candidate_file(select: Path, step: int) -> Path:
+    """The record of one candidate checkpoint of a select stage (its metric, samples, seconds)."""
+    return Path(select) / CANDIDATES / f"step-{step:08d}.json"
+
+
+def candidate_shards(select: Path, step: int) -> Path:
+    """Where a candidate's sampling batches go while it is drawn (removed once it is scored)."""
+    return Path(select) / CANDIDATES / f"step-{step:08d}.shards"
 
 
 def eval_samples_file(seed: Path, key: str) -> Path:

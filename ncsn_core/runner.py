@@ -31,7 +31,7 @@ from ncsn_core import checkpoint as ckpt
 from ncsn_core import distributed as dist
 from ncsn_core import evaluation, registry, released, released_files
 from ncsn_core import io as atomic
-from ncsn_core.errors import ReproError, SamplerDiverged, UserError
+from ncsn_core.errors import EvaluationError, ReproError, RunError, SamplerDiverged, UserError
 from ncsn_core.evaluation.inpainting import with_sample_stage
 from ncsn_core.images import save_grid, save_inpainting, save_strip
 from ncsn_core.io import WriteError
@@ -39,6 +39,8 @@ from ncsn_core.lock import stage_lock
 from ncsn_core.samplers import SampleContext, fast_network
 from ncsn_core.spec import ComponentSpec, RunSpec, digest
 from ncsn_core.training import Trainer, plain_progress
+
+SELECT_SEED_OFFSET = 2  # the selection's samples (0: the sample stage's, 1: extra evaluation samples)
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -218,6 +220,7 @@ class Run:
         (:mod:`ncsn_core.lock`): a concurrent run of the same stage waits, then reuses it."""
         applies, h = {
             layout.TRAIN: (self.spec.trains, ""),
+            layout.SELECT: (self.spec.select is not None and self.spec.trains, self.spec.select_hash),
             layout.SAMPLE: (self.spec.sample is not None, self.spec.sample_hash),
             layout.EVAL: (self.spec.evaluate is not None, self.spec.eval_hash),
         }[kind]
@@ -327,6 +330,8 @@ class Run:
         cks = ckpt.list_checkpoints(ckdir)
         if not cks:
             raise ReproError(f"no checkpoint in {ckdir}; run the train stage first")
+        if which == "best":  # the checkpoint the select stage chose
+            which = self.chosen_step()
         if which == "last":
             step, path = cks[-1]
         else:
@@ -351,7 +356,7 @@ class Run:
         }
 
     def draw(
-        self, model: Any, n: int, seed_offset: int, record: bool, shards: Path
+        self, model: Any, n: int, seed_offset: int, record: bool, shards: Path, batch_size: int | None = None
     ) -> tuple[torch.Tensor | None, dict[str, Any]]:
         """Run init + stages for n samples in batches; returns samples (CPU, on rank 0; None on
         other ranks) and info.
@@ -368,7 +373,7 @@ class Run:
         init = build("init", s["init"])
         stages = [(st.name, build("stage", st)) for st in self.spec.stages]
         mixture = getattr(self.data, "mixture", None)
-        bs = s["batch_size"]
+        bs = batch_size or s["batch_size"]
         n_batches = math.ceil(n / bs)
         t0 = time.perf_counter()
         drawn = 0
@@ -458,6 +463,126 @@ class Run:
                 "repeats": int(parts[0]["inpainting_repeats"]),
             }
         return torch.cat([p["x"] for p in parts]), extra
+
+    # ---- checkpoint selection (schema `select`; issue 11.6): between train and sample
+    def select_dir(self) -> Path:
+        return layout.stage_dir(self.seed_dir, layout.SELECT, self.spec.select_hash())
+
+    def chosen_step(self) -> int:
+        """The step the select stage chose (``sample.checkpoint = best``)."""
+        path = self.select_dir() / layout.SELECTION
+        if self.spec.select is None:
+            raise UserError("sample.checkpoint = best needs a select block")
+        try:
+            chosen = json.loads(path.read_text(encoding="utf-8"))["best"]["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise RunError(
+                f"sample.checkpoint = best: the select stage has not chosen a checkpoint ({path} is "
+                "missing or incomplete); run the experiment again to finish it"
+            ) from None
+        return int(chosen)
+
+    def candidates(self, train_dir: Path) -> list[int]:
+        """The kept checkpoints the select block's from/to/every admit, by step."""
+        assert self.spec.select is not None
+        sel = self.spec.select.kwargs()
+        lo, hi, every = sel.get("from"), sel.get("to"), sel.get("every")
+        steps = [step for step, _ in ckpt.list_checkpoints(layout.checkpoints_dir(train_dir))]
+        return [
+            st
+            for st in steps
+            if (lo is None or st >= lo) and (hi is None or st <= hi) and (every is None or st % every == 0)
+        ]
+
+    def select(self, train_dir: Path | None) -> Path | None:
+        """Sample ``select.samples`` images from each candidate checkpoint with the sample block's
+        init and stages (the same seeds for every candidate), score them by ``select.metric`` and
+        write ``selection.json`` with the best. Each candidate's record is written atomically as
+        it finishes, so a killed selection redoes only the candidates without one."""
+        if self.spec.select is None or train_dir is None or self.spec.sample is None:
+            return None
+        h = self.spec.select_hash()
+        main = dist.is_main()
+        if main:
+            _open_stage(self.seed_dir, layout.SELECT, h, train=self.record(train_dir))
+        dist.barrier()
+        folder = layout.stage_dir(self.seed_dir, layout.SELECT, h)
+        if layout.is_complete_stage(folder, h):
+            return folder
+        sel = self.spec.select.kwargs()
+        metric = sel["metric"]
+        output = registry.lookup("metric", metric.name).facts.outputs[0]
+        steps = self.candidates(train_dir)
+        if not steps:
+            kept = [st for st, _ in ckpt.list_checkpoints(layout.checkpoints_dir(train_dir))]
+            raise RunError(
+                f"select: no kept checkpoint in {layout.checkpoints_dir(train_dir)} is between "
+                f"select.from and select.to at a multiple of select.every (kept: "
+                f"{', '.join(map(str, kept)) or 'none'}); set train.keep_every to keep the candidates"
+            )
+        e = self.spec.evaluate.kwargs() if self.spec.evaluate is not None else {}
+        settings = {k: e[k] for k in ("reference", "inception_weights", "cache") if k in e}
+        settings |= {"samples": sel["samples"], "batch_size": sel["batch_size"]}
+        use_ema = self.spec.sample.get("use_ema", True)
+        n = sel["samples"]
+        self.log(f"select: {len(steps)} candidate checkpoints, {metric.name} on {n} samples each")
+        for step in steps:
+            record = layout.candidate_file(folder, step)
+            if record.exists():
+                continue  # evaluated before the stage was interrupted
+            t0 = time.perf_counter()
+            model, minfo = self.load_model(train_dir, use_ema, step)
+            shards = layout.candidate_shards(folder, step)
+            rec: dict[str, Any] = {"step": step, "metric": output.key, "samples": n}
+            try:
+                x, _ = self.draw(
+                    model, n, SELECT_SEED_OFFSET, record=False, shards=shards, batch_size=sel["batch_size"]
+                )
+                if main:
+                    assert x is not None
+                    m = evaluation.evaluate(
+                        (metric,),
+                        x,
+                        self.data,
+                        settings=settings,
+                        run_key=f"{h}-{step}",
+                        cache_dir=layout.cache_dir(self.runs_dir),
+                        device=self.device,
+                    )
+                    rec["value"] = float(m[output.key])
+            except (SamplerDiverged, EvaluationError) as exc:  # a diverging early checkpoint loses
+                rec["value"], rec["error"] = None, str(exc)
+            rec |= {"seconds": round(time.perf_counter() - t0, 3), "ema": minfo["ema"]}
+            if main:
+                _write_json(record, rec)
+                shutil.rmtree(shards, ignore_errors=True)
+                shown = "failed" if rec["value"] is None else f"{rec['value']:.4g}"
+                self.log(f"select: step {step}: {output.key} {shown} ({rec['seconds']}s)")
+            dist.barrier()
+        if main:
+            records = [
+                json.loads(layout.candidate_file(folder, st).read_text(encoding="utf-8")) for st in steps
+            ]
+            scored = [r for r in records if r.get("value") is not None]
+            if not scored:
+                raise RunError(f"select: no candidate checkpoint could be scored ({records[0].get('error')})")
+            sign = 1.0 if output.better == "lower" else -1.0
+            best = min(scored, key=lambda r: (sign * r["value"], r["step"]))
+            _write_json(
+                folder / layout.SELECTION,
+                {
+                    "metric": output.key,
+                    "better": output.better,
+                    "samples": n,
+                    "candidates": records,
+                    "best": {"step": best["step"], "value": best["value"]},
+                    "seconds": round(sum(r.get("seconds", 0.0) for r in records), 3),
+                },
+            )
+            _mark_done(folder)
+            self.log(f"select: step {best['step']} has the best {output.key} ({best['value']:.4g})")
+        dist.barrier()
+        return folder
 
     def sample(self, train_dir: Path | None) -> Path | None:
         if self.spec.sample is None:
@@ -573,6 +698,9 @@ def run_spec(
     if spec.evaluate is not None and until == "evaluate":
         # Fail before any training or sampling when, e.g., Inception weights are missing.
         evaluation.preflight(spec.evaluate.get("metrics"), with_sample_stage(spec.evaluate.kwargs(), spec))
+    if spec.select is not None and spec.trains and until != "train":  # its metric too (Inception weights)
+        e = spec.evaluate.kwargs() if spec.evaluate is not None else {}
+        evaluation.preflight((spec.select.get("metric"),), {k: v for k, v in e.items() if k != "samples"})
     try:
         r.write_meta()
     except WriteError as e:
@@ -586,6 +714,10 @@ def run_spec(
         train_dir = r.train()
     if until == "train":
         return f"trained → {train_dir}"
+    with r.locked(layout.SELECT):
+        select_dir = r.select(train_dir)
+    if until == "select":
+        return f"selected → {select_dir}"
     with r.locked(layout.SAMPLE):
         sample_dir = r.sample(train_dir)
     if until == "sample":

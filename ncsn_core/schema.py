@@ -17,7 +17,9 @@ from ncsn_core.params import Bool, Choice, ComponentOf, Either, Float, Int, List
 from ncsn_core.values import Call
 
 # The run's stages, in order; each stage's hash covers its blocks and the previous stage's hash.
-STAGES = ("train", "sample", "evaluate")
+# `select` (checkpoint selection) is optional: without a select block it is in no hash, and the
+# sample stage's hash is what it was before the stage existed.
+STAGES = ("train", "select", "sample", "evaluate")
 
 
 @attrs.frozen
@@ -34,6 +36,9 @@ class BlockKind:
     # without a `network` has nothing to train and is left out of the run spec.
     default_with: str | None = None
     stage: str = "train"  # the run stage whose hash covers it
+    # An optional stage's block: when absent it is left out of every hash and of spec.json
+    # (adding the block kind changed no existing hash).
+    omit_when_absent: bool = False
     example: str = ""  # a component name for messages (`data digits { ... }`)
 
 
@@ -121,6 +126,13 @@ BLOCKS: tuple[BlockKind, ...] = (
             Param("checkpoint_every", Int(min=1), 5_000, "steps between checkpoints (written atomically)"),
             Param("keep_checkpoints", Int(min=1), 3, "how many recent checkpoints to keep on disk"),
             Param(
+                "keep_every",
+                Int(min=1),
+                None,
+                "also keep every checkpoint at a multiple of this many steps (never pruned; the "
+                "candidates of a select block); unset: only the keep_checkpoints newest",
+            ),
+            Param(
                 "ema", Float(0.0, 1.0), 0.0, "EMA rate of the parameters (NCSNv2 Technique 5: 0.999; 0 = off)"
             ),
             Param("grad_clip", Float(min=0.0), 0.0, "clip the gradient norm to this value (0 = off)"),
@@ -135,6 +147,33 @@ BLOCKS: tuple[BlockKind, ...] = (
             *TRAIN_SPEED,
         ),
         default_with="network",
+    ),
+    BlockKind(
+        "select",
+        "checkpoint selection as the papers did it: sample each kept checkpoint with the sample "
+        "block's init and stages, score it by a metric, pick the best (`sample { checkpoint = best }`)",
+        fields=(
+            Param(
+                "metric",
+                ComponentOf("metric"),
+                Call("fid", ()),
+                "the metric that picks the checkpoint, e.g. fid or fid_domain (its first output; the "
+                "registry says whether lower is better)",
+            ),
+            Param("samples", Int(min=2), 1_000, "samples drawn per candidate checkpoint (the papers: 1,000)"),
+            Param("from", Int(min=0), None, "first candidate step (unset: the first kept checkpoint)"),
+            Param("to", Int(min=0), None, "last candidate step (unset: the last kept checkpoint)"),
+            Param(
+                "every",
+                Int(min=1),
+                None,
+                "only kept checkpoints at multiples of this many steps (unset: every kept one)",
+            ),
+            Param("batch_size", Int(min=1), 1000, "samples drawn at once"),
+        ),
+        needs=("network", "sample"),
+        stage="select",
+        omit_when_absent=True,
     ),
     BlockKind(
         "sample",
@@ -153,9 +192,10 @@ BLOCKS: tuple[BlockKind, ...] = (
             ),
             Param(
                 "checkpoint",
-                Either((Int(min=0), Str())),
+                Either((Int(min=0), Choice(("last", "best")))),
                 "last",
-                'which checkpoint to sample from: "last" or a training step',
+                'which checkpoint to sample from: "last", a training step, or "best" (the one the '
+                "select block chose)",
             ),
             *SAMPLE_SPEED,
         ),
@@ -211,6 +251,16 @@ def stage_fields(stage: str) -> tuple[str, ...]:
     """The run spec's fields a stage's hash covers (its blocks, then their children)."""
     own = [b for b in BLOCKS if b.stage == stage]
     return tuple(b.name for b in own) + tuple(b.child_field for b in own if b.child)
+
+
+def optional_fields() -> frozenset[str]:
+    """The run spec fields left out of hashes and spec.json when their block is absent."""
+    return frozenset(b.name for b in BLOCKS if b.omit_when_absent)
+
+
+# What the select stage takes from the sample block: it draws its candidates' samples with the
+# experiment's init, weights (EMA or not) and sampler stages, so its hash covers them too.
+SELECT_FROM_SAMPLE = ("init", "use_ema")
 
 
 def spec_fields() -> tuple[str, ...]:

@@ -66,6 +66,7 @@ class RunSpec:
     network: ComponentSpec | None = None
     loss: ComponentSpec | None = None
     train: ComponentSpec | None = None
+    select: ComponentSpec | None = None
     sample: ComponentSpec | None = None
     stages: tuple[ComponentSpec, ...] = ()
     evaluate: ComponentSpec | None = None
@@ -87,6 +88,15 @@ class RunSpec:
         return self.network is not None and self.train is not None and self.loss is not None
 
     # ---- canonical forms
+    def _fields(self, *stages: str) -> tuple[str, ...]:
+        """The spec fields of ``stages`` (all by default) that enter its hashes and spec.json:
+        an optional block (schema.optional_fields, ``select``) only when present."""
+        names = (
+            schema.spec_fields() if not stages else tuple(f for s in stages for f in schema.stage_fields(s))
+        )
+        optional = schema.optional_fields()
+        return tuple(n for n in names if n not in optional or getattr(self, n) is not None)
+
     def _part(self, *names: str, speed: bool = False) -> dict[str, Any]:
         """The blocks ``names`` as JSON; without ``speed`` (every hash) the speed settings
         (schema.UNHASHED: how fast, not what) are left out."""
@@ -115,14 +125,32 @@ class RunSpec:
             return self._released_parts()
         return self._part(*schema.stage_fields("train"))
 
+    def select_part(self) -> dict[str, Any]:
+        """The selection's inputs: the trained checkpoints, its own block, and the sample block's
+        init, weights choice and stages it draws each candidate's samples with."""
+        s = self.sample.to_json(schema.UNHASHED.get("sample", frozenset())) if self.sample else {}
+        params = s.get("params", {}) if s else {}
+        return {
+            "train": self.train_hash(),
+            **self._part(*schema.stage_fields("select")),
+            "sampler": {k: params.get(k) for k in schema.SELECT_FROM_SAMPLE},
+            "stages": [st.to_json() for st in self.stages],
+        }
+
     def sample_part(self) -> dict[str, Any]:
-        return {"train": self.train_hash(), **self._part(*schema.stage_fields("sample"))}
+        # With a select block the sample stage covers the selection (which covers training);
+        # without one, exactly what it covered before the select stage existed.
+        before = {"select": self.select_hash()} if self.select is not None else {}
+        return {"train": self.train_hash(), **before, **self._part(*self._fields("sample"))}
 
     def eval_part(self) -> dict[str, Any]:
         return {"sample": self.sample_hash(), **self._part(*schema.stage_fields("evaluate"))}
 
     def train_hash(self) -> str:
         return digest(self.train_part())
+
+    def select_hash(self) -> str:
+        return digest(self.select_part())
 
     def sample_hash(self) -> str:
         return digest(self.sample_part())
@@ -133,9 +161,9 @@ class RunSpec:
     def hash(self) -> str:
         """The run's identity: everything but the seed, the name and published numbers."""
         if self.weights() is not None:
-            later = [f for f in schema.spec_fields() if f not in schema.stage_fields("train")]
+            later = [f for f in self._fields() if f not in schema.stage_fields("train")]
             return digest({**self._released_parts(), **self._part(*later)})
-        return digest(self._part(*schema.spec_fields()))
+        return digest(self._part(*self._fields()))
 
     def canonical(self) -> dict[str, Any]:
         return {
@@ -145,9 +173,10 @@ class RunSpec:
             "seed": self.seed,
             "hash": self.hash(),
             "train_hash": self.train_hash(),
+            **({"select_hash": self.select_hash()} if self.select is not None else {}),
             "sample_hash": self.sample_hash(),
             "eval_hash": self.eval_hash(),
-            **self._part(*schema.spec_fields(), speed=True),
+            **self._part(*self._fields(), speed=True),
             "published": [p.to_json() for p in self.published],
             "sweep": dict(self.sweep),
             **({} if self.parent is None else {"parent": self.parent}),

@@ -364,7 +364,7 @@ class Trainer:
         if not dist.is_main():  # ddp: rank 0 writes; every rank holds the same state
             return path
         ckpt.save(path, self.state())
-        ckpt.prune(self.ckdir, self.s["keep_checkpoints"])
+        ckpt.prune(self.ckdir, self.s["keep_checkpoints"], self.s.get("keep_every"))
         return path
 
     # ---- one step (what `repro bench train` times)

@@ -55,6 +55,8 @@ class SeedResult:
     path: Path = Path()
     seconds: dict[str, float] = attrs.Factory(dict)  # train / sample / evaluate wall time
     nfe: int | None = None  # network evaluations per sample (the sample stage's results.json)
+    # The select stage's selection.json (or, while it runs, the candidates scored so far).
+    selection: dict[str, Any] | None = None
 
 
 @attrs.define
@@ -94,7 +96,36 @@ class RunRecord:
         if self.released:
             return "released checkpoint"
         c = ((self.spec.get("sample") or {}).get("params") or {}).get("checkpoint", "last")
+        if c == "best" and self.selected_by:
+            sel = self.selection or {}
+            n = len(sel.get("candidates") or [])
+            of = f"best of {n} checkpoints" if n else "best checkpoint"
+            samples = sel.get("samples") or self.select.get("samples")
+            on = f" on {samples:,} samples" if isinstance(samples, int) else ""
+            return f"{of} by {self.selected_by}{on}"
         return "last" if c in (None, "last") else f"step {c}"
+
+    @property
+    def select(self) -> dict[str, Any]:
+        """The spec's select block's parameters ({} without one)."""
+        return (self.spec.get("select") or {}).get("params") or {}
+
+    @property
+    def selection(self) -> dict[str, Any] | None:
+        """The first seed's checkpoint selection (selection.json), if any."""
+        return next((s.selection for s in self.seeds if s.selection), None)
+
+    @property
+    def selected_by(self) -> str | None:
+        """The metric that chose the sampled checkpoint (``sample.checkpoint = best``), or None."""
+        c = ((self.spec.get("sample") or {}).get("params") or {}).get("checkpoint")
+        if c != "best" or not self.select:
+            return None
+        sel = self.selection
+        if sel and sel.get("metric"):
+            return str(sel["metric"])
+        m = self.select.get("metric")
+        return str(m.get("name") if isinstance(m, dict) else m or "fid")
 
     @property
     def ran(self) -> bool:
@@ -215,6 +246,7 @@ def read_seed(folder: Path, evaluates: bool = True, runs_root: Path | None = Non
             if _num(sr.get("nfe_per_sample")) is not None:
                 res.nfe = int(sr["nfe_per_sample"])
             break
+    res.selection = read_selection(folder)
     if samples:
         res.status = "sampled" if any(layout.is_complete(s) for s in samples) else "sampling"
         if res.status == "sampled" and not evaluates:
@@ -247,6 +279,53 @@ def read_seed(folder: Path, evaluates: bool = True, runs_root: Path | None = Non
         if evals:
             res.status = "evaluating"
     return res
+
+
+def read_selection(seed: Path) -> dict[str, Any] | None:
+    """The newest select stage of a seed folder: its selection.json, or while it runs the
+    candidate records written so far (``best`` absent)."""
+    for d in _latest(layout.stage_dirs(seed, layout.SELECT)):
+        sel = _read_json(d / layout.SELECTION)
+        if isinstance(sel, dict) and isinstance(sel.get("candidates"), list):
+            return sel
+        recs = [_read_json(p) for p in sorted((d / layout.CANDIDATES).glob("step-*.json"))]
+        recs = [r for r in recs if isinstance(r, dict) and _num(r.get("step")) is not None]
+        if recs:
+            return {"metric": recs[0].get("metric"), "samples": recs[0].get("samples"), "candidates": recs}
+    return None
+
+
+def selection_doc(sel: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A selection for the report: the metric against the training step, and the winner."""
+    if not sel:
+        return None
+    metric = str(sel.get("metric") or "")
+    best = sel.get("best") if isinstance(sel.get("best"), dict) else {}
+    rows = []
+    for c in sorted(sel.get("candidates") or [], key=lambda c: _num(c.get("step")) or 0):
+        v = _num(c.get("value"))
+        rows.append(
+            {
+                "step": int(c["step"]),
+                "value": v,
+                "text": fmt_num(v) if v is not None else "failed",
+                "samples": c.get("samples"),
+                "seconds": c.get("seconds"),
+                "best": best.get("step") == c.get("step"),
+            }
+        )
+    won = (
+        f"step {best['step']:,} ({metric} {fmt_num(best.get('value'))})"
+        if best.get("step") is not None
+        else ""
+    )
+    return {
+        "metric": metric,
+        "direction": "lower" if lower_is_better(metric) else "higher",
+        "rows": rows,
+        "best": won or "not chosen yet",
+        "samples": sel.get("samples"),
+    }
 
 
 def collect(runs_dir: str | Path) -> list[RunRecord]:
@@ -443,6 +522,9 @@ def protocol_reasons(pub: dict[str, Any], r: RunRecord, metric: str) -> list[str
     if ck is not None and not r.released:
         mine = r.checkpoint
         theirs = _checkpoint_text(ck)
+        # the papers' best_fid is a select block by FID with sample.checkpoint = best
+        if ck == "best_fid" and r.selected_by == "fid":
+            mine = theirs
         if mine != theirs:
             text = f"checkpoint: {mine} vs {theirs}"
             if metric in FID_LIKE and "best by FID" in (mine, theirs):
@@ -865,6 +947,7 @@ def _run_doc(r: RunRecord) -> dict[str, Any]:
         "settings": {k: r.flat[k] for k in settings.KEY_SETTINGS if k in r.flat},
         "metrics": {m: _metric_cell(r, m) for m in metrics},
         "problems": r.problems,
+        "selection": selection_doc(r.selection),
     }
 
 
@@ -971,6 +1054,26 @@ def loss_curve_b64(log: list[dict[str, Any]], title: str) -> str | None:
     return _fig_b64(fig)
 
 
+def selection_plot_b64(sel: dict[str, Any] | None, title: str) -> str | None:
+    """The select stage's metric against the training step, the chosen checkpoint marked."""
+    doc = selection_doc(sel)
+    pts = [(r["step"], r["value"]) for r in (doc or {}).get("rows", []) if r["value"] is not None]
+    if doc is None or not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+    for r in doc["rows"]:
+        if r["best"] and r["value"] is not None:
+            ax.plot([r["step"]], [r["value"]], marker="*", markersize=14, color="C3", label="chosen")
+            ax.legend(fontsize=8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{doc['metric']} ({doc['direction']} is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _fig_b64(fig)
+
+
 def sweep_plot_b64(recs: list[RunRecord], key: str, metric: str, title: str) -> str | None:
     """A metric (mean ± spread) against a swept numeric setting."""
     pts = []
@@ -1001,7 +1104,7 @@ def figures(records: list[RunRecord]) -> list[dict[str, Any]]:
     out = []
     for r in sorted(records, key=lambda r: (r.paper, r.experiment, _sweep_sort_key(r.swept))):
         for s in r.seeds:
-            if s.grid or s.strip or s.log:
+            if s.grid or s.strip or s.log or s.selection:
                 out.append(
                     {
                         "title": r.label
@@ -1010,6 +1113,10 @@ def figures(records: list[RunRecord]) -> list[dict[str, Any]]:
                         "grid": _png_b64(s.grid),
                         "strip": _png_b64(s.strip),
                         "loss": loss_curve_b64(s.log, f"{r.label}: training loss per noise level"),
+                        "selection": selection_plot_b64(
+                            s.selection,
+                            f"{r.label}: checkpoint selection by {(s.selection or {}).get('metric')}",
+                        ),
                     }
                 )
                 break
@@ -1123,6 +1230,19 @@ def md_methods(g: dict[str, Any]) -> str:
     return _md(rows, headers)
 
 
+def md_selection(sel: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"{r['step']:,}",
+            ("**" + r["text"] + "** (chosen)") if r["best"] else r["text"],
+            r["samples"],
+            r["seconds"],
+        ]
+        for r in sel["rows"]
+    ]
+    return _md(rows, ["step", f"{sel['metric']} ({sel['direction']} is better)", "samples", "seconds"])
+
+
 def md_runs(runs: list[dict[str, Any]]) -> str:
     rows = []
     for r in runs:
@@ -1148,6 +1268,7 @@ def _env() -> jinja2.Environment:
     env.filters["ablation"] = md_ablation
     env.filters["methods"] = md_methods
     env.filters["runs"] = md_runs
+    env.filters["selection"] = md_selection
     env.filters["numbered"] = _numbered
     env.filters["method_table"] = method_table
     env.filters["method_notes"] = method_notes

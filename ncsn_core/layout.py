@@ -6,6 +6,7 @@ and the small predicates the runner (writing) and the reporter (reading) both ne
     <runs>/<experiment>/<run-hash>/          spec.json  source.exp
         seed-<k>/                            env.json  evalsamples-<key>.pt
             train/                           stage.json results.json log.jsonl DONE
+                tb/                          TensorBoard events (train.tensorboard)
                 checkpoints/step-<n:08d>.pt
             sample-<hash>/                   stage.json results.json samples.pt grid.png
                                              intermediates.pt intermediates.png DONE
@@ -13,7 +14,9 @@ and the small predicates the runner (writing) and the reporter (reading) both ne
             select-<hash>/                   stage.json selection.json DONE
                 candidates/step-<n:08d>.json one record per evaluated candidate checkpoint
             eval-<hash>/                     stage.json metrics.json DONE
-    <runs>/.cache/                           evaluation caches (features, classifiers)
+    <runs>/.cache/locks/                     locks of train stages shared by several runs
+    user_cache_dir()                         caches shared by every runs folder: the domain
+                                             classifiers, torch-fidelity reference features
 
 Paths written into a run folder are relative (:func:`record`): to the run folder, and
 through it to the runs folder for a reference to another run (a reused train stage), so a
@@ -49,6 +52,7 @@ STRIP = "intermediates.png"
 INPAINTING = "inpainting.pt"  # stage inpainting: its reference images, masks and repeats
 INPAINTING_FIGURE = "inpainting.png"  # NCSN Fig. 6: occluded | completions | original per row
 CACHE = ".cache"
+TENSORBOARD = "tb"  # in train/: TensorBoard's event files (train.tensorboard)
 MANIFEST = "manifest.json"  # in checkpoints/: every checkpoint's step, size and SHA-256
 
 SELECTION = "selection.json"  # in select-<hash>/: every candidate's metric and the chosen step
@@ -76,6 +80,11 @@ def stage_dir(seed: Path, kind: str, stage_hash: str = "") -> Path:
 
 def checkpoints_dir(train: Path) -> Path:
     return train / CHECKPOINTS
+
+
+def tensorboard_dir(train: Path) -> Path:
+    """TensorBoard's event files of a train stage (``train.tensorboard``): ``train/tb/``."""
+    return Path(train) / TENSORBOARD
 
 
 def manifest_file(checkpoints: Path) -> Path:
@@ -119,6 +128,11 @@ def eval_samples_file(seed: Path, key: str) -> Path:
     return seed / f"evalsamples-{key}.pt"
 
 
+def eval_samples_anywhere(runs_dir: Path, seed: int, key: str) -> Iterator[Path]:
+    """Every seed-``seed`` evaluation-samples file with this key under the runs folder."""
+    yield from sorted(Path(runs_dir).glob(f"*/*/{_SEED}{seed}/evalsamples-{key}.pt"))
+
+
 def train_lock_stage(runs_dir: Path, train_hash: str, seed: int) -> Path:
     """The pseudo stage whose lock every run with this train hash and seed holds while it
     trains (runs of a sweep that share their training stage, started concurrently, train it
@@ -138,7 +152,30 @@ def shard_file(shards: Path, batch: int) -> Path:
 
 
 def cache_dir(runs_dir: Path) -> Path:
+    """The runs folder's own hidden folder (locks of shared train stages, submitit logs)."""
     return Path(runs_dir) / CACHE
+
+
+def user_cache_dir() -> Path:
+    """The cache shared by every runs folder of this user: what depends on a dataset only,
+    never on a run (the domain classifiers, torch-fidelity's reference-set features,
+    Technique 1's distances). ``$REPRO_CACHE`` if set, else ``$XDG_CACHE_HOME/repro``, else
+    ``~/.cache/repro``."""
+    env = os.environ.get("REPRO_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "repro"
+
+
+def stage_dirs_anywhere(runs_dir: Path, seed: int, kind: str, stage_hash: str) -> Iterator[Path]:
+    """Every seed-``seed`` stage folder of ``kind`` that may hold ``stage_hash`` under the runs
+    folder (complete or not; the train folders of every run, whose hash is in stage.json), in
+    a stable order. Hidden folders are skipped."""
+    name = TRAIN if kind == TRAIN else f"{kind}-{stage_hash}"
+    for sj in sorted(Path(runs_dir).glob(f"*/*/{_SEED}{seed}/{name}/{STAGE}")):
+        if not any(part.startswith(".") for part in sj.relative_to(runs_dir).parts[:2]):
+            yield sj.parent
 
 
 # ---- predicates and listings

@@ -29,14 +29,14 @@ import ncsn_core
 import ncsn_core.layout as layout
 from ncsn_core import checkpoint as ckpt
 from ncsn_core import distributed as dist
-from ncsn_core import evaluation, registry, released, released_files
+from ncsn_core import evaluation, progress, registry, released, released_files
 from ncsn_core import io as atomic
 from ncsn_core.errors import EvaluationError, ReproError, RunError, SamplerDiverged, UserError
 from ncsn_core.evaluation.inpainting import with_sample_stage
 from ncsn_core.images import save_grid, save_inpainting, save_strip
 from ncsn_core.io import WriteError
 from ncsn_core.lock import stage_lock
-from ncsn_core.samplers import SampleContext, fast_network
+from ncsn_core.samplers import SampleContext, fast_network, on_level_end
 from ncsn_core.spec import ComponentSpec, RunSpec, digest
 from ncsn_core.training import Trainer, plain_progress
 
@@ -130,6 +130,25 @@ def _open_stage(seed_dir: Path, kind: str, stage_hash: str, **meta: str) -> tupl
 
 def _mark_done(folder: Path) -> None:
     atomic.write_text(folder / layout.DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+
+
+def _sample_count(sample_dir: Path) -> int | None:
+    """How many samples a complete sample stage holds (its results.json), None if unknown."""
+    try:
+        return int(json.loads((sample_dir / layout.RESULTS).read_text())["samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cache_record(path: Path) -> str:
+    """A file of the user cache as recorded in a run folder: ``<user cache>/<name>`` (the
+    cache is per machine; the name is its content key)."""
+    try:
+        return (
+            "<user cache>/" + Path(path).resolve().relative_to(layout.user_cache_dir().resolve()).as_posix()
+        )
+    except ValueError:
+        return Path(path).name
 
 
 @contextmanager
@@ -264,24 +283,35 @@ class Run:
         """``path`` as recorded in this run's files: relative to the run folder."""
         return layout.record(path, self.dir)
 
-    def find_trained(self) -> Path | None:
-        """A complete train stage with this train hash and seed anywhere under runs/."""
-        h = self.spec.train_hash()
-        own = layout.stage_dir(self.seed_dir, layout.TRAIN)
-        if layout.is_complete_stage(own, h):
+    # ---- stage lookup across the runs folder (issue 16.1)
+    def find_stage(self, kind: str, stage_hash: str) -> Path | None:
+        """A complete ``kind`` stage with this hash and seed: this run's own, else the first
+        anywhere under the runs folder (another experiment, another run of a sweep). The one
+        lookup of every stage kind: equal hashes are equal work."""
+        own = layout.stage_dir(self.seed_dir, kind, stage_hash)
+        if layout.is_complete_stage(own, stage_hash):
             return own
-        for folder in layout.train_dirs(self.runs_dir, self.spec.seed):
-            if layout.is_complete_stage(folder, h):
+        for folder in layout.stage_dirs_anywhere(self.runs_dir, self.spec.seed, kind, stage_hash):
+            if layout.is_complete_stage(folder, stage_hash):
                 return folder
         return None
+
+    def _reused(self, kind: str, found: Path, stage_hash: str) -> None:
+        """Say, once, which stage of another run is reused (its path under the runs folder)."""
+        if found != layout.stage_dir(self.seed_dir, kind, stage_hash):
+            where = layout.record(found, self.dir).removeprefix("../../")
+            self.log(f"{kind}: reusing {where} (same {kind} hash {stage_hash}, seed {self.spec.seed})")
+
+    def find_trained(self) -> Path | None:
+        """A complete train stage with this train hash and seed anywhere under runs/."""
+        return self.find_stage(layout.TRAIN, self.spec.train_hash())
 
     def train(self) -> Path | None:
         if not self.spec.trains:
             return None
         found = self.find_trained()
         if found is not None:
-            if found != layout.stage_dir(self.seed_dir, layout.TRAIN):
-                self.log(f"train: reusing {found} (same train hash {self.spec.train_hash()})")
+            self._reused(layout.TRAIN, found, self.spec.train_hash())
             return found
         folder = layout.stage_dir(self.seed_dir, layout.TRAIN)
         main = dist.is_main()
@@ -342,6 +372,7 @@ class Run:
                     f"(kept: {', '.join(str(c[0]) for c in cks)})"
                 )
             step, path = match[0]
+        self.log(f"sampling: loading {layout.record(path, self.dir).removeprefix('../../')} (step {step})")
         st = ckpt.load(path, map_location=self.device)
         model = self.network().to(self.device)
         weights = st["ema"] if (use_ema and st.get("ema") is not None) else st["model"]
@@ -356,7 +387,14 @@ class Run:
         }
 
     def draw(
-        self, model: Any, n: int, seed_offset: int, record: bool, shards: Path, batch_size: int | None = None
+        self,
+        model: Any,
+        n: int,
+        seed_offset: int,
+        record: bool,
+        shards: Path,
+        batch_size: int | None = None,
+        label: str = "sampling",
     ) -> tuple[torch.Tensor | None, dict[str, Any]]:
         """Run init + stages for n samples in batches; returns samples (CPU, on rank 0; None on
         other ranks) and info.
@@ -393,16 +431,30 @@ class Run:
             else fast_network(model, s.get("precision", "fp32"), s.get("compile", "off"), self.device)
         )
         _mkdir(shards)
-        with torch.inference_mode():
-            for k in dist.my_batches(n_batches):
+        mine = list(dist.my_batches(n_batches))
+        bar = progress.Bar(label, sum(min(bs, n - k * bs) for k in mine), unit="samples")
+        where = {"batch": 0, "stage": 0, "done": 0, "b": 0}
+
+        def level_end(stage_name: str, i: int, levels: int) -> None:  # after the level's host sync
+            part = (where["stage"] + (i + 1) / max(levels, 1)) / max(len(stages), 1)
+            bar.update(
+                where["done"] + where["b"] * part,
+                f"batch {where['batch'] + 1}/{len(mine)} · {stage_name} level {i + 1}/{levels}",
+            )
+
+        with torch.inference_mode(), on_level_end(level_end), bar:
+            for pos, k in enumerate(mine):
+                where["batch"] = pos
                 shard = layout.shard_file(shards, k)
                 if shard.exists():
+                    where["done"] += min(bs, n - k * bs)
                     continue
                 gen = torch.Generator(device=self.device).manual_seed(
                     dist.batch_seed(self.spec.seed, seed_offset, k)
                 )
                 lo = k * bs
                 b = min(bs, n - lo)
+                where["b"] = b
                 x = init(b, tuple(self.data.shape), gen, self.device, self.data)
                 intermediates: dict[str, list[torch.Tensor]] = {}
 
@@ -412,7 +464,8 @@ class Run:
                     if first and record:
                         into.setdefault(name, []).append(x_[:8].detach().cpu())
 
-                for name, stage in stages:
+                for j, (name, stage) in enumerate(stages):
+                    where["stage"] = j
                     ctx = SampleContext(
                         score=score,
                         noise=noise,
@@ -438,6 +491,7 @@ class Run:
                         shard_data["inpainting_repeats"] = stage.repeats
                 _save_tensors(shard, shard_data)
                 drawn += 1
+                where["done"] += b
         dist.barrier()
         L = noise.num_levels
         info = {
@@ -589,6 +643,10 @@ class Run:
             return None
         main = dist.is_main()
         h = self.spec.sample_hash()
+        found = self.find_stage(layout.SAMPLE, h)  # this run's, or an equal one of another run
+        if found is not None:
+            self._reused(layout.SAMPLE, found, h)
+            return found
         if main:
             _open_stage(
                 self.seed_dir,
@@ -623,36 +681,52 @@ class Run:
         self.log(f"sample: {s['samples']} samples in {extra['info']['seconds']}s → {folder / layout.GRID}")
         return folder
 
+    def evaluation_samples(self, train_dir: Path | None, sample_dir: Path, n: int) -> tuple[Any, Path]:
+        """The ``n`` samples to evaluate (rank 0; None elsewhere) and the file they come from:
+        the sample stage's own when it has at least ``n`` (its first ``n``: a smaller evaluation
+        never resamples), else ``n`` samples drawn once for evaluation, cached as
+        ``evalsamples-<key>.pt`` and found by that key anywhere under the runs folder."""
+        main = dist.is_main()
+        stage_file = sample_dir / layout.SAMPLES
+        kept = _sample_count(sample_dir)
+        if kept is not None and n <= kept:
+            x = torch.load(stage_file, weights_only=True)[:n] if main else None
+            if n < kept:
+                self.log(f"evaluate: on the first {n} of the {kept} samples of the sample stage")
+            return x, stage_file
+        key = digest([self.spec.sample_hash(), n])
+        cache = layout.eval_samples_file(self.seed_dir, key)
+        for other in [cache, *layout.eval_samples_anywhere(self.runs_dir, self.spec.seed, key)]:
+            if other.exists():
+                if other != cache:
+                    self.log(f"evaluate: reusing {layout.record(other, self.dir).removeprefix('../../')} "
+                             f"({n} evaluation samples of sample hash {self.spec.sample_hash()})")  # fmt: skip
+                return (torch.load(other, weights_only=True) if main else None), other
+        s = self.spec.sample.kwargs() if self.spec.sample else {}
+        model, _ = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
+        x, _ = self.draw(
+            model, n, 1, record=False, shards=layout.shards_dir(cache), label="evaluation samples"
+        )
+        if main:
+            _save_tensors(cache, x)
+            shutil.rmtree(layout.shards_dir(cache), ignore_errors=True)
+        return x, cache
+
     def evaluate(self, train_dir: Path | None, sample_dir: Path | None) -> Path | None:
         if self.spec.evaluate is None or sample_dir is None:
             return None
         h = self.spec.eval_hash()
         main = dist.is_main()
+        found = self.find_stage(layout.EVAL, h)
+        if found is not None:
+            self._reused(layout.EVAL, found, h)
+            return found
         if main:
             _open_stage(self.seed_dir, layout.EVAL, h, samples_from=self.record(sample_dir))
         dist.barrier()
         folder = layout.stage_dir(self.seed_dir, layout.EVAL, h)
-        if layout.is_complete_stage(folder, h):
-            return folder
         e = self.spec.evaluate.kwargs()
-        n = e["samples"]
-        s = self.spec.sample.kwargs() if self.spec.sample else {}
-        x: torch.Tensor | None = None
-        if n == s.get("samples"):
-            if main:
-                x = torch.load(sample_dir / layout.SAMPLES, weights_only=True)
-        else:
-            # Samples for evaluation are their own cached product: changing metrics never resamples.
-            cache = layout.eval_samples_file(self.seed_dir, digest([self.spec.sample_hash(), n]))
-            if cache.exists():
-                if main:
-                    x = torch.load(cache, weights_only=True)
-            else:
-                model, _ = self.load_model(train_dir, s["use_ema"], s["checkpoint"])
-                x, _ = self.draw(model, n, 1, record=False, shards=layout.shards_dir(cache))
-                if main:
-                    _save_tensors(cache, x)
-                    shutil.rmtree(layout.shards_dir(cache), ignore_errors=True)
+        x, source = self.evaluation_samples(train_dir, sample_dir, e["samples"])
         if not main:  # the metrics are computed by rank 0 on the gathered samples
             return folder
         metrics = evaluation.evaluate(
@@ -661,7 +735,7 @@ class Run:
             self.data,
             settings=with_sample_stage(e, self.spec, sample_dir),
             run_key=h,
-            cache_dir=layout.cache_dir(self.runs_dir),
+            cache_dir=layout.user_cache_dir(),
             device=self.device,
         )
         trained = {}
@@ -671,9 +745,11 @@ class Run:
         protocol["iterations_trained"] = trained.get("iterations")
         if trained.get("weights"):  # "released checkpoint <file> (sha256 …, format …)"
             protocol["weights"] = trained["weights"]
+        protocol["samples_from"] = self.record(source)  # which samples (issue 16.1)
+        protocol["samples_used"] = int(x.shape[0])
         classifier = protocol.get("domain_classifier")
-        if isinstance(classifier, dict) and classifier.get("file"):  # in the runs folder's cache
-            classifier["file"] = self.record(Path(classifier["file"]))
+        if isinstance(classifier, dict) and classifier.get("file"):  # in the user cache
+            classifier["file"] = _cache_record(Path(classifier["file"]))
         _write_json(folder / layout.METRICS, metrics)
         _mark_done(folder)
         return folder
@@ -710,20 +786,21 @@ def run_spec(
                 f"another with --runs"
             ) from None
         raise
-    with r.locked(layout.TRAIN):
-        train_dir = r.train()
-    if until == "train":
-        return f"trained → {train_dir}"
-    with r.locked(layout.SELECT):
-        select_dir = r.select(train_dir)
-    if until == "select":
-        return f"selected → {select_dir}"
-    with r.locked(layout.SAMPLE):
-        sample_dir = r.sample(train_dir)
-    if until == "sample":
-        return f"sampled → {sample_dir}"
-    with r.locked(layout.EVAL):
-        eval_dir = r.evaluate(train_dir, sample_dir)
+    with progress.reporting(r.log):  # sampling's and evaluation's progress lines (quiet: none)
+        with r.locked(layout.TRAIN):
+            train_dir = r.train()
+        if until == "train":
+            return f"trained → {train_dir}"
+        with r.locked(layout.SELECT):
+            select_dir = r.select(train_dir)
+        if until == "select":
+            return f"selected → {select_dir}"
+        with r.locked(layout.SAMPLE):
+            sample_dir = r.sample(train_dir)
+        if until == "sample":
+            return f"sampled → {sample_dir}"
+        with r.locked(layout.EVAL):
+            eval_dir = r.evaluate(train_dir, sample_dir)
     if eval_dir is not None:
         m = json.loads((eval_dir / layout.METRICS).read_text())
         nums = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, (int, float)))

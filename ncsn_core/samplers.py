@@ -5,7 +5,9 @@ Filled in by the samplers' owner; :class:`SampleContext` is the shared contract.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -71,13 +73,36 @@ def fast_network(
 
 
 # ----------------------------------------------------------------------------- helpers
-def check_finite(flag: torch.Tensor, stage: str, i: int, sigma: float, cause: str = "") -> None:
-    """One host sync per noise level: raise if any non-finite value appeared."""
-    if bool(flag):
-        raise SamplerDiverged(
-            f"{stage} diverged at noise level {i + 1} (σ = {sigma:.4g}): non-finite values in the samples. "
-            + (cause or "Lower step_size (or check the score model).")
-        )
+_LEVEL_HOOK: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+    "repro_level_hook", default=None
+)
+
+
+@contextmanager
+def on_level_end(hook: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Call ``hook(stage, i, levels)`` after each noise level of every stage run inside (at
+    :func:`check_finite`, the host sync a level already has: progress adds none)."""
+    token = _LEVEL_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _LEVEL_HOOK.reset(token)
+
+
+def check_finite(
+    flag: torch.Tensor, stage: str, i: int, sigma: float, cause: str = "", levels: int = 0
+) -> None:
+    """One host sync per noise level: raise if any non-finite value appeared; then tell the
+    level-end hook (:func:`on_level_end`), if any, that level ``i`` of ``levels`` is done."""
+    hook = _LEVEL_HOOK.get()
+    if not bool(flag):
+        if hook is not None:
+            hook(stage, i, levels or i + 1)
+        return
+    raise SamplerDiverged(
+        f"{stage} diverged at noise level {i + 1} (σ = {sigma:.4g}): non-finite values in the samples. "
+        + (cause or "Lower step_size (or check the score model).")
+    )
 
 
 def standard_normal(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -193,7 +218,7 @@ def sample_annealed_langevin(
                 suffix = "" if t + 1 == steps_per_level else f".step{t + 1}"
                 record(f"{name}:level{i + 1}{suffix}", x)
         why = unstable_step(step_size, sigmas)
-        check_finite(bad, name, i, sigma, f"The likely cause: {why}" if why else "")
+        check_finite(bad, name, i, sigma, f"The likely cause: {why}" if why else "", levels=len(sigmas))
     return x
 
 
@@ -230,7 +255,7 @@ class Langevin:
             bad |= nonfinite(x)
             if self.record_every and ctx.record and (t + 1) % self.record_every == 0:
                 ctx.record(f"{name}:step{t + 1}", x)
-        check_finite(bad, name, i, 0.0 if self.use_exact else sig[i])
+        check_finite(bad, name, i, 0.0 if self.use_exact else sig[i], levels=len(sig))
         return x
 
     def nfe(self, num_levels: int) -> int:
@@ -277,7 +302,7 @@ class Denoise:
         sig = host_sigmas(ctx)
         L = len(sig)
         x = x + sig[-1] ** 2 * ctx.score(x, L - 1)
-        check_finite(nonfinite(x), ctx.stage_name or "denoise", L - 1, sig[-1])
+        check_finite(nonfinite(x), ctx.stage_name or "denoise", L - 1, sig[-1], levels=L)
         return x
 
     def nfe(self, num_levels: int) -> int:

@@ -93,9 +93,25 @@ SAMPLE_SPEED: tuple[Param, ...] = (
         "(CUDA graphs, one per batch shape; CUDA only)",
     ),
 )
+# What training logs where (issue 16, docs/tensorboard.md): not what it computes, in no hash.
+TRAIN_LOGGING: tuple[Param, ...] = (
+    Param(
+        "tensorboard",
+        Bool(),
+        True,
+        "logging (not hashed): TensorBoard events in train/tb/ at every log_every (loss, per-level "
+        "losses, gradient norm, learning rate); a note and nothing else without the tensorboard package",
+    ),
+    Param(
+        "wandb",
+        Bool(),
+        False,
+        "logging (not hashed): the same figures to Weights & Biases, when wandb is installed",
+    ),
+)
 # Per block: the fields left out of the hashes.
 UNHASHED: dict[str, frozenset[str]] = {
-    "train": frozenset(p.name for p in TRAIN_SPEED),
+    "train": frozenset(p.name for p in (*TRAIN_SPEED, *TRAIN_LOGGING)),
     "sample": frozenset(p.name for p in SAMPLE_SPEED),
 }
 
@@ -145,6 +161,7 @@ BLOCKS: tuple[BlockKind, ...] = (
                 'released(path = "checkpoints/ncsn_cifar10.pth", format = ncsn); docs/released.md',
             ),
             *TRAIN_SPEED,
+            *TRAIN_LOGGING,
         ),
         default_with="network",
     ),

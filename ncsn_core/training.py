@@ -30,7 +30,7 @@ import torch
 from ncsn_core import checkpoint as ckpt
 from ncsn_core import distributed as dist
 from ncsn_core import io as atomic
-from ncsn_core import layout
+from ncsn_core import layout, progress
 from ncsn_core.errors import TrainingError
 from ncsn_core.io import WriteError
 
@@ -267,6 +267,7 @@ class Trainer:
         self.placed = DeviceData(data, self.fast, device, seed * 7919 + 4)
         self.step = 0
         self.progress = progress
+        self.grad_norm: torch.Tensor | None = None  # the last step's (with grad_clip), on the device
         # ddp: this rank's rows of each global batch (None: one process, the whole batch)
         self.part = dist.part(settings["batch_size"])
         if self.part is not None:
@@ -378,8 +379,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self._average_gradients()  # ddp
-        if self.s["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s["grad_clip"])
+        if self.s["grad_clip"] > 0:  # the norm before clipping, kept on the device for the log
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s["grad_clip"])
         self.opt.step()
         if self.ema is not None:
             self.ema.update(self.model)
@@ -405,6 +406,7 @@ class Trainer:
         t_last = time.perf_counter()
         step_last = self.step
         last_loss: float | None = None
+        board = TrainLogger(self.folder, self.s, self.step) if dist.is_main() else None
         try:
             self.model.train()
             while self.step < iters:
@@ -435,6 +437,15 @@ class Trainer:
                     except OSError as e:
                         raise WriteError(log_path, e) from None
                     last_loss = loss_v
+                    if board is not None and board.active:  # at the log interval's sync only
+                        board.log(
+                            self.step,
+                            loss_v,
+                            per,
+                            self._grad_norm_now(),
+                            self.opt.param_groups[0]["lr"],
+                            it_s,
+                        )
                     if self.progress is not None and dist.is_main():
                         self.progress(self.step, iters, loss_v)
                     acc.zero_()
@@ -446,7 +457,75 @@ class Trainer:
                     self.save()
         finally:
             logf.close()
+            if board is not None:
+                board.close()
         return {"iterations": self.step, "final_loss": last_loss}
+
+    def _grad_norm_now(self) -> float:
+        """The last step's gradient norm (before clipping): called at log intervals only."""
+        if self.grad_norm is not None:
+            return float(self.grad_norm)
+        norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+class TrainLogger:
+    """TensorBoard events in ``train/tb/`` (``train.tensorboard``, on by default) and Weights &
+    Biases (``train.wandb``), written at the loop's log intervals, where it already synchronises:
+    ``loss``, ``loss/level_<i>`` (i = 1 … L, σ₁ largest), ``grad_norm``, ``lr``, ``it_per_s``.
+    A missing package is one note, then nothing. A resumed run drops the events past its step
+    (``purge_step``). TensorBoard appends its own event files (like log.jsonl, not through io)."""
+
+    def __init__(self, folder: Path, settings: dict[str, Any], start: int) -> None:
+        self.tb: Any = None
+        self.wandb: Any = None
+        if settings.get("tensorboard", True):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                progress.note(
+                    "train: TensorBoard logging is off: the tensorboard package is not installed "
+                    "(pip install 'repro[tensorboard]'; train.tensorboard = false hides this note)"
+                )
+            else:
+                self.tb = SummaryWriter(str(layout.tensorboard_dir(folder)), purge_step=start or None)
+        if settings.get("wandb", False):
+            try:
+                import wandb
+            except ImportError:
+                progress.note(
+                    "train: train.wandb = true, but wandb is not installed (pip install wandb); skipped"
+                )
+            else:
+                run = folder.parent.parent  # <experiment>/<run-hash>/seed-<k>/train
+                self.wandb = wandb.init(
+                    project="repro",
+                    name=f"{run.parent.name}/{run.name}/{folder.parent.name}",
+                    dir=str(folder),
+                    resume="allow",
+                )
+
+    @property
+    def active(self) -> bool:
+        return self.tb is not None or self.wandb is not None
+
+    def log(
+        self, step: int, loss: float, per_level: list[float], grad_norm: float, lr: float, it_s: float
+    ) -> None:
+        scalars = {"loss": loss, "grad_norm": grad_norm, "lr": float(lr), "it_per_s": it_s}
+        scalars |= {f"loss/level_{i + 1}": v for i, v in enumerate(per_level)}
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def plain_progress(prefix: str) -> Callable[[int, int, float | None], None]:

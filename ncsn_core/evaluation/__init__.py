@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ncsn_core import registry
+from ncsn_core import progress, registry
 from ncsn_core.errors import EvaluationError
 from ncsn_core.evaluation.fits import check_fits
 from ncsn_core.evaluation.weights import INCEPTION_FILE, find_inception_weights, hub_weights_path
@@ -128,6 +128,11 @@ def evaluate(
             )
             for c in group
         ]
+        needs_ref = any(registry.lookup("metric", c.name).facts.needs != "density" for c in group)
+        progress.note(
+            f"evaluate: computing {', '.join(c.name for c in group)} on {int(samples.shape[0])} samples"
+            + (f" against {data.name}:{split}" if needs_ref else "")
+        )
         out.update(
             registry.load_object(impl)(full, samples, data, settings, run_key, cache_dir, device, protocol)
         )

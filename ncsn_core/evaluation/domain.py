@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ncsn_core import io as atomic
+from ncsn_core import progress
 from ncsn_core.errors import EvaluationError
 from ncsn_core.evaluation.fidelity import KID_SUBSETS, Uint8Images, cache_name, calculate, content_hash
 from ncsn_core.evaluation.fits import check_fits
@@ -171,6 +172,10 @@ def load_classifier(
     info_path = path.with_suffix(".json")
     if path.exists() and info_path.exists():
         return path, {**json.loads(info_path.read_text()), "file": str(path)}  # where it is now
+    progress.note(
+        f"evaluate: training the domain classifier for {data.name} ({epochs} epochs; cached for every "
+        f"run in {cache_dir})"
+    )
     t0 = time.perf_counter()
     y = data.train_labels.long()
     classes = int(max(int(y.max()), int(data.test_labels.max()))) + 1

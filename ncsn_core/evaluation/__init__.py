@@ -19,6 +19,7 @@ import torch
 
 from ncsn_core import progress, registry
 from ncsn_core.errors import EvaluationError
+from ncsn_core.evaluation.context import EvalContext
 from ncsn_core.evaluation.fits import check_fits
 from ncsn_core.evaluation.weights import INCEPTION_FILE, find_inception_weights, hub_weights_path
 from ncsn_core.values import Call
@@ -119,6 +120,7 @@ def evaluate(
         )
     implementations: list[str] = []
     out: dict[str, Any] = {}
+    ctx = EvalContext(data, settings, run_key, cache_dir, device, protocol)
     for impl, group in groups.items():
         # Each metric's parameters with their defaults filled in.
         full = [
@@ -133,9 +135,7 @@ def evaluate(
             f"evaluate: computing {', '.join(c.name for c in group)} on {int(samples.shape[0])} samples"
             + (f" against {data.name}:{split}" if needs_ref else "")
         )
-        out.update(
-            registry.load_object(impl)(full, samples, data, settings, run_key, cache_dir, device, protocol)
-        )
+        out.update(registry.load_object(impl)(full, samples, ctx))
         describe = getattr(_module(impl), "implementation", None)
         if describe is not None:
             implementations.append(describe(protocol))

@@ -32,6 +32,7 @@ from torch import nn
 from ncsn_core import io as atomic
 from ncsn_core import progress
 from ncsn_core.errors import EvaluationError
+from ncsn_core.evaluation.context import EvalContext
 from ncsn_core.evaluation.fidelity import KID_SUBSETS, Uint8Images, cache_name, calculate, content_hash
 from ncsn_core.evaluation.fits import check_fits
 from ncsn_core.evaluation.weights import fidelity_version, sha256_file
@@ -250,19 +251,11 @@ def _outputs(res: dict[str, Any], flags: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def compute(
-    calls: list[Call],
-    samples: torch.Tensor,
-    data: Any,
-    settings: dict[str, Any],
-    run_key: str,
-    cache_dir: Path,
-    device: torch.device | str,
-    protocol: dict[str, Any],
-) -> dict[str, float]:
+def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[str, float]:
     """``fid_domain``, ``is_domain``, ``kid_domain`` (one torch-fidelity call) and
     ``precision_recall_domain`` (a second, equal-sized sets) with the domain classifier, plus
     the matched floor (module docstring)."""
+    data, settings, run_key, cache_dir, device, protocol = ctx.unpack()
     path, info = load_classifier(data, cache_dir, settings=settings)
     names = {c.name: dict(c.params) for c in calls}
     split = str(settings.get("reference", "train"))

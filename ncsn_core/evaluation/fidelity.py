@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ncsn_core.errors import EvaluationError
+from ncsn_core.evaluation.context import EvalContext
 from ncsn_core.evaluation.weights import fidelity_version, preflight, sha256_file
 from ncsn_core.values import Call
 
@@ -131,17 +132,9 @@ def calculate(
         return dict(torch_fidelity.calculate_metrics(**kw))
 
 
-def compute(
-    calls: list[Call],
-    samples: torch.Tensor,
-    data: Any,
-    settings: dict[str, Any],
-    run_key: str,
-    cache_dir: Path,
-    device: torch.device | str,
-    protocol: dict[str, Any],
-) -> dict[str, float]:
+def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[str, float]:
     """IS / FID / KID / precision-recall with torch-fidelity's Inception-v3."""
+    data, settings, run_key, cache_dir, device, protocol = ctx.unpack()
     import torch_fidelity
 
     if getattr(data, "kind", "image") != "image":

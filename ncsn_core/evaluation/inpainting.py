@@ -23,6 +23,7 @@ import torch
 
 from ncsn_core import layout
 from ncsn_core.errors import EvaluationError
+from ncsn_core.evaluation.context import EvalContext
 from ncsn_core.values import Call
 
 PSNR_CAP = 100.0  # dB, reported for a zero error
@@ -82,16 +83,8 @@ def masked_error(
     return mse, psnr, int(count)
 
 
-def compute(
-    calls: list[Call],
-    samples: torch.Tensor,
-    data: Any,
-    settings: dict[str, Any],
-    run_key: str,
-    cache_dir: Path,
-    device: Any,
-    protocol: dict[str, Any],
-) -> dict[str, Any]:
+def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[str, Any]:
+    data, settings, run_key, cache_dir, device, protocol = ctx.unpack()
     preflight(calls, settings)
     folder = settings.get("sample_dir")
     path = None if folder is None else Path(folder) / layout.INPAINTING

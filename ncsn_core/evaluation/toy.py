@@ -3,12 +3,12 @@ of the mixture (drawn with a fixed seed, as many as there are samples)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ncsn_core.errors import EvaluationError
+from ncsn_core.evaluation.context import EvalContext
 from ncsn_core.values import Call
 
 REFERENCE_SEED = 12345
@@ -50,17 +50,9 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int = 256,
     return float(((px - py) ** 2).mean().sqrt())
 
 
-def compute(
-    calls: list[Call],
-    samples: torch.Tensor,
-    data: Any,
-    settings: dict[str, Any],
-    run_key: str,
-    cache_dir: Path,
-    device: Any,
-    protocol: dict[str, Any],
-) -> dict[str, float]:
+def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[str, float]:
     """The toy metrics of ``calls`` against exact samples of the mixture."""
+    data, settings, run_key, cache_dir, device, protocol = ctx.unpack()
     out: dict[str, float] = {}
     for c in calls:
         out.update(_one(c.name, dict(c.params), samples, data, protocol))

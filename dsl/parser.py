@@ -207,6 +207,12 @@ class _Builder:
         return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 and _all_int(tree) else v
 
     # ---- statements
+    def pos(self, tok: Token) -> Pos:
+        return _pos_tok(self.file, tok)
+
+    def opt_pos(self, tok: Token | None) -> Pos | None:
+        return None if tok is None else _pos_tok(self.file, tok)
+
     def dotted(self, t: Tree) -> tuple[str, ...]:
         return tuple(str(c) for c in t.children)
 
@@ -228,14 +234,8 @@ class _Builder:
             if c is None:
                 continue
             items.append(self.assign(c) if c.data == "assign" else self.stage(c))
-        return Block(
-            str(kind_tok),
-            str(name_tok) if name_tok is not None else None,
-            tuple(items),
-            _pos_tok(self.file, kind_tok),
-            _pos_tok(self.file, name_tok) if name_tok is not None else None,
-            t.meta.end_line,
-        )
+        kind, name = str(kind_tok), _opt_str(name_tok)
+        return Block(kind, name, tuple(items), self.pos(kind_tok), self.opt_pos(name_tok), t.meta.end_line)
 
     def sweep(self, t: Tree) -> Sweep:
         path = self.dotted(t.children[0])
@@ -286,13 +286,9 @@ class _Builder:
             if c is None:
                 continue
             body.append(getattr(self, c.data)(c))
+        name, parent = str(name_tok), _opt_str(ext_tok)
         return Experiment(
-            str(name_tok),
-            str(ext_tok) if ext_tok is not None else None,
-            tuple(body),
-            _pos_tok(self.file, name_tok),
-            _pos_tok(self.file, ext_tok) if ext_tok is not None else None,
-            t.meta.end_line,
+            name, parent, tuple(body), self.pos(name_tok), self.opt_pos(ext_tok), t.meta.end_line
         )
 
 
@@ -418,6 +414,10 @@ def _bounded_eval(tree: tuple) -> bool:
     except (ZeroDivisionError, ValueError, TypeError):
         return False
     return True
+
+
+def _opt_str(tok: Token | None) -> str | None:
+    return None if tok is None else str(tok)
 
 
 def _all_int(tree: tuple) -> bool:

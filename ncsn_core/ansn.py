@@ -551,6 +551,7 @@ def ansn_dsm(weighting: str) -> ANSNDSM:
 
 
 # ----------------------------------------------------------------------------- the sampler
+@attrs.define
 class PreconditionedLangevin:
     """Annealed Langevin preconditioned by a fixed SPD Ĉ (the final Ĉ of training):
     α_i = ε σ_i²/σ_L²;  x ← x + α_i/2·k_i·Ĉ s(x, σ_i) + √α_i·Ĉ^{1/2} z,  T steps per level.
@@ -561,13 +562,10 @@ class PreconditionedLangevin:
     isotropic noise (no ``precondition_sqrt``) Ĉ = I.
     """
 
-    def __init__(self, steps_per_level: int, step_size: float, score_scaling: str, record_every: int) -> None:
-        self.T, self.eps, self.scaling, self.record_every = (
-            steps_per_level,
-            step_size,
-            score_scaling,
-            record_every,
-        )
+    T: int  # steps per level
+    eps: float  # ε
+    scaling: str  # none | divide_sigma
+    record_every: int
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
         noise = ctx.noise

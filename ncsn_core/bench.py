@@ -149,6 +149,16 @@ def _reset_peak(dev: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(dev)
 
 
+def _seconds(fn: Callable[[], None], n: int, dev: torch.device) -> float:
+    """Wall seconds of ``n`` calls of ``fn``, the device synchronised before and after."""
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(dev)
+    return time.perf_counter() - t0
+
+
 def _interleave(
     steps: dict[str, Callable[[], None]], dev: torch.device, warmup: int, repeats: int, per: int
 ) -> dict[str, dict[str, float]]:
@@ -157,20 +167,11 @@ def _interleave(
     out: dict[str, dict[str, float]] = {}
     for name, fn in steps.items():
         _reset_peak(dev)
-        t0 = time.perf_counter()
-        for _ in range(warmup):
-            fn()
-        _sync(dev)
-        out[name] = {"warmup_s": time.perf_counter() - t0, "peak_memory": _peak_memory(dev)}
+        out[name] = {"warmup_s": _seconds(fn, warmup, dev), "peak_memory": _peak_memory(dev)}
     times: dict[str, list[float]] = {n: [] for n in steps}
     for _ in range(repeats):
         for name, fn in steps.items():
-            _sync(dev)
-            t0 = time.perf_counter()
-            for _ in range(per):
-                fn()
-            _sync(dev)
-            times[name].append((time.perf_counter() - t0) / per)
+            times[name].append(_seconds(fn, per, dev) / per)
     for name, ts in times.items():
         out[name].update(min_s=min(ts), median_s=statistics.median(ts))
     return out

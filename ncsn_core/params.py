@@ -105,26 +105,29 @@ class Float(Type):
         return "float" + _range_text(self.min, self.max)
 
 
-@attrs.frozen
-class Bool(Type):
-    def check(self, value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ParamError(f"expected true or false, got {_type_name(value)}")
+class _Exactly(Type):
+    """A value of one Python type, taken as it is (``expected`` names it in errors)."""
+
+    python: type = object
+    expected, name = "", ""
+
+    def check(self, value: Any) -> Any:
+        if not isinstance(value, self.python):
+            raise ParamError(f"expected {self.expected}, got {_type_name(value)}")
         return value
 
     def describe(self) -> str:
-        return "bool"
+        return self.name
 
 
 @attrs.frozen
-class Str(Type):
-    def check(self, value: Any) -> str:
-        if not isinstance(value, str):
-            raise ParamError(f"expected a string, got {_type_name(value)}")
-        return value
+class Bool(_Exactly):
+    python, expected, name = bool, "true or false", "bool"
 
-    def describe(self) -> str:
-        return "string"
+
+@attrs.frozen
+class Str(_Exactly):
+    python, expected, name = str, "a string", "string"
 
 
 @attrs.frozen

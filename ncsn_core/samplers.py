@@ -262,6 +262,7 @@ class Langevin:
         return 0 if self.use_exact else self.steps
 
 
+@attrs.define
 class AnnealedLangevin:
     """Annealed Langevin dynamics, Alg. 1 exactly as written:
     α_i = ε·σ_i²/σ_L²;  x ← x + α_i/2·s(x, σ_i) + √α_i·z,  T steps for each i = 1 … L.
@@ -274,13 +275,10 @@ class AnnealedLangevin:
     so k = T records the end of each level, NCSN Fig. 4). The host synchronises once per level.
     """
 
-    def __init__(self, steps_per_level: int, step_size: float, use_exact: bool, record_every: int) -> None:
-        self.T, self.eps, self.use_exact, self.record_every = (
-            steps_per_level,
-            step_size,
-            use_exact,
-            record_every,
-        )
+    T: int  # steps per level
+    eps: float  # ε
+    use_exact: bool
+    record_every: int
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
         sig = host_sigmas(ctx)

@@ -208,13 +208,34 @@ def _latest(folders: list[Path]) -> list[Path]:
     return sorted(folders, key=mtime, reverse=True)
 
 
-def read_seed(folder: Path, evaluates: bool = True, runs_root: Path | None = None) -> SeedResult:
-    """What one ``seed-<k>`` folder holds: its furthest stage and its numbers."""
+def _reused(folder: Path, kind: str, stage_hash: Any, runs_root: Path | None) -> list[Path]:
+    """A complete stage of another run with this run's ``stage_hash`` and seed (the runner
+    reuses such stages instead of computing them again: issue 16.1), or none."""
+    if runs_root is None or not isinstance(stage_hash, str):
+        return []
+    seed = layout.seed_number(folder)
+    found = layout.stage_dirs_anywhere(runs_root, seed, kind, stage_hash)
+    return [f for f in found if layout.is_complete_stage(f, stage_hash)][:1]
+
+
+def read_seed(
+    folder: Path, evaluates: bool = True, runs_root: Path | None = None, spec: dict[str, Any] | None = None
+) -> SeedResult:
+    """What one ``seed-<k>`` folder holds: its furthest stage and its numbers. A stage this
+    run reused from another run (same hash, same seed; ``spec`` gives the hashes) counts as
+    its own."""
     res = SeedResult(layout.seed_number(folder), path=folder)
-    samples = _latest(layout.stage_dirs(folder, layout.SAMPLE))
-    evals = _latest(layout.stage_dirs(folder, layout.EVAL))
+    spec = spec or {}
+    samples = _latest(layout.stage_dirs(folder, layout.SAMPLE)) or _reused(
+        folder, layout.SAMPLE, spec.get("sample_hash"), runs_root
+    )
+    evals = _latest(layout.stage_dirs(folder, layout.EVAL)) or _reused(
+        folder, layout.EVAL, spec.get("eval_hash"), runs_root
+    )
     # The train folder: our own, or the one the sample stage recorded (a reused training run).
     train = layout.stage_dir(folder, layout.TRAIN)
+    if not train.is_dir():
+        train = next(iter(_reused(folder, layout.TRAIN, spec.get("train_hash"), runs_root)), train)
     if not train.is_dir():
         for s in samples:
             st = layout.stage_info(s)
@@ -342,7 +363,7 @@ def collect(runs_dir: str | Path) -> list[RunRecord]:
             problems.append(f"{spec_file}: " + ("missing" if not spec_file.exists() else "unreadable"))
             spec = {}
         evaluates = spec.get("evaluate", True) is not None
-        seeds = [read_seed(s, evaluates, root) for s in layout.seed_dirs(d)]
+        seeds = [read_seed(s, evaluates, root, spec) for s in layout.seed_dirs(d)]
         published = [p for p in (spec.get("published") or []) if isinstance(p, dict)]
         sweep = spec.get("sweep") if isinstance(spec.get("sweep"), dict) else {}
         try:

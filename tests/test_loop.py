@@ -117,6 +117,13 @@ def test_same_training_and_sampling_under_another_name_reuses_both(
     (new,) = seeds(runs, "renamed_digits")
     assert not (new / layout.TRAIN).exists() and not layout.stage_dirs(new, layout.SAMPLE)
     assert mtimes(seed) == before
+    # The report shows the renamed run complete, with the reused stages' metrics and grid.
+    from reports.reporter import collect
+
+    (rec,) = [r for r in collect(runs) if r.experiment == "renamed_digits"]
+    (own,) = [r for r in collect(runs) if r.experiment == "quickstart_digits" and r.hash == rec.hash]
+    assert rec.seeds[0].status == "complete" and rec.seeds[0].grid is not None
+    assert rec.seeds[0].metrics["fid_domain"] == own.seeds[0].metrics["fid_domain"]
 
 
 def test_user_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -29,8 +29,13 @@ from typing import Any
 
 import torch
 
-from ncsn_core import cost, registry
+from ncsn_core import cost, registry, schema
+from ncsn_core.data import DataSource
 from ncsn_core.errors import ReproError
+from ncsn_core.noise import NoiseSchedule
+from ncsn_core.runner import pick_device
+from ncsn_core.samplers import fast_network, sample_annealed_langevin
+from ncsn_core.training import FastPath, Trainer
 
 # network -> (shape, params, levels, batch, ema, sampler step_lr); the papers' settings
 # (reference.md): NCSN CIFAR-10; NCSNv2 CIFAR-10; Deeper on church (96); Deepest on FFHQ (256).
@@ -75,8 +80,6 @@ def device_name(dev: torch.device) -> str:
 
 def synthetic_data(shape: tuple[int, ...], n: int, seed: int = 0) -> Any:
     """A DataSource of random uint8 images (flip and dequantisation on, as the papers train)."""
-    from ncsn_core.data import DataSource
-
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
     return DataSource(
@@ -107,10 +110,6 @@ def make_trainer(
 ) -> Any:
     """A Trainer as the runner builds one (registry network, dsm loss, Adam, the train block's
     defaults with ``speed`` over them) on synthetic data of ``shape``."""
-    from ncsn_core import schema
-    from ncsn_core.noise import NoiseSchedule
-    from ncsn_core.training import Trainer
-
     torch.manual_seed(seed)
     sigmas = torch.logspace(0, -2, levels)
     net = registry.lookup("network", network)
@@ -188,9 +187,6 @@ def _row(
     peak: float | None,
     folder: Path,
 ) -> dict[str, Any]:
-    from ncsn_core.samplers import fast_network, sample_annealed_langevin
-    from ncsn_core.training import FastPath
-
     shape, params, levels, batch, ema = cfg
     fwd = cost.network_flops(network, params, shape, levels)
     paths: dict[str, Callable[[], None]] = {}
@@ -290,8 +286,6 @@ def run_bench(
     result: dict[str, Any] | None = None,
 ) -> Iterator[str]:
     """Yield the report's lines; ``result`` (a dict) receives the JSON object."""
-    from ncsn_core.runner import pick_device
-
     if what not in ("train", "sample", "all"):
         raise ReproError(f"unknown bench '{what}': use train, sample, all or cli")
     if size not in ("quick", "paper"):

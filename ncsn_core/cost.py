@@ -18,6 +18,10 @@ from typing import Any
 
 import torch
 
+from ncsn_core import io as atomic
+from ncsn_core import registry
+from ncsn_core.values import to_json
+
 # Dense peak TFLOP/s of known devices (bf16 / fp32 without sparsity).
 PEAKS: dict[str, dict[str, float]] = {
     "H100": {"bf16": 989.0, "fp32": 67.0},
@@ -39,8 +43,6 @@ def peak_tflops(device_name: str, precision: str) -> float | None:
 def _count(name: str, params_json: str, shape: tuple[int, ...], levels: int, backward: bool) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ncsn_core import registry
-
     comp = registry.lookup("network", name)
     full, errors = comp.check_params(json.loads(params_json))
     if errors:
@@ -61,8 +63,6 @@ def network_flops(
     name: str, params: dict[str, Any], shape: tuple[int, ...], levels: int, *, backward: bool = False
 ) -> int:
     """FLOPs per image of one forward (``backward``: forward + backward) of the network."""
-    from ncsn_core.values import to_json
-
     pj = json.dumps({k: to_json(v) for k, v in params.items()}, sort_keys=True)
     return _count(name, pj, tuple(int(s) for s in shape), int(levels), backward)
 
@@ -83,8 +83,6 @@ def load_bench() -> dict[str, Any]:
 def record_bench(result: dict[str, Any]) -> Path:
     """Merge one ``repro bench`` result into the cache: per device, per network and path, the
     latest images/s of a training step and network evaluations/s of a sampler step."""
-    from ncsn_core import io as atomic
-
     store = load_bench()
     dev = store.setdefault(result["device"], {})
     for row in result["rows"]:
@@ -108,8 +106,6 @@ def record_bench(result: dict[str, Any]) -> Path:
 def run_cost(spec: Any) -> dict[str, Any]:
     """FLOPs per training step / per sample, totals, ideal hours at H100 bf16 peak, and the
     projected wall time from recorded benches (per device) for one run spec."""
-    from ncsn_core import registry
-
     shape = tuple(registry.lookup("data", spec.data.name).facts.shape(spec.data.kwargs()))
     levels = int(spec.noise.get("levels", 1))
     out: dict[str, Any] = {"network": spec.network.name, "shape": list(shape)}

@@ -131,6 +131,8 @@ class _Checker:
         for b in schema.BLOCKS:
             if b.name in comps:
                 comp, params = comps[b.name]
+                if not b.fill_defaults:  # only what the file states (the launcher: later sources fill in)
+                    params = {k: v for k, v in params.items() if k in self.res.blocks[b.name].params}
                 lowered[b.name] = ComponentSpec(comp.name if b.holds else b.name, _sorted(params))
             if b.child is not None:
                 lowered[b.child_field] = tuple(

@@ -346,19 +346,25 @@ def run(
     ] = False,
     max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
     gpus: Annotated[
-        str, typer.Option(help="GPUs to use: 0,1,2,3 | 0-7 | 8 (the first 8) | all (docs/scale.md)")
-    ] = "",
+        Optional[str],  # noqa: UP045
+        typer.Option(help="GPUs to use: 0,1,2,3 | 0-7 | 8 (the first 8) | all (docs/scale.md)"),
+    ] = None,
     nproc: Annotated[
-        int, typer.Option(help="processes per run, data-parallel (GPUs when present, else CPU/gloo)")
-    ] = 1,
+        Optional[int],  # noqa: UP045
+        typer.Option(help="processes per run, data-parallel (GPUs when present, else CPU/gloo)"),
+    ] = None,
     parallel: Annotated[
-        int, typer.Option(help="runs of a sweep at once on the CPU (with --gpus: one per GPU)")
-    ] = 1,
-    launcher: Annotated[str, typer.Option(help="local or slurm (submitit)")] = "local",
-    partition: Annotated[str, typer.Option(help="SLURM partition")] = "",
-    gpus_per_node: Annotated[int, typer.Option(help="SLURM: GPUs (= processes) per node")] = 0,
-    nodes: Annotated[int, typer.Option(help="SLURM: nodes per run")] = 1,
-    time_: Annotated[str, typer.Option("--time", help="SLURM time limit, HH:MM:SS")] = "24:00:00",
+        Optional[int],  # noqa: UP045
+        typer.Option(help="runs of a sweep at once on the CPU (with --gpus: one per GPU)"),
+    ] = None,
+    launcher: Annotated[Optional[str], typer.Option(help="local or slurm (submitit)")] = None,  # noqa: UP045
+    partition: Annotated[Optional[str], typer.Option(help="SLURM partition")] = None,  # noqa: UP045
+    gpus_per_node: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="SLURM: GPUs (= processes) per node"),
+    ] = None,
+    nodes: Annotated[Optional[int], typer.Option(help="SLURM: nodes per run")] = None,  # noqa: UP045
+    time_: Annotated[Optional[str], typer.Option("--time", help="SLURM time limit, HH:MM:SS")] = None,  # noqa: UP045
     slurm_cluster: Annotated[
         str, typer.Option(hidden=True, help="submitit cluster: slurm, debug, local")
     ] = "",
@@ -374,10 +380,6 @@ def run(
         from dsl.errors import error
 
         raise error(None, f"--until must be train, select, sample or evaluate, not '{until}'")
-    if launcher not in ("local", "slurm"):
-        raise launch.LauncherError(f"--launcher must be local or slurm, not '{launcher}'")
-    if nproc < 1 or parallel < 1:
-        raise launch.DeviceChoiceError("--nproc and --parallel must be at least 1")
     warnings: list = []
     specs = compile_file(file, experiments=experiment, sets=set_ or (), warnings=warnings, max_runs=max_runs_)
     _warn(warnings)
@@ -389,6 +391,28 @@ def run(
 
         for _, s in indexed:
             released_files.preflight(s)
+    # Launcher settings: an option given here, else the file's `launcher { }` block, else the
+    # user's config (~/.config/repro/launcher.toml), else the defaults; never part of a hash.
+    chosen = launch.settings(
+        {
+            "gpus": gpus,
+            "nproc": nproc,
+            "parallel": parallel,
+            "launcher": launcher,
+            "partition": partition,
+            "gpus_per_node": gpus_per_node,
+            "nodes": nodes,
+            "time": time_,
+        },
+        [s for _, s in indexed],
+    )
+    gpus, nproc, parallel, launcher = chosen["gpus"], chosen["nproc"], chosen["parallel"], chosen["launcher"]
+    partition, gpus_per_node, nodes, time_ = (
+        chosen["partition"],
+        chosen["gpus_per_node"],
+        chosen["nodes"],
+        chosen["time"],
+    )
     from dsl.parser import read_source
 
     source = read_source(file)

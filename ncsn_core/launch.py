@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncsn_core.errors import RunError, UserError
+from ncsn_core import schema
+from ncsn_core.errors import ParamError, RunError, UserError
 
 
 class DeviceChoiceError(UserError):
@@ -44,6 +45,62 @@ class WorkerFailed(RunError):
 
 
 # ------------------------------------------------------------------ devices
+def user_launcher_config() -> dict[str, Any]:
+    """The ``[launcher]`` table of the user's config (``$REPRO_CONFIG`` or
+    ``$XDG_CONFIG_HOME/repro/launcher.toml`` or ``~/.config/repro/launcher.toml``), or {}."""
+    env = os.environ.get("REPRO_CONFIG")
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    path = Path(env) if env else (Path(xdg) if xdg else Path.home() / ".config") / "repro" / "launcher.toml"
+    if not path.is_file():
+        return {}
+    try:
+        import tomllib  # Python ≥ 3.11
+    except ModuleNotFoundError:
+        raise LauncherError(f"{path}: reading a launcher config needs Python ≥ 3.11 (tomllib)") from None
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("launcher", {})
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise LauncherError(f"{path}: cannot read the launcher config: {e}") from None
+    if not isinstance(table, dict):
+        raise LauncherError(f"{path}: [launcher] must be a table of settings")
+    known = {p.name: p for p in schema.LAUNCHER_FIELDS}
+    out = {}
+    for k, v in table.items():
+        if k not in known:
+            raise LauncherError(f"{path}: unknown launcher setting '{k}' (known: {', '.join(known)})")
+        try:
+            out[k] = known[k].type.check(v)
+        except ParamError as e:
+            raise LauncherError(f"{path}: launcher setting '{k}': {e}") from None
+    return out
+
+
+def settings(given: dict[str, Any], specs: Sequence[Any]) -> dict[str, Any]:
+    """Launcher settings for `repro run`: each option given on the command line (not None),
+    else the file's ``launcher { }`` block (every run of the file must agree), else the user's
+    config, else the schema's defaults. Nothing here enters a hash."""
+    blocks = {tuple(s.launcher.params) for s in specs if s.launcher is not None}
+    if len(blocks) > 1:
+        raise LauncherError(
+            "the experiments of this file state different launcher { } blocks; run them one at a time "
+            "with -e NAME, or give the settings on the command line"
+        )
+    in_file = dict(next(iter(blocks))) if blocks else {}
+    user = user_launcher_config()
+    out = {}
+    for p in schema.LAUNCHER_FIELDS:
+        v = given.get(p.name)
+        if v is None:
+            v = in_file.get(p.name, user.get(p.name, p.default))
+        else:
+            try:
+                v = p.type.check(v)
+            except ParamError as e:
+                raise LauncherError(f"--{p.name.replace('_', '-')}: {e}") from None
+        out[p.name] = v
+    return out
+
+
 def gpu_count() -> int:
     try:
         import torch

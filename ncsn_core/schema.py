@@ -35,10 +35,13 @@ class BlockKind:
     # Lowered exactly when that block is present (with its defaults if not written): `train`
     # without a `network` has nothing to train and is left out of the run spec.
     default_with: str | None = None
-    stage: str = "train"  # the run stage whose hash covers it
+    stage: str = "train"  # the run stage whose hash covers it ("" for none: where, not what)
     # An optional stage's block: when absent it is left out of every hash and of spec.json
     # (adding the block kind changed no existing hash).
     omit_when_absent: bool = False
+    # False: the run spec keeps only the fields the file states (the launcher's others come from
+    # the command line or the user's config, not from defaults frozen into the spec).
+    fill_defaults: bool = True
     example: str = ""  # a component name for messages (`data digits { ... }`)
 
 
@@ -114,6 +117,19 @@ UNHASHED: dict[str, frozenset[str]] = {
     "train": frozenset(p.name for p in (*TRAIN_SPEED, *TRAIN_LOGGING)),
     "sample": frozenset(p.name for p in SAMPLE_SPEED),
 }
+
+# Where and how a run is launched (`repro run` options as defaults): the hardware never enters
+# a hash — the same file on 1 or 8 GPUs, or under SLURM, is the same experiment (docs/scale.md).
+LAUNCHER_FIELDS = (
+    Param("gpus", Str(), "", 'GPUs: 0,1,2,3 | 0-7 | 8 (the first 8) | all; "" = the --gpus default'),
+    Param("nproc", Int(min=1), 1, "processes per run, data-parallel (GPUs when present, else CPU/gloo)"),
+    Param("parallel", Int(min=1), 1, "runs of a sweep at once on the CPU (with gpus: one per GPU)"),
+    Param("launcher", Choice(("local", "slurm")), "local", "run here, or submit to SLURM through submitit"),
+    Param("partition", Str(), "", "SLURM partition"),
+    Param("gpus_per_node", Int(min=0), 0, "SLURM: GPUs (= processes) per node"),
+    Param("nodes", Int(min=1), 1, "SLURM: nodes per run"),
+    Param("time", Str(), "24:00:00", "SLURM time limit, HH:MM:SS"),
+)
 
 EXPERIMENT = BlockKind(
     "experiment",
@@ -250,6 +266,14 @@ BLOCKS: tuple[BlockKind, ...] = (
         ),
         needs=("sample",),
         stage="evaluate",
+    ),
+    BlockKind(
+        "launcher",
+        "where and how `repro run` launches the runs (defaults for its options; never hashed)",
+        fields=LAUNCHER_FIELDS,
+        stage="",
+        omit_when_absent=True,
+        fill_defaults=False,
     ),
 )
 

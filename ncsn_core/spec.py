@@ -70,6 +70,8 @@ class RunSpec:
     sample: ComponentSpec | None = None
     stages: tuple[ComponentSpec, ...] = ()
     evaluate: ComponentSpec | None = None
+    # Where and how to launch (schema.LAUNCHER_FIELDS): in no hash, shown by compile and spec.json.
+    launcher: ComponentSpec | None = attrs.field(default=None, eq=False, hash=False)
     published: tuple[PublishedSpec, ...] = ()
     sweep: tuple[tuple[str, str], ...] = ()
     paper: str = ""
@@ -177,6 +179,7 @@ class RunSpec:
             "sample_hash": self.sample_hash(),
             "eval_hash": self.eval_hash(),
             **self._part(*self._fields(), speed=True),
+            **({} if self.launcher is None else {"launcher": self.launcher.to_json()}),
             "published": [p.to_json() for p in self.published],
             "sweep": dict(self.sweep),
             **({} if self.parent is None else {"parent": self.parent}),

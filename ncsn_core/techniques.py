@@ -35,33 +35,64 @@ POSTER_C = 0.5
 
 # ----------------------------------------------------------------------------- Technique 1
 def max_pairwise_distance(
-    x: torch.Tensor, chunk: int = 1024, subsample: int | None = None, generator: torch.Generator | None = None
+    x: torch.Tensor, chunk: int = 2048, subsample: int | None = None, generator: torch.Generator | None = None
 ) -> float:
     """Exact max ‖xᵢ − xⱼ‖ over all pairs (Technique 1), in chunk×chunk blocks.
 
-    Rows are flattened, centred (distances don't change; the Gram formula behind ``cdist``
-    loses less) and each block is computed in float64 on x's device, so memory is
-    O(chunk² + chunk·D) beyond x itself. ``subsample``: a random subset of that many rows
-    (a lower bound of the full maximum).
+    Rows are flattened and centred (distances don't change; the Gram formula loses less).
+    Each block's squared distances ‖a‖² + ‖b‖² − 2a·b come from one float32 matrix product
+    (the cost: 60,000 Fashion-MNIST images take ~1 min on 2 CPU cores instead of ~4 in
+    float64), and the float32 error is bounded: |error| ≤ tol = 8·γ_{D+4}·R², R the largest
+    centred norm, γ_k = k·u/(1 − k·u), u = 2⁻²⁴ (Higham's dot-product bound, doubled). Every
+    pair whose float32 value is within tol of the float32 maximum is kept and its distance
+    recomputed in float64 from the rows; the true maximiser is always among them, so the
+    result is the float64 maximum. Memory is O(chunk² + chunk·D) beyond x and its centred
+    float32 copy. ``subsample``: a random subset of that many rows (a lower bound of the full
+    maximum).
     """
     x = x.reshape(x.shape[0], -1)
     if subsample is not None and 0 < subsample < x.shape[0]:
         x = x[torch.randperm(x.shape[0], generator=generator)[:subsample].to(x.device)]
-    n = x.shape[0]
+    n, dim = x.shape
     if n < 2:
         return 0.0
     if chunk < 1:
         raise ValueError(f"chunk must be ≥ 1, got {chunk}")
-    mean = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    mean = torch.zeros(dim, dtype=torch.float64, device=x.device)
     for i in range(0, n, chunk):
         mean += x[i : i + chunk].double().sum(0)
     mean /= n
-    best = torch.zeros((), dtype=torch.float64, device=x.device)
+    xc = torch.cat([(x[i : i + chunk].double() - mean).float() for i in range(0, n, chunk)])
+    sq = xc.double().square().sum(1)  # exact enough: float64 of the float32 rows
+    u = 2.0**-24
+    k = dim + 4
+    tol = 8.0 * (k * u / (1.0 - k * u)) * float(sq.max())
+    sq32 = sq.float()
+    best = torch.zeros((), dtype=torch.float64, device=x.device)  # from blocks done in float64
+    best32 = float("-inf")
+    cand_i: list[torch.Tensor] = []
+    cand_j: list[torch.Tensor] = []
     for i in range(0, n, chunk):
-        a = x[i : i + chunk].double() - mean
+        a = xc[i : i + chunk]
         for j in range(i, n, chunk):  # upper triangle of blocks: d(a, b) = d(b, a)
-            b = a if j == i else x[j : j + chunk].double() - mean
-            best = torch.maximum(best, torch.cdist(a, b).max())
+            b = xc[j : j + chunk]
+            d2 = sq32[i : i + chunk, None] + sq32[None, j : j + chunk] - 2.0 * (a @ b.T)
+            block_best = float(d2.max())
+            ii, jj = torch.nonzero(d2 >= max(best32, block_best) - tol, as_tuple=True)
+            if ii.numel() > 4 * chunk:  # many near-ties (repeated rows): this block in float64
+                best = torch.maximum(best, torch.cdist(a.double(), b.double()).max())
+                continue
+            best32 = max(best32, block_best)
+            cand_i.append(ii + i)
+            cand_j.append(jj + j)
+    if cand_i:
+        ci, cj = torch.cat(cand_i), torch.cat(cand_j)
+        # earlier blocks kept pairs near a smaller running maximum: filter with the final one
+        keep = sq32[ci] + sq32[cj] - 2.0 * (xc[ci] * xc[cj]).sum(1) >= best32 - 2.0 * tol
+        ci, cj = ci[keep], cj[keep]
+        for s in range(0, ci.numel(), chunk):
+            diff = x[ci[s : s + chunk]].double() - x[cj[s : s + chunk]].double()
+            best = torch.maximum(best, diff.square().sum(1).max().sqrt())
     return float(best)
 
 

@@ -45,6 +45,24 @@ def test_technique1_images_are_flattened_and_float32_is_accumulated_in_float64()
     assert max_pairwise_distance(x[:1]) == 0.0
 
 
+def test_technique1_float32_search_returns_the_float64_maximum() -> None:
+    """Blocks are searched in float32 with a proven error margin and the near-maximal pairs
+    recomputed in float64: the result equals float64 brute force exactly, also when many
+    pairs tie (repeated rows take the float64 fallback) and when the maximum is far off-centre."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(700, 300, generator=g)
+    x[11], x[650] = 0.0, 1.0  # the farthest pair, in different blocks
+    flat = x.double()
+    assert max_pairwise_distance(x, chunk=128) == float(torch.cdist(flat, flat).max())
+    ties = torch.zeros(600, 5)
+    ties[:300] = 1.0
+    assert max_pairwise_distance(ties, chunk=64) == pytest.approx(5**0.5, rel=1e-15)
+    near = 1e4 + torch.rand(400, 50, generator=g, dtype=torch.float64)  # float32 cannot hold the offset
+    assert max_pairwise_distance(near, chunk=100) == pytest.approx(
+        float(torch.cdist(near - 1e4, near - 1e4).max()), rel=1e-12
+    )
+
+
 def test_technique1_subsample_is_a_lower_bound() -> None:
     x = torch.randn(300, 4, generator=torch.Generator().manual_seed(1))
     full = max_pairwise_distance(x)

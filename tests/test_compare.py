@@ -92,8 +92,8 @@ def test_domain_floor_uses_a_fixed_subset_of_the_other_split(data: DataSource, t
 
 def test_compare_file_has_equal_budgets() -> None:
     """The three methods share iterations, batch size, samples and network width; NCSN and ANSN
-    spend L·T = 520 network evaluations per sample, NCSNv2 Technique 2's L = 104 × T = 5 plus its
-    denoising step (521; L is checked in docs/results.md's run, auto is not computed here)."""
+    spend L·T = 420 network evaluations per sample, NCSNv2 Technique 2's L = 104 × T = 4 plus its
+    denoising step (417; L is checked in docs/results.md's run, auto is not computed here)."""
     specs = {
         s.experiment.rsplit("_", 1)[1]: s
         for s in compile_file(ROOT / "papers" / "compare_fashion.exp", compute_auto=False)
@@ -106,7 +106,7 @@ def test_compare_file_has_equal_budgets() -> None:
     assert len({dict(s.network.params)["ngf"] for s in specs.values()}) == 1
     for m in ("ncsn", "ansn"):
         (stage,) = specs[m].stages
-        assert dict(specs[m].noise.params)["levels"] * dict(stage.params)["steps_per_level"] == 520
+        assert dict(specs[m].noise.params)["levels"] * dict(stage.params)["steps_per_level"] == 420
     # Dequantisation follows the method, not the shared network: NCSN's code dequantises,
     # NCSNv2's official configs do not (tests/test_fidelity.py checks the other papers files).
     assert {m: s.data.get("dequantize") for m, s in specs.items()} == {
@@ -117,7 +117,7 @@ def test_compare_file_has_equal_budgets() -> None:
     v2 = [st.name for st in specs["ncsnv2"].stages]
     assert (
         v2 == ["annealed_langevin", "denoise"]
-        and dict(specs["ncsnv2"].stages[0].params)["steps_per_level"] == 5
+        and dict(specs["ncsnv2"].stages[0].params)["steps_per_level"] == 4
     )
 
 

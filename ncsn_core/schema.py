@@ -111,6 +111,21 @@ TRAIN_LOGGING: tuple[Param, ...] = (
         False,
         "logging (not hashed): the same figures to Weights & Biases, when wandb is installed",
     ),
+    Param(
+        "preview_samples",
+        Int(min=0),
+        16,
+        "logging (not hashed): image grids drawn from the EMA weights (the model's without EMA) "
+        "into TensorBoard / W&B at every preview_every: a preview, one Langevin step per level with "
+        "α_i = σ_i² and a final denoising step, from a fixed seed (the training's random streams "
+        "are not touched); 0 = none. Image data only",
+    ),
+    Param(
+        "preview_every",
+        Int(min=0),
+        0,
+        "logging (not hashed): iterations between preview grids; 0 = at every checkpoint_every",
+    ),
 )
 # Per block: the fields left out of the hashes.
 UNHASHED: dict[str, frozenset[str]] = {

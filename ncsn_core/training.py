@@ -453,6 +453,10 @@ class Trainer:
                     cnt_lv.zero_()
                     n_acc = 0
                     t_last, step_last = now, self.step
+                if board is not None and board.active and self._preview_due(at_ck):
+                    board.images(
+                        "samples/ema" if self.ema is not None else "samples/model", self.preview(), self.step
+                    )
                 if at_ck:
                     self.save()
         finally:
@@ -460,6 +464,48 @@ class Trainer:
             if board is not None:
                 board.close()
         return {"iterations": self.step, "final_loss": last_loss}
+
+    # ---- previews (train.preview_samples / preview_every; logging only)
+    def _preview_due(self, at_ck: bool) -> bool:
+        n, every = self.s.get("preview_samples", 0), self.s.get("preview_every", 0)
+        if n <= 0 or len(getattr(self.data, "shape", ())) != 3 or not getattr(self.noise, "perturbs", False):
+            return False
+        return at_ck if every <= 0 else self.step % every == 0 or self.step == self.s["iterations"]
+
+    @torch.no_grad()
+    def preview(self) -> torch.Tensor:
+        """``preview_samples`` images from the EMA weights (the model's without EMA), clamped
+        to [0, 1]: NCSN Alg. 1 with T = 1 and ε = σ_L² (so α_i = σ_i², a step that moves a
+        σ_i-noisy point to the data as far as one step can), then the denoising step
+        x + σ_L²·s(x, σ_L) (NCSNv2). Not the experiment's sampler (the sample stage is what is
+        evaluated); drawn from its own generator, seed 0, so previews at different steps start
+        from the same noise and the training's streams are untouched."""
+        from torch.func import functional_call
+
+        from .samplers import sample_annealed_langevin
+
+        weights = self.ema.state_dict() if self.ema is not None else None
+        was_training = self.model.training
+        self.model.eval()
+
+        def score(x: torch.Tensor, i: int) -> torch.Tensor:
+            idx = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            if weights is None:
+                return self.model(x, idx)
+            return functional_call(self.model, weights, (x, idx))
+
+        try:
+            gen = torch.Generator(device=self.device).manual_seed(0)
+            sigmas = [float(s) for s in self.noise.sigmas.detach().cpu().tolist()]
+            shape = (self.s["preview_samples"], *self.data.shape)
+            x = torch.rand(shape, generator=gen, device=self.device)
+            x = sample_annealed_langevin(
+                score, x, sigmas, step_size=sigmas[-1] ** 2, steps_per_level=1, generator=gen, name="preview"
+            )
+            x = x + sigmas[-1] ** 2 * score(x, len(sigmas) - 1)
+        finally:
+            self.model.train(was_training)
+        return x.clamp(0.0, 1.0).float().cpu()
 
     def _grad_norm_now(self) -> float:
         """The last step's gradient norm (before clipping): called at log intervals only."""
@@ -520,6 +566,16 @@ class TrainLogger:
             self.tb.flush()
         if self.wandb is not None:
             self.wandb.log(scalars, step=step)
+
+    def images(self, tag: str, x: torch.Tensor, step: int) -> None:
+        """A batch of images in [0, 1], N×C×H×W, as one grid."""
+        if self.tb is not None:
+            self.tb.add_images(tag, x, step)
+            self.tb.flush()
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({tag: [wandb.Image(im) for im in x]}, step=step)
 
     def close(self) -> None:
         if self.tb is not None:

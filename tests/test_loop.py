@@ -161,6 +161,37 @@ def test_tensorboard_events_at_the_logged_steps(first: tuple[Path, str]) -> None
     assert r.exit_code == 0 and f"tensorboard --logdir {runs}" in r.output
 
 
+def test_tensorboard_preview_grids_from_the_ema_weights(first: tuple[Path, str], tmp_path: Path) -> None:
+    """At each checkpoint (preview_every = 0) a grid of preview_samples images drawn from the
+    weights; the training's random streams are untouched: weights bit-identical without it."""
+    pytest.importorskip("tensorboard")
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs, _ = first
+    (train,) = runs.glob(f"quickstart_digits/*/seed-0/{layout.TRAIN}")
+    acc = EventAccumulator(str(layout.tensorboard_dir(train)), size_guidance={"images": 0})
+    acc.Reload()
+    (tag,) = acc.Tags()["images"]
+    assert tag.startswith("samples/")
+    events = acc.Images(tag)
+    assert [e.step for e in events] == [10]  # checkpoint_every = 10 of 10 iterations
+    assert (events[0].width, events[0].height) != (0, 0)
+    # Off: no images, and the checkpoint is the same (the preview draws from its own generator).
+    other = tmp_path / "runs"
+    run(QUICK, other, "train.preview_samples=0", until="train")
+    (train2,) = other.glob(f"quickstart_digits/*/seed-0/{layout.TRAIN}")
+    assert train2.relative_to(other) == train.relative_to(runs)  # preview settings are in no hash
+    acc2 = EventAccumulator(str(layout.tensorboard_dir(train2)))
+    acc2.Reload()
+    assert acc2.Tags()["images"] == []
+    a = torch.load(layout.checkpoint_file(layout.checkpoints_dir(train), 10), weights_only=True)
+    b = torch.load(layout.checkpoint_file(layout.checkpoints_dir(train2), 10), weights_only=True)
+    for key in ("model", "ema"):
+        if a.get(key) is not None:
+            assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
 def test_tensorboard_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")  # if wandb is installed: nothing leaves the machine
     runs = tmp_path / "runs"

@@ -498,7 +498,13 @@ def run(
         if len(indexed) > 1:
             typer.echo(f"[{k + 1}/{len(indexed)}] {label(s)}")
         out = run_spec(
-            s, runs_dir=runs_dir, device=device or None, until=until, source_text=source, wait=not no_wait
+            s,
+            runs_dir=runs_dir,
+            device=device or None,
+            until=until,
+            source_text=source,
+            wait=not no_wait,
+            overrides=tuple(set_ or ()),
         )
         typer.echo(f"{s.experiment}: {out}")
     typer.echo(f"done in {time.time() - t0:.1f}s")
@@ -667,24 +673,27 @@ def ls_(
         raise error(None, f"--file {file}: no such file")
     folders = [file] if file is not None else [papers or Path("papers")]
     files: dict[str, str] = {}
-    needed: set[Path] = set()
-    for r in collect(runs_dir):
+    needed: set[tuple[Path, tuple[str, ...]]] = set()  # (file, the --set values of a run made from it)
+    runs = collect(runs_dir)
+    for r in runs:
         f = find_source(r, folders)
         if f is not None:
             files[str(r.path)] = str(f)
-            needed.add(f)
-    if file is not None:
-        needed.add(file)
-    compiled: dict[str, list[dict]] = {}
-    for f in sorted(needed):
+            needed.add((f, r.overrides))
+    if file is not None:  # its runs may come from an earlier text of it: every run's --set values
+        needed |= {(file, r.overrides) for r in runs} | {(file, ())}
+    compiled: dict[object, list[dict]] = {}
+    for f, sets in sorted(needed):
         try:
-            for _, _, spec in _compile_all([f]):
-                compiled.setdefault(str(spec["experiment"]), []).append(spec)
+            for _, _, spec in _compile_all([f], list(sets)):
+                key = (str(spec["experiment"]), sets) if sets else str(spec["experiment"])
+                compiled.setdefault(key, []).append(spec)
         except DiagnosticError as e:
-            typer.echo(f"note: {f} does not compile now ({e.diagnostics[0].message})", err=True)
+            with_sets = f" with --set {' '.join(sets)}" if sets else ""
+            typer.echo(f"note: {f}{with_sets} does not compile now ({e.diagnostics[0].message})", err=True)
     rows = ls_rows(runs_dir, compiled, files)
     if file is not None:
-        names = {n for n, specs in compiled.items() if specs}
+        names = {n if isinstance(n, str) else n[0] for n, specs in compiled.items() if specs}
         rows = [r for r in rows if r["experiment"] in names]
         for r in rows:
             r["file"] = r["file"] or str(file)
@@ -701,8 +710,9 @@ def ls_(
         st = r["status"] if r["status"] == "done" else f"{r['status']}: {r['detail']}"
         lines.append(f"{r['label']}  [{r['hash']}]  {age_text(r['age_seconds'])} ago")
         lines.append(f"    status: {st}")
-        if r["file"]:
-            lines.append(f"    file: {r['file']}")
+        if r["file"] or r["set"]:
+            sets = "".join(f" --set {v}" for v in r["set"])
+            lines.append(f"    file: {r['file'] or '?'}{sets}")
         lines.append("    " + ", ".join(f"{k} {v}" for k, v in r["settings"].items()))
         lines.append(f"    metrics: {metric_text(r['metrics'])}")
     import textwrap

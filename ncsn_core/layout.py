@@ -3,7 +3,7 @@ and the small predicates the runner (writing) and the reporter (reading) both ne
 
 ::
 
-    <runs>/<experiment>/<run-hash>/          spec.json  source.exp
+    <runs>/<experiment>/<run-hash>/          spec.json  source.exp  overrides.json (--set)
         seed-<k>/                            env.json  evalsamples-<key>.pt
             train/                           stage.json results.json log.jsonl DONE
                 tb/                          TensorBoard events (train.tensorboard)
@@ -38,6 +38,7 @@ from typing import Any
 # ---- file and folder names
 SPEC = "spec.json"
 SOURCE = "source.exp"
+OVERRIDES = "overrides.json"  # the --set values the run was made with (a JSON list; none: no file)
 ENV = "env.json"
 STAGE = "stage.json"
 RESULTS = "results.json"

@@ -188,8 +188,10 @@ class Run:
         source_text: str = "",
         quiet: bool = False,
         wait: bool = True,
+        overrides: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
+        self.overrides = tuple(overrides)
         self.runs_dir = Path(runs_dir)
         chosen = pick_device(device)
         self.device = dist.init(chosen) or chosen  # a data-parallel rank: cuda:LOCAL_RANK
@@ -231,6 +233,8 @@ class Run:
         _write_json(self.dir / layout.SPEC, self.spec.canonical() | {"seed": None})
         if self.source_text and not (self.dir / layout.SOURCE).exists():
             atomic.write_text(self.dir / layout.SOURCE, self.source_text)
+        if self.overrides and not (self.dir / layout.OVERRIDES).exists():  # for `repro ls`'s stale check
+            _write_json(self.dir / layout.OVERRIDES, list(self.overrides))
         _write_json(self.seed_dir / layout.ENV, _env(self.device))
 
     @contextmanager
@@ -764,13 +768,14 @@ def run_spec(
     source_text: str = "",
     quiet: bool = False,
     wait: bool = True,
+    overrides: tuple[str, ...] = (),
 ) -> str:
     """Execute one run; returns a one-line summary. Raises ReproError subclasses for
     problems the user can fix. Each stage is computed under its lock; ``wait=False`` stops
     with :class:`~ncsn_core.lock.StageBusy` instead of waiting for another process's."""
     if spec.weights() is not None:  # a missing released checkpoint stops the run before anything
         released_files.preflight(spec)
-    r = Run(spec, Path(runs_dir), device, source_text, quiet, wait)
+    r = Run(spec, Path(runs_dir), device, source_text, quiet, wait, overrides)
     if spec.evaluate is not None and until == "evaluate":
         # Fail before any training or sampling when, e.g., Inception weights are missing.
         evaluation.preflight(spec.evaluate.get("metrics"), with_sample_stage(spec.evaluate.kwargs(), spec))

@@ -73,6 +73,7 @@ class RunRecord:
     problems: list[str] = attrs.Factory(list)
     spec: dict[str, Any] = attrs.Factory(dict)
     source: str = ""  # source.exp's text (which file the run came from)
+    overrides: tuple[str, ...] = ()  # the --set values it was made with (overrides.json)
     label: str = ""  # the experiment and the settings that tell its runs apart (set by build)
 
     @property
@@ -370,6 +371,8 @@ def collect(runs_dir: str | Path) -> list[RunRecord]:
             source = (d / layout.SOURCE).read_text(encoding="utf-8", errors="replace")
         except OSError:
             source = ""
+        sets = _read_json(d / layout.OVERRIDES)
+        overrides = tuple(str(v) for v in sets) if isinstance(sets, list) else ()
         out.append(
             RunRecord(
                 experiment=str(spec.get("experiment") or (d.parent.name if d != root else d.name)),
@@ -384,6 +387,7 @@ def collect(runs_dir: str | Path) -> list[RunRecord]:
                 problems=problems,
                 spec=spec,
                 source=source,
+                overrides=overrides,
             )
         )
     return out

@@ -5,7 +5,8 @@ compiles files and passes the specs in.
 Status of a run folder (over its seeds): *running* (a stage's lock is held: ``.<stage>.lock``
 beside the stage folder, its owner file present and the lock busy), *failed at <stage>* (a stage
 folder without ``DONE`` and no lock held), *stale* (the file it came from now compiles to another
-hash; only known when the file is given or found), else *done*.
+hash, under the same ``--set`` values when the run was made with some: ``overrides.json``;
+only known when the file is given or found), else *done*.
 """
 
 from __future__ import annotations
@@ -113,17 +114,19 @@ def find_source(r: RunRecord, folders: list[Path]) -> Path | None:
 
 def ls_rows(
     runs_dir: str | Path,
-    compiled: dict[str, list[dict[str, Any]]] | None = None,
+    compiled: dict[Any, list[dict[str, Any]]] | None = None,
     files: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per run folder. ``compiled``: experiment → the canonical specs its file compiles
-    to now (for *stale*); ``files``: run path → the file it came from."""
+    to now (for *stale*), and (experiment, overrides) → the same with a run's ``--set`` values
+    (a run made with ``--set`` is compared with its file compiled under the same values);
+    ``files``: run path → the file it came from."""
     records = collect(runs_dir)
     _labels(records)
     rows = []
     for r in sorted(records, key=lambda r: (r.paper, r.experiment, r.label)):
         status, detail = run_status(r)
-        now = (compiled or {}).get(r.experiment)
+        now = (compiled or {}).get((r.experiment, r.overrides) if r.overrides else r.experiment)
         if status == "done" and now is not None:
             hashes = {
                 str(s.get("hash"))
@@ -145,6 +148,7 @@ def ls_rows(
                 "path": str(r.path),
                 "status": status,
                 "detail": detail,
+                "set": list(r.overrides),
                 "hash": r.hash,
                 "train_hash": str(r.spec.get("train_hash", "")),
                 "sample_hash": str(r.spec.get("sample_hash", "")),

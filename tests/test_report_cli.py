@@ -291,15 +291,24 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runs
 
 
-def test_real_run_report_ls_diff(real_runs: Path) -> None:
+def test_real_run_report_ls_diff(real_runs: Path, tmp_path: Path) -> None:
     md = cli("report", str(real_runs), "-f", "md", "--papers", "papers")
     q = _section(md, "quickstart_digits")
     assert "NCSN method on 8x8 digits" in q
     assert "grid.png" in md and "- ncsn_cifar10: NCSN, Table 1: inception_score 8.87, fid 25.32" in md
     assert "No published number, not run:" in md and "ncsnv2_bedroom" in md
     (row,) = json.loads(cli("ls", str(real_runs), "--json", "--papers", "papers"))
-    assert row["status"] == "stale"  # run with --set: the file compiles to another hash
+    # Made with --set: compared with the file compiled under the same values (overrides.json).
+    assert row["status"] == "done" and row["set"][0] == "train.iterations=20"
     assert row["file"] == "papers/quickstart_digits.exp" and row["settings"]["train.iterations"] == "20"
+    assert "--set train.iterations=20" in cli("ls", str(real_runs), "--papers", "papers")
+    # The file edited afterwards: the same --set values now compile to another hash.
+    edited = tmp_path / "quickstart_digits.exp"
+    edited.write_text(
+        Path("papers/quickstart_digits.exp").read_text().replace("batch_size = ", "batch_size = 1 + ")
+    )
+    (row,) = json.loads(cli("ls", str(real_runs), "--json", "--file", str(edited)))
+    assert row["status"] == "stale" and "now compiles to" in row["detail"]
     run = next(layout.find_run_dirs(real_runs).__iter__())
     doc = json.loads(cli("diff", str(run), "papers/quickstart_digits.exp", "--json"))
     by = {c["key"]: c for c in doc["settings"]}

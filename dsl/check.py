@@ -211,6 +211,18 @@ class _Checker:
             # One released checkpoint, nothing to choose between: a select block inherited from
             # the trained experiment (papers/*_released.exp extend them) is not lowered.
             del comps["select"]
+        if "select" in comps and sample.get("checkpoint", "last") != "best":
+            # Nothing samples the chosen checkpoint: the block is not lowered (no select stage, no
+            # hash), e.g. an inpainting experiment extending a file that selects by FID and
+            # sampling its last checkpoint, as the official inpainting did. Written here: a warning.
+            blk = self.res.blocks.get("select")
+            if blk is not None and not blk.origin:
+                self.warn(
+                    blk.pos,
+                    f"this select block is not used: sample.checkpoint = {sample.get('checkpoint', 'last')}, "
+                    "not best (only `sample { checkpoint = best }` samples the checkpoint it chooses)",
+                )
+            del comps["select"]
         if sample.get("checkpoint") == "best" and "select" not in comps:
             pos, notes = entry("sample", "checkpoint")
             self.err(

@@ -160,6 +160,29 @@ def test_best_without_select_is_a_positioned_error(write) -> None:  # type: igno
     assert src.splitlines()[line - 1][d.pos.col - 1 :].startswith("best")
 
 
+def test_select_is_lowered_only_when_sample_uses_the_best(write) -> None:  # type: ignore[no-untyped-def]
+    """checkpoint = last with a select block: no select stage, no select hash; written in the
+    experiment a positioned warning, inherited (an inpainting child of a selecting file) silent."""
+    last = SELECT.replace("checkpoint = best", "checkpoint = last")
+    warnings: list = []
+    spec = one(write("last.exp", last), warnings=warnings)
+    assert spec.select is None and "select_hash" not in spec.canonical()
+    (w,) = [d for d in warnings if "select block is not used" in d.message]
+    assert w.pos.line == last.splitlines().index(next(ln for ln in last.splitlines() if "select {" in ln)) + 1
+    child = SELECT + "experiment child extends sel {\n    sample.checkpoint = last\n}\n"
+    warnings = []
+    specs = compile_file(write("child.exp", child), warnings=warnings)
+    parent, kid = specs
+    assert kid.select is None and parent.select is not None
+    assert kid.train_hash() == parent.train_hash()  # the training is shared
+    assert not [d for d in warnings if "select block" in d.message]
+    # The papers' inpainting files: the parents' trainings, no selection by FID of inpaintings.
+    by = {s.experiment: s for s in compile_file(Path("papers/ncsn_inpainting.exp"), compute_auto=False)}
+    assert {n: s.select for n, s in by.items()} == dict.fromkeys(by)
+    cifar = one(Path("papers/ncsn_cifar.exp"), experiments=["ncsn_cifar10"], compute_auto=False)
+    assert by["ncsn_cifar10_inpainting"].train_hash() == cifar.train_hash()
+
+
 def test_keep_every_must_be_a_checkpoint_step(write) -> None:  # type: ignore[no-untyped-def]
     f = write("bad.exp", SELECT.replace("keep_every = 4", "keep_every = 3"))
     with pytest.raises(DiagnosticError) as ei:

@@ -232,6 +232,15 @@ class Covariance:
             return z / sd
         return self._mid(z, (1 + self.t["lam"]).rsqrt() - 1) / sd
 
+    def inv_sqrt_mul(self, v: torch.Tensor) -> torch.Tensor:
+        """M⁻¹ v (‖M⁻¹v‖² = vᵀĈ⁻¹v), without forming Ĉ⁻¹."""
+        if self.form == "full":
+            return torch.linalg.solve_triangular(self.t["chol"].T, v, upper=True, left=False)  # y Lᵀ = v
+        sd = self.t["d"].sqrt()
+        if self.form == "diagonal":
+            return v / sd
+        return self._mid(v / sd, (1 + self.t["lam"]).rsqrt() - 1)
+
     def solve(self, v: torch.Tensor) -> torch.Tensor:
         """Ĉ⁻¹ v."""
         if self.form == "full":
@@ -290,6 +299,7 @@ class AdaptiveConfig:
     jitter: float = 1e-6
     warmup: int = 0
     floor: float = 0.0  # eigenvalues of Ĉ below floor·(mean eigenvalue) raised to it (0 = off)
+    output: str = "score"  # score: the network gives s; preconditioned: it gives u = Ĉs
 
 
 class AdaptiveNoise(NoiseSchedule):
@@ -401,6 +411,8 @@ class AdaptiveNoise(NoiseSchedule):
         if self.cfg.estimate_on != "residual":
             return
         r = r.detach().reshape(r.shape[0], -1)
+        if self.preconditioned_output:  # the output's residual Ĉ(s − t): the score's is Ĉ⁻¹ of it
+            r = self.cov.solve(r)
         if idx is not None:
             r = r * self.scale(idx).to(r.dtype)[:, None]
         self._guarded_update(r, "score residual", self.batches)
@@ -418,16 +430,34 @@ class AdaptiveNoise(NoiseSchedule):
         self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x̃ = x + σ_i M z and the DSM target ∇_x̃ log N(x̃; x, Σ_i) = −Σ_i⁻¹(x̃ − x) = −M^{−T}z/σ_i
-        (§3.1), computed from z without forming Σ_i⁻¹."""
+        (§3.1), computed from z without forming Σ_i⁻¹. With ``output = preconditioned`` the
+        target of the network's output u = Ĉs: Ĉ·(−Σ_i⁻¹(x̃ − x)) = −(x̃ − x)/σ_i² = −Mz/σ_i."""
         z = torch.randn((x.shape[0], self.dim), generator=generator, device=x.device, dtype=x.dtype)
         sig = self.scale(idx)[:, None]
-        noise = sig * self.cov.sqrt_mul(z)
-        target = -self.cov.inv_sqrt_t_mul(z) / sig
+        m_z = self.cov.sqrt_mul(z)
+        noise = sig * m_z
+        target = -m_z / sig if self.preconditioned_output else -self.cov.inv_sqrt_t_mul(z) / sig
         return x + noise.view_as(x), target.view_as(x)
 
+    @property
+    def preconditioned_output(self) -> bool:
+        return self.cfg.output == "preconditioned"
+
+    def score_of(self, out: torch.Tensor, i: int) -> torch.Tensor:
+        """The score from the network's output: s = out, or Ĉ⁻¹u (``output = preconditioned``)."""
+        if not self.preconditioned_output:
+            return out
+        return self.cov.solve(out.reshape(out.shape[0], -1)).view_as(out)
+
+    def preconditioned_of(self, out: torch.Tensor, i: int) -> torch.Tensor:
+        """Ĉs from the network's output: Ĉ·out, or u itself (``output = preconditioned``: no solve)."""
+        return out if self.preconditioned_output else self.precondition(out, i)
+
     def quad(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """vᵀΣ_i v per sample."""
-        w = self.cov.sqrt_t_mul(v.reshape(v.shape[0], -1))
+        """vᵀΣ_i v per sample, for a score residual v = s − t. With ``output = preconditioned``
+        v is the output's residual Ĉ(s − t), and the same quantity is σ_i²·vᵀĈ⁻¹v."""
+        flat = v.reshape(v.shape[0], -1)
+        w = self.cov.inv_sqrt_mul(flat) if self.preconditioned_output else self.cov.sqrt_t_mul(flat)
         return self.scale(idx) ** 2 * (w * w).sum(1)
 
     def whiten(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -507,6 +537,7 @@ def adaptive(
     jitter: float,
     warmup: int,
     floor: float = 0.0,
+    output: str = "score",
     data: Any = None,
 ) -> AdaptiveNoise:
     if levels > 1 and sigma_max <= sigma_min:
@@ -519,7 +550,7 @@ def adaptive(
             f"noise adaptive: form = full needs a {dim}×{dim} matrix factorised every batch; "
             f"use form = lowrank (or diagonal) for D = {dim}"
         )
-    cfg = AdaptiveConfig(form, rank, s_d, eps, c0, normalize, estimate_on, jitter, warmup, floor)
+    cfg = AdaptiveConfig(form, rank, s_d, eps, c0, normalize, estimate_on, jitter, warmup, floor, output)
     noise = AdaptiveNoise(geometric_ladder(sigma_max, sigma_min, levels), dim, cfg)
     if c0 == "data_diag":
         noise.c0 = noise.cov = data_diagonal(data, dim, noise.s_d, eps, normalize, jitter, floor)
@@ -530,7 +561,10 @@ def adaptive(
 class ANSNDSM(DSM):
     """DSM with a covariance noise (§3.1). ``whitened``: ½(s − t)ᵀΣ_i(s − t) = ½‖Mᵀ(σ_i s) + z‖²,
     our reading of Eq. 3.1 (½σ²‖s − t‖², NCSN's λ = σ², for isotropic noise); ``sigma2``:
-    ½σ_i²‖s − t‖² whatever Ĉ is. Reports the residuals to the noise (update_residual)."""
+    ½σ_i²‖out − target‖² on the network's output whatever Ĉ is (the score, or u = Ĉs with
+    ``noise adaptive { output = preconditioned }``, where ``whitened`` is the same value as for
+    the score: ½σ_i²·rᵀĈ⁻¹r of the output's residual r). Reports the residuals to the noise
+    (update_residual)."""
 
     def __init__(self, weighting: str) -> None:
         super().__init__(SIGMA_SQUARED)
@@ -569,9 +603,13 @@ class PreconditionedLangevin:
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
         noise = ctx.noise
+        score, precondition = ctx.score, noise.precondition  # Ĉ s
+        if ctx.output is not None and hasattr(noise, "preconditioned_of"):  # the network gives Ĉs itself
+            out = ctx.output
+            score, precondition = (lambda x_, i: noise.preconditioned_of(out(x_, i), i)), None
         return sample_annealed_langevin(
-            ctx.score, x, host_sigmas(ctx), step_size=self.eps, steps_per_level=self.T,
-            generator=ctx.generator, precondition=noise.precondition,  # Ĉ s
+            score, x, host_sigmas(ctx), step_size=self.eps, steps_per_level=self.T,
+            generator=ctx.generator, precondition=precondition,
             noise_transform=getattr(noise, "precondition_sqrt", None),  # Ĉ^{1/2} z (None: isotropic)
             score_scale=(lambda i, sigma: 1.0 / sigma) if self.scaling == "divide_sigma" else None,
             record=ctx.record, record_every=self.record_every, name=ctx.stage_name or "preconditioned_langevin",

@@ -421,12 +421,22 @@ class Run:
         drawn = 0
 
         def score(x: torch.Tensor, i: int) -> torch.Tensor:
+            return score_of(output(x, i), i)
+
+        def output(x: torch.Tensor, i: int) -> torch.Tensor:  # the network's output (not always the score)
             if model is None:
                 raise ReproError(
                     "this experiment has no network; its sampler stages must use the exact score"
                 )
             idx = torch.full((x.shape[0],), int(i) % noise.num_levels, device=x.device, dtype=torch.long)
             return net(x, idx)
+
+        def plain(out: torch.Tensor, i: int) -> torch.Tensor:
+            return out
+
+        # noise adaptive with output = preconditioned: the network gives Ĉs, the score is Ĉ⁻¹ of it
+        converts = bool(getattr(noise, "preconditioned_output", False))
+        score_of = noise.score_of if converts else plain
 
         # speed settings (not hashed): bf16 autocast, a compiled / CUDA-graph score step
         net = (
@@ -480,6 +490,7 @@ class Run:
                         stage_name=name,
                         first_index=lo,
                         seed=self.spec.seed,
+                        output=output if converts else None,
                     )
                     try:
                         x = stage.run(x, ctx)

@@ -38,6 +38,9 @@ class SampleContext:
     # on any process), and the run's seed: what a stage keyed by sample index may depend on.
     first_index: int | None = None
     seed: int = 0
+    # The network's raw output at (x, i) where it is not the score (noise adaptive with
+    # output = preconditioned gives u = Ĉs; ``score`` is then Ĉ⁻¹u); None: the output is the score.
+    output: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     @property
     def sigmas(self) -> torch.Tensor:

@@ -488,11 +488,12 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
 
+        score_of = getattr(self.noise, "score_of", None)  # ANSN's output = preconditioned: Ĉ⁻¹u
+
         def score(x: torch.Tensor, i: int) -> torch.Tensor:
             idx = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            if weights is None:
-                return self.model(x, idx)
-            return functional_call(self.model, weights, (x, idx))
+            out = self.model(x, idx) if weights is None else functional_call(self.model, weights, (x, idx))
+            return out if score_of is None else score_of(out, i)
 
         try:
             gen = torch.Generator(device=self.device).manual_seed(0)

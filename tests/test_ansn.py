@@ -224,6 +224,67 @@ def test_ansn_dsm_weightings() -> None:
                           0.5 * sig**2 * (r**2).sum(1))  # fmt: skip
 
 
+@pytest.mark.parametrize("form", ["full", "diagonal", "lowrank"])
+def test_preconditioned_output_target_loss_and_score(form: str) -> None:
+    """noise adaptive { output = preconditioned }: the network's target is Ĉ times the score's
+    (−(x̃ − x)/σ², NCSN's), the whitened loss of an output residual Ĉr equals the score
+    parametrisation's of r, and Ĉ⁻¹ turns the output back into the score."""
+    d = 5
+    x, idx = torch.randn(8, d), torch.tensor([0, 1] * 4)
+    kw = {"form": form, "rank": 2}
+    s_par = trained(noise_for(d, [1.5, 0.3], **kw), data(200, d, 8), 40)
+    u_par = trained(noise_for(d, [1.5, 0.3], output="preconditioned", **kw), data(200, d, 8), 40)
+    xt_s, t_s = s_par.perturb(x, idx, torch.Generator().manual_seed(9))
+    xt_u, t_u = u_par.perturb(x, idx, torch.Generator().manual_seed(9))
+    assert torch.equal(xt_s, xt_u)  # the same perturbation
+    sig = s_par.sigmas[idx][:, None]
+    assert torch.allclose(t_u, -(xt_u - x) / sig**2, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(t_u, s_par.precondition(t_s, 0), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(u_par.score_of(t_u, 0), t_s, rtol=1e-3, atol=1e-3 * float(t_s.abs().max()))
+    assert torch.equal(u_par.preconditioned_of(t_u, 0), t_u)  # no solve on the sampler's path
+    eye = torch.eye(d)
+    assert torch.allclose(u_par.cov.sqrt_mul(u_par.cov.inv_sqrt_mul(eye)), eye, atol=1e-4)
+    r = torch.randn(8, d)
+    loss = build("loss", "ansn_dsm")
+    assert torch.allclose(
+        loss.per_sample(u_par.precondition(r, 0), idx, u_par), loss.per_sample(r, idx, s_par), rtol=1e-3
+    )
+    # sigma2 is NCSN's λ = σ² on whatever the network outputs
+    assert torch.allclose(
+        build("loss", "ansn_dsm", weighting="sigma2").per_sample(r, idx, u_par),
+        0.5 * s_par.sigmas[idx] ** 2 * (r**2).sum(1),
+    )
+
+
+def test_preconditioned_output_samples_the_same_chain() -> None:
+    """The preconditioned sampler given the network's u = Ĉs takes the step the score
+    parametrisation takes with s (no Ĉ⁻¹ then Ĉ round trip), and the plain annealed sampler
+    gets s = Ĉ⁻¹u."""
+    sig = [2.0, 0.5]
+    s_par = trained(noise_for(3, sig, form="full"), data(60, 3, 16), 20)
+    u_par = trained(noise_for(3, sig, form="full", output="preconditioned"), data(60, 3, 16), 20)
+    b = torch.tensor([0.3, -1.0, 2.0])
+
+    def s(x: torch.Tensor, i: int) -> torch.Tensor:
+        return -(x - b) * (i + 1)
+
+    def u(x: torch.Tensor, i: int) -> torch.Tensor:
+        return s_par.precondition(s(x, i), i)
+
+    ref = PreconditionedLangevin(4, 1e-2, "none", 0).run(
+        torch.zeros(5, 3), SampleContext(score=s, noise=s_par, generator=torch.Generator().manual_seed(3))
+    )
+    ctx = SampleContext(
+        score=lambda x, i: u_par.score_of(u(x, i), i),
+        noise=u_par,
+        generator=torch.Generator().manual_seed(3),
+        output=u,
+    )
+    got = PreconditionedLangevin(4, 1e-2, "none", 0).run(torch.zeros(5, 3), ctx)
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert torch.allclose(ctx.score(got, 1), s(got, 1), atol=1e-3)
+
+
 def test_estimate_on_residual_and_perturbed() -> None:
     d = 3
     model, x = Lin(d), data(64, d, 11).float()
@@ -359,19 +420,20 @@ def test_state_dict_round_trip_continues_identically(form: str, on: str) -> None
         assert key == "form" or torch.equal(sa["cov"][key], sb["cov"][key])
 
 
-def test_ansn_trains_and_samples_from_an_exp(write, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("output", ["score", "preconditioned"])
+def test_ansn_trains_and_samples_from_an_exp(write, tmp_path, output: str) -> None:  # type: ignore[no-untyped-def]
     from dsl.compiler import compile_file
     from ncsn_core.runner import run_spec
 
     src = """experiment a {
         data mixture2d { n_train = 1000, stds = [3.0, 0.3, 0.3, 3.0] }
-        noise adaptive { sigma_max = 5.0, sigma_min = 0.1, levels = 4, form = full }
+        noise adaptive { sigma_max = 5.0, sigma_min = 0.1, levels = 4, form = full, output = OUTPUT }
         network mlp { hidden = 16, conditional = true, scale_by_sigma = true }
         loss ansn_dsm { }
         train { iterations = 20, batch_size = 32, checkpoint_every = 10, log_every = 10 }
         sample { samples = 50, init = uniform(low = -8, high = 8),
                  stage preconditioned_langevin { steps_per_level = 5, step_size = 0.01 } }
-    }"""
+    }""".replace("OUTPUT", output)
     (spec,) = compile_file(write("a.exp", src))
     run_spec(spec, runs_dir=tmp_path / "runs", device="cpu", quiet=True)
     ck = sorted((tmp_path / "runs").glob("a/*/seed-0/train/checkpoints/*.pt"))[-1]

@@ -28,6 +28,7 @@ DECLARATIONS = (
             Param("floor", Float(min=0.0, max=1.0), 0.0, "eigenvalue floor of Ĉ relative to its mean eigenvalue trace/D: eigenvalues below floor·mean are raised to it (full: clipped in Ĉ's eigenbasis; diagonal: entries; lowrank: the diagonal part, so λ_min ≥ floor·mean); 0 = Eq. 2.5 as is. Needed where data have constant pixels (MNIST's border), which make cov(·) singular"),
             Param("jitter", Float(min=0.0), 1e-6, "added to Ĉ's diagonal after normalising and flooring"),
             Param("warmup", Int(min=0), 0, "batches t ≤ warmup use C₀ (Eq. 2.5 uses it at t = 0 only)"),
+            Param("output", Choice(("score", "preconditioned")), "score", "what the network outputs: score: s ≈ ∇log q_Σ, whose DSM target −Σ⁻¹(x̃ − x) applies a dense Ĉ⁻¹ to the noise; preconditioned: u ≈ Ĉ∇log q_Σ, target −(x̃ − x)/σ² (NCSN's, a local denoising map), the score being Ĉ⁻¹u: Eq. 3.1's 1/Σ outside the network (docs/ansn.md)"),
         ],
         doc="ANSN's adaptive-covariance noise Σ_i = σ_i²·Ĉ, Ĉ from a running covariance (Eq. 2.5-2.8)",
         facts=ladder("geometric"),

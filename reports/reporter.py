@@ -597,7 +597,12 @@ def protocol_text(r: RunRecord, metric: str) -> str:
 
 
 def floor_of(r: RunRecord, metric: str) -> float | None:
-    """The metric's floor when it has one: the domain classifier's test-vs-train value."""
+    """The metric's floor when it has one: the same metric for as many real images as the run
+    has samples (``domain_floor``: what a perfect model scores at this sample count; FID and
+    KID are biased upwards at small counts), else the domain classifier's whole-split value."""
+    matched = [v for v in (_num(x) for x in _values(r, "domain_floor", metric)) if v is not None]
+    if matched:
+        return statistics.fmean(matched)
     key = {"fid_domain": "floor_fid_domain_test_vs_train", "is_domain": "is_domain_test_split"}.get(metric)
     if key is None:
         return None
@@ -842,7 +847,9 @@ def method_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
             )
         out.append(
             {
-                "title": " vs ".join(dict.fromkeys(lbl for lbl, _ in pairs)) + f" ({base.paper})",
+                "title": base.paper
+                if base.paper.startswith(" vs ".join(dict.fromkeys(lbl for lbl, _ in pairs)))
+                else " vs ".join(dict.fromkeys(lbl for lbl, _ in pairs)) + f" ({base.paper})",
                 "paper": base.paper,
                 "metrics": metrics,
                 "directions": {m: _arrow(m) for m in metrics},

@@ -15,8 +15,11 @@ from typing import Any
 from ncsn_core import schema
 
 BLOCK_ORDER = ("data", "noise", "network", "loss", "train", "sample", "evaluate")
-# The blocks that make the method (NCSN / NCSNv2 / ANSN): its noise, loss, network, sampler.
+# The blocks that make the method (NCSN / NCSNv2 / ANSN): its noise, loss, network, sampler;
+# and the settings a method's paper fixes outside them: the EMA of the weights (NCSNv2's
+# Technique 5) and the dequantisation of the data (NCSN's code dequantises, NCSNv2's does not).
 METHOD_PREFIXES = ("noise", "loss", "network", "sample.stages", "sample.")
+METHOD_KEYS = ("train.ema", "data.dequantize")
 KEY_SETTINGS = (
     "data",
     "noise",
@@ -80,19 +83,22 @@ def diff(a: dict[str, str], b: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def is_method_key(key: str) -> bool:
-    return any(
+    return key in METHOD_KEYS or any(
         key == p or key.startswith(p + ".") or (p.endswith(".") and key.startswith(p))
         for p in METHOD_PREFIXES
     )
 
 
 def method_label(flat: dict[str, str]) -> str:
-    """NCSN, NCSNv2 or ANSN, from the blocks that make the method."""
+    """NCSN, NCSNv2 or ANSN, from the blocks that make the method: ANSN's adaptive noise or
+    preconditioned sampler; NCSNv2's EMA (Technique 5; its network alone does not decide: a
+    comparison may share one network, papers/compare_fashion.exp); NCSN's σ ladder."""
     if flat.get("noise") == "adaptive" or "preconditioned_langevin" in flat.get("sample.stages", ""):
         return "ANSN"
-    if flat.get("network") == "ncsnv2" or flat.get("train.ema", "0") not in ("0", "0.0"):
+    ema = flat.get("train.ema", "0")
+    if ema not in ("0", "0.0", "") or (flat.get("network") == "ncsnv2" and "train.ema" not in flat):
         return "NCSNv2"
-    if flat.get("network") == "ncsn" or flat.get("noise") == "geometric":
+    if flat.get("network") in ("ncsn", "ncsnv2") or flat.get("noise") == "geometric":
         return "NCSN"
     return f"{flat.get('noise', '?')} / {flat.get('network', '?')}"
 

@@ -148,6 +148,14 @@ def test_compare_fashion_ci_end_to_end(tmp_path: Path) -> None:
         assert r["protocol"]["domain_classifier"]["test_accuracy"] > 0.5
     text = results_table.table(entries)
     assert sum(line.startswith("| `compare_fashion_ci_") for line in text.splitlines()) == 3
+    # The report's method comparison: the file's experiments differ only in method (noise, loss,
+    # network, sampler, EMA, dequantisation), one row per method, in the papers' order.
+    from reports.reporter import collect, method_groups
+
+    (group,) = method_groups(collect(runs))
+    assert [r["method"] for r in group["rows"]] == ["NCSN", "NCSNv2", "ANSN"]
+    assert {r["nfe"] for r in group["rows"]} == {15}
+    assert all(r["metrics"]["fid_domain"] for r in group["rows"])
     assert "| floor: real images |" in text and "test accuracy" in text
     out = tmp_path / "img"
     assert results_table.main([str(runs), "--experiments", ",".join(names), "--img", str(out)]) == 0

@@ -56,6 +56,7 @@ def make_run(
     samples=100,
     extra_metrics=None,
     floor=None,
+    matched_floor=None,
     seconds=(10.0, 2.0, 1.0),
     nfe=1000,
     released=False,
@@ -107,6 +108,8 @@ def make_run(
             proto["weights"] = "released checkpoint x.pth (sha256 abc, format ncsn)"
         if floor is not None:
             proto["domain_classifier"] = {"sha256": "c" * 64, "floor_fid_domain_test_vs_train": floor}
+        if matched_floor is not None:  # the same metric for as many real images as samples
+            proto["domain_floor"] = {"what": f"{samples} real train images", metric: matched_floor}
         vals = {metric: fid, **{m: v + k for m, v in (extra_metrics or {}).items()}}
         (e / "metrics.json").write_text(json.dumps({**vals, "seconds": seconds[2], "protocol": proto}))
         (e / "DONE").write_text("x")
@@ -137,6 +140,18 @@ def test_collect_and_statistics(runs: Path) -> None:
     assert c.stat("fid") == pytest.approx((26.0, 0.7071, 2), rel=1e-3)
     assert recs["partialbbb"].seeds[0].status == "training"
     assert len(recs["partialbbb"].seeds[0].log) == 5  # the line cut by a kill is skipped
+
+
+def test_floor_prefers_the_sample_count_matched_one(tmp_path: Path) -> None:
+    """A method table's floor: the metric for as many real images as the run has samples when
+    the evaluation recorded it (FID at 128 samples is far above the whole-split 0.08), else the
+    domain classifier's whole-split value."""
+    from reports.reporter import floor_of
+
+    make_run(tmp_path, "a", "h1", {0: 30.0}, metric="fid_domain", floor=0.08, matched_floor=7.2, samples=128)
+    make_run(tmp_path, "b", "h2", {0: 30.0}, metric="fid_domain", floor=0.08)
+    by = {r.experiment: r for r in collect(tmp_path)}
+    assert floor_of(by["a"], "fid_domain") == 7.2 and floor_of(by["b"], "fid_domain") == 0.08
 
 
 def test_verdicts() -> None:

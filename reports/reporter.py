@@ -797,8 +797,10 @@ def sweep_table(recs: list[RunRecord]) -> dict[str, Any] | None:
 
 
 def method_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
-    """Experiments of one file that differ only in method (noise / loss / network / sampler):
-    a row per method, the metrics ± spread, floors, wall time and network evaluations."""
+    """Experiments of one file that compare methods (NCSN / NCSNv2 / ANSN): at least two
+    methods, the same data and evaluation; they may also differ in their papers' training recipe
+    (iterations, optimizer, checkpoint selection: papers/compare_cifar.exp), which each row
+    names. A row per method: the metrics ± spread, floors, wall time and network evaluations."""
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
         if r.ran and not r.swept:
@@ -813,11 +815,11 @@ def method_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
             continue
         flats = [r.flat for r in rs]
         if any(
-            not settings.is_method_key(k)
+            not settings.is_method_key(k) and k.split(".")[0] in ("data", "evaluate")
             for i in range(1, len(rs))
             for k, _, _ in settings.diff(flats[0], flats[i])
         ):
-            continue
+            continue  # not the same data or evaluation: not one comparison
         labels = [settings.method_label(f) for f in flats]
         if len(set(labels)) < 2:
             continue
@@ -843,6 +845,12 @@ def method_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
                     },
                     "grid": str(next((s.grid for s in r.seeds if s.grid), "") or ""),
                     "changed": [list(c) for c in settings.diff(base.flat, r.flat)],
+                    # beyond the method: the paper's training recipe (iterations, optimizer, ...)
+                    "recipe": [
+                        list(c)
+                        for c in settings.collapse(settings.diff(base.flat, r.flat))
+                        if not settings.is_method_key(c[0])
+                    ],
                 }
             )
         out.append(

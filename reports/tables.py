@@ -55,5 +55,7 @@ def method_notes(g: dict[str, Any]) -> list[str]:
             a, b = base["metrics"][m]["mean"], r["metrics"][m]["mean"]
             d = f"Δ {b - a:+.4g}" if a is not None and b is not None else "Δ –"
             parts.append(f"{m} {d} ({r['significance'][m]})")
-        out.append(f"{r['method']} vs {base['method']}: " + "; ".join(parts))
+        recipe = ", ".join(f"{k} {a} → {b}" for k, a, b in r.get("recipe", []))
+        also = f" (also its training recipe: {recipe})" if recipe else ""
+        out.append(f"{r['method']} vs {base['method']}{also}: " + "; ".join(parts))
     return out

@@ -168,3 +168,50 @@ def test_compare_fashion_ci_end_to_end(tmp_path: Path) -> None:
     metrics = json.loads(next((runs / names[0]).glob("*/seed-0/eval-*/metrics.json")).read_text())
     assert metrics["protocol"]["domain_floor"]["what"].startswith("100 real train images")
     print(f"compare_fashion_ci: {time.perf_counter() - t0:.1f}s")
+
+
+@pytest.mark.parametrize("name", ["compare_fashion", "compare_cifar"])
+def test_report_groups_the_comparison_files_into_one_method_table(name: str, tmp_path: Path) -> None:
+    """Run folders shaped like the runner's, with each experiment's compiled spec: the report
+    makes one method table (NCSN, NCSNv2, ANSN) of each comparison file. compare_cifar's methods
+    keep their papers' recipes, which the table's notes name; its published numbers are the papers'."""
+    from test_reports import make_run
+
+    from reports.reporter import collect, method_groups
+    from reports.tables import method_notes
+
+    path = ROOT / "papers" / f"{name}.exp"
+    source = path.read_text(encoding="utf-8")
+    specs = compile_file(path, compute_auto=False)
+    for k, s in enumerate(specs):
+        canon = {key: v for key, v in s.canonical().items() if key not in ("experiment", "hash", "published")}
+        make_run(
+            tmp_path,
+            s.experiment,
+            f"h{k}",
+            {0: 10.0 + k},
+            metric="fid_domain",
+            spec_blocks=canon,
+            source=source,
+        )
+    (group,) = method_groups(collect(tmp_path))
+    assert [r["method"] for r in group["rows"]] == ["NCSN", "NCSNv2", "ANSN"]
+    notes = method_notes(group)
+    if name == "compare_cifar":
+        assert "train.iterations 200000 → 300000" in notes[0] and "training recipe" in notes[0]
+        trains = {s.experiment: s.train_hash() for s in specs}
+        papers = {
+            s.experiment: s.train_hash()
+            for f in ("ncsn_cifar", "ncsnv2_cifar", "ansn_cifar")
+            for s in compile_file(ROOT / "papers" / f"{f}.exp", compute_auto=False)
+        }
+        # the papers' own trainings: a runs folder holding them computes nothing new
+        assert trains["compare_cifar_ncsn"] == papers["ncsn_cifar10"]
+        assert trains["compare_cifar_ncsnv2"] == papers["ncsnv2_cifar10"]
+        assert trains["compare_cifar_ansn"] == papers["ansn_cifar10"]
+        assert {p.label for s in specs for p in s.published} >= {
+            "NCSN, Table 1",
+            "NCSNv2 poster, w/ denoising",
+        }
+    else:
+        assert "training recipe" not in " ".join(notes)  # equal budgets: only the methods differ

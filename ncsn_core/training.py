@@ -477,9 +477,11 @@ class Trainer:
         """``preview_samples`` images from the EMA weights (the model's without EMA), clamped
         to [0, 1]: NCSN Alg. 1 with T = 1 and ε = σ_L² (so α_i = σ_i², a step that moves a
         σ_i-noisy point to the data as far as one step can), then the denoising step
-        x + σ_L²·s(x, σ_L) (NCSNv2). Not the experiment's sampler (the sample stage is what is
-        evaluated); drawn from its own generator, seed 0, so previews at different steps start
-        from the same noise and the training's streams are untouched."""
+        x + σ_L²·s(x, σ_L) (NCSNv2). With ANSN's noise Σ_i = σ_i²Ĉ the steps are Ĉ-preconditioned
+        (α_i/2·Ĉs + √α_i·Ĉ^{1/2}z, and x + σ_L²·Ĉs: an isotropic step would diverge along Ĉ's
+        thin directions). Not the experiment's sampler (the sample stage is what is evaluated);
+        drawn from its own generator, seed 0, so previews at different steps start from the same
+        noise and the training's streams are untouched."""
         from torch.func import functional_call
 
         from .samplers import sample_annealed_langevin
@@ -487,13 +489,14 @@ class Trainer:
         weights = self.ema.state_dict() if self.ema is not None else None
         was_training = self.model.training
         self.model.eval()
+        # ANSN: the preconditioned score Ĉs from the output (u itself with output = preconditioned)
+        to_step = getattr(self.noise, "preconditioned_of", None)
+        noise_transform = getattr(self.noise, "precondition_sqrt", None)
 
-        score_of = getattr(self.noise, "score_of", None)  # ANSN's output = preconditioned: Ĉ⁻¹u
-
-        def score(x: torch.Tensor, i: int) -> torch.Tensor:
+        def step_dir(x: torch.Tensor, i: int) -> torch.Tensor:
             idx = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             out = self.model(x, idx) if weights is None else functional_call(self.model, weights, (x, idx))
-            return out if score_of is None else score_of(out, i)
+            return out if to_step is None else to_step(out, i)
 
         try:
             gen = torch.Generator(device=self.device).manual_seed(0)
@@ -501,9 +504,16 @@ class Trainer:
             shape = (self.s["preview_samples"], *self.data.shape)
             x = torch.rand(shape, generator=gen, device=self.device)
             x = sample_annealed_langevin(
-                score, x, sigmas, step_size=sigmas[-1] ** 2, steps_per_level=1, generator=gen, name="preview"
+                step_dir,
+                x,
+                sigmas,
+                step_size=sigmas[-1] ** 2,
+                steps_per_level=1,
+                generator=gen,
+                noise_transform=noise_transform,
+                name="preview",
             )
-            x = x + sigmas[-1] ** 2 * score(x, len(sigmas) - 1)
+            x = x + sigmas[-1] ** 2 * step_dir(x, len(sigmas) - 1)
         finally:
             self.model.train(was_training)
         return x.clamp(0.0, 1.0).float().cpu()

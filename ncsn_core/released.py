@@ -57,8 +57,22 @@ def released(path: str, format: str, published: str = "") -> dict[str, Any]:  # 
 _RCU = re.compile(r"^(adapt_convs\.\d+|output_convs)\.(convs|norms)\.(\d+)\.(.*)$")
 
 
-def official_name(key: str) -> str:
-    """repro's parameter name → the official code's (without ``module.``).
+# NCSNv2Deepest (ermongroup/ncsnv2 models/ncsnv2.py) names its six encoder stages res1, res2,
+# res3, res31, res4, res5 and its refine blocks, deepest first, refine1, refine2, refine31,
+# refine3, refine4, refine5; the 4- and 5-stage networks number them straight through.
+_DEEPEST_RES = ("res1", "res2", "res3", "res31", "res4", "res5")
+_DEEPEST_REFINE = ("refine1", "refine2", "refine31", "refine3", "refine4", "refine5")
+
+
+def n_stages(keys: Any) -> int:
+    """How many encoder stages a repro RefineNet state dict has (4, 5 or 6)."""
+    found = [int(k.split(".")[1]) for k in keys if k.startswith("stages.")]
+    return max(found) + 1 if found else 0
+
+
+def official_name(key: str, stages: int = 4) -> str:
+    """repro's parameter name → the official code's (without ``module.``); ``stages``: the
+    network's number of encoder stages (:func:`n_stages`; 6 = NCSNv2Deepest's res31/refine31).
 
     ``begin`` → ``begin_conv``, ``end`` → ``end_conv``, ``final_norm`` → ``normalizer``,
     ``stages.k.j`` → ``res<k+1>.j`` (``norm1/2`` → ``normalize1/2``), ``refines.k`` →
@@ -74,7 +88,8 @@ def official_name(key: str) -> str:
         )
     if head == "stages":
         rest = [{"norm1": "normalize1", "norm2": "normalize2"}.get(parts[3], parts[3]), *parts[4:]]
-        return ".".join([f"res{int(parts[1]) + 1}", parts[2], *rest])
+        k = int(parts[1])
+        return ".".join([_DEEPEST_RES[k] if stages == 6 else f"res{k + 1}", parts[2], *rest])
     if head == "refines":
         rest = ".".join(parts[2:])
         rest = re.sub(r"^adapt\.", "adapt_convs.", rest)
@@ -84,14 +99,17 @@ def official_name(key: str) -> str:
             n = int(m.group(3))
             kind = "conv" if m.group(2) == "convs" else "norm"
             rest = f"{m.group(1)}.{n // 2 + 1}_{n % 2 + 1}_{kind}.{m.group(4)}"
-        return f"refine{int(parts[1]) + 1}.{rest}"
+        k = int(parts[1])
+        return f"{_DEEPEST_REFINE[k] if stages == 6 else f'refine{k + 1}'}.{rest}"
     return key
 
 
 def _official_keys(model: Any, fmt: str) -> dict[str, str]:
     """repro name → official name of every state-dict entry the official network has (NCSN's
     network has no σ buffer)."""
-    return {k: official_name(k) for k in model.state_dict() if not (fmt == "ncsn" and k == "sigmas")}
+    sd = model.state_dict()
+    depth = n_stages(sd)
+    return {k: official_name(k, depth) for k in sd if not (fmt == "ncsn" and k == "sigmas")}
 
 
 # --------------------------------------------------------------------------- reading
@@ -315,7 +333,10 @@ def export(src: Path, fmt: str, out: Path) -> str:
         raise UserError(
             f"repro export: {path} holds {net}; export it with --format {'ncsn' if conditional else 'ncsnv2'}"
         )
-    score = {PREFIX + official_name(k): v for k, v in sd.items() if not (fmt == "ncsn" and k == "sigmas")}
+    depth = n_stages(sd)
+    score = {
+        PREFIX + official_name(k, depth): v for k, v in sd.items() if not (fmt == "ncsn" and k == "sigmas")
+    }
     optimizer = f["optimizer"] if f["optimizer"] is not None else {"state": {}, "param_groups": []}
     if fmt == "ncsn":
         states: list[Any] = [score, optimizer]
@@ -323,7 +344,7 @@ def export(src: Path, fmt: str, out: Path) -> str:
         # The EMA helper registers parameters only (named with DataParallel's prefix); without
         # an EMA in training the shadow is the weights themselves.
         ema_src = f["ema"] if f["ema"] is not None else sd
-        shadow = {PREFIX + official_name(k): v for k, v in ema_src.items() if k != "sigmas"}
+        shadow = {PREFIX + official_name(k, depth): v for k, v in ema_src.items() if k != "sigmas"}
         states = [score, optimizer, 0, int(f["step"] or 0), shadow]
     atomic.write_with(Path(out), lambda fh: torch.save(states, fh))
     return f"wrote {out} ({fmt} format, from {path}, step {f['step']})"

@@ -230,3 +230,43 @@ def test_repro_format_reads_a_repro_checkpoint(write, tmp_path) -> None:  # type
     wrong = write("wrong.exp", 'import "src.exp"\n' + RELEASED.format(path=ck, fmt="ncsnv2"))
     with pytest.raises(CheckpointError, match="use format = repro"):
         run_spec(one(wrong), runs_dir=runs, device="cpu", until="sample", quiet=True)
+
+
+def test_official_names_follow_the_official_modules() -> None:
+    """Top-level names as ermongroup/ncsn (CondRefineNetDilated) and ermongroup/ncsnv2
+    (NCSNv2, NCSNv2Deeper, NCSNv2Deepest: res31/refine31 between res3/res4 and refine2/refine3)
+    define them, with shapes that place each block: Deepest's res31 is a plain down-sampling
+    block (ConvMeanPool: conv2.conv), its res4 the dilated one that doubles the width."""
+    from ncsn_core import registry
+
+    sig = torch.linspace(1.0, 0.01, 4)
+
+    def official(net: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        decl = registry.lookup("network", net)
+        params, errors = decl.check_params({"ngf": 4})
+        assert not errors
+        sd = decl.builder(**params, shape=shape, sigmas=sig).state_dict()
+        depth = rel.n_stages(sd)
+        return {rel.official_name(k, depth): tuple(v.shape) for k, v in sd.items()}
+
+    def heads(names: dict[str, tuple[int, ...]]) -> list[str]:
+        return sorted({k.split(".")[0] for k in names})
+
+    common = ["begin_conv", "end_conv", "normalizer"]
+    four = [f"res{i}" for i in range(1, 5)] + [f"refine{i}" for i in range(1, 5)]
+    ncsn = official("ncsn", (3, 32, 32))
+    # CondRefineNetDilated has no σ buffer: the ncsn format leaves repro's out
+    assert heads({k: v for k, v in ncsn.items() if k != "sigmas"}) == sorted([*common, *four])
+    assert ncsn["res2.0.conv2.conv.weight"] == (8, 4, 3, 3)  # ConvMeanPool
+    assert ncsn["refine4.output_convs.3_2_conv.weight"] == (4, 4, 3, 3)  # 3 RCU blocks at the end
+    assert "normalizer.embed.weight" in ncsn  # CondInstanceNorm++
+    v2 = official("ncsnv2", (3, 32, 32))
+    assert heads(v2) == sorted([*common, *four, "sigmas"]) and "normalizer.alpha" in v2
+    deeper = official("ncsnv2_deeper", (3, 64, 64))
+    assert heads(deeper) == sorted([*common, *four, "res5", "refine5", "sigmas"])
+    deepest = official("ncsnv2_deepest", (3, 128, 128))
+    assert heads(deepest) == sorted([*common, *four, "res5", "res31", "refine5", "refine31", "sigmas"])
+    assert deepest["res31.0.conv2.conv.weight"] == (8, 8, 3, 3)  # 2ngf → 2ngf, down, no dilation
+    assert deepest["res4.0.conv2.weight"] == (16, 8, 3, 3)  # 2ngf → 4ngf, dilated
+    assert deepest["refine2.adapt_convs.0.1_1_conv.weight"] == (16, 16, 3, 3)  # [4ngf, 4ngf] → 2ngf
+    assert deepest["refine31.adapt_convs.0.1_1_conv.weight"] == (8, 8, 3, 3)  # [2ngf, 2ngf] → 2ngf

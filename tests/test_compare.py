@@ -215,3 +215,24 @@ def test_report_groups_the_comparison_files_into_one_method_table(name: str, tmp
         }
     else:
         assert "training recipe" not in " ".join(notes)  # equal budgets: only the methods differ
+
+
+def test_results_table_reads_stages_reused_from_another_experiment(tmp_path: Path) -> None:
+    """compare_fashion_seeds.exp reuses seed 0 of compare_fashion.exp (same run hash, "train:
+    reusing ..."): its seed folder holds only env.json, and the table reads the stages where
+    they are."""
+    runs = tmp_path / "runs"
+    for name in ("a", "a_seeds"):
+        (runs / name / "h1" / "seed-0").mkdir(parents=True)
+        (runs / name / "h1" / "spec.json").write_text(json.dumps({"description": name}))
+    done = runs / "a" / "h1" / "seed-0"
+    (done / "train").mkdir()
+    (done / "train" / "results.json").write_text(json.dumps({"seconds": 30.0, "iterations": 10}))
+    ev = done / "eval-e1"
+    ev.mkdir()
+    (ev / "stage.json").write_text("{}")
+    (ev / "metrics.json").write_text(json.dumps({"fid_domain": 12.5, "protocol": {}}))
+    (ev / "DONE").write_text("x")
+    (entry,) = results_table.read_runs(runs, ["a_seeds"])
+    (row,) = entry["seeds"]
+    assert row["train_s"] == 30.0 and row["metrics"]["fid_domain"] == 12.5

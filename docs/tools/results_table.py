@@ -47,9 +47,21 @@ def _one(folder: Path, pattern: str) -> Path | None:
     return found[-1] if found else None
 
 
-def read_seed(seed_dir: Path) -> dict[str, Any]:
-    """Everything the table needs from one seed folder (missing stages are left out)."""
+def _with_stages(seed_dir: Path, others: list[Path]) -> Path:
+    """The seed folder that holds this seed's stages: its own, or, where `repro run` reused
+    them (another experiment of the runs folder with the same run hash and seed: "train:
+    reusing ..."), that one."""
+    for d in [seed_dir, *others]:
+        if (d / "train" / "results.json").exists() or _one(d, "eval-*") is not None:
+            return d
+    return seed_dir
+
+
+def read_seed(seed_dir: Path, others: list[Path] | None = None) -> dict[str, Any]:
+    """Everything the table needs from one seed folder (missing stages are left out);
+    ``others``: the same run hash and seed under other experiments, where reused stages live."""
     row: dict[str, Any] = {"seed": seed_dir.name.removeprefix("seed-")}
+    seed_dir = _with_stages(seed_dir, others or [])
     env = seed_dir / "env.json"
     if env.exists():
         row["env"] = _json(env)
@@ -86,7 +98,11 @@ def read_runs(runs: Path, experiments: list[str] | None = None) -> list[dict[str
             raise SystemExit(f"no run of experiment {name!r} under {runs}")
         for spec_file in runs_of:
             spec = _json(spec_file)
-            seeds = [read_seed(d) for d in sorted(spec_file.parent.glob("seed-*"))]
+            h = spec_file.parent.name
+            seeds = [
+                read_seed(d, sorted(p for p in runs.glob(f"*/{h}/{d.name}") if p != d))
+                for d in sorted(spec_file.parent.glob("seed-*"))
+            ]
             out.append({"experiment": name, "description": spec.get("description", ""), "seeds": seeds})
     return out
 

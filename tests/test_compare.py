@@ -236,3 +236,16 @@ def test_results_table_reads_stages_reused_from_another_experiment(tmp_path: Pat
     (entry,) = results_table.read_runs(runs, ["a_seeds"])
     (row,) = entry["seeds"]
     assert row["train_s"] == 30.0 and row["metrics"]["fid_domain"] == 12.5
+
+
+def test_results_table_marks_differences_within_the_seed_spread() -> None:
+    def entry(name: str, fids: list[float]) -> dict:
+        return {"experiment": name, "seeds": [{"metrics": {"fid_domain": f}} for f in fids]}
+
+    text = results_table.significance(
+        [entry("a", [10.0, 12.0, 14.0]), entry("b", [11.0, 13.0, 15.0]), entry("c", [40.0, 41.0, 42.0])]
+    )
+    lines = [ln for ln in text.splitlines() if ln.startswith("- ")]
+    assert "`b` vs `a`: FID (domain) +1.00 (not significant)" in lines[0]
+    assert "`c` vs `a`: FID (domain) +29.00 (significant)" in lines[1]
+    assert results_table.significance([entry("a", [1.0]), entry("b", [2.0])]) == ""  # one seed

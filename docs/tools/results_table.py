@@ -4,14 +4,16 @@
 
 RUNS is a runs folder (``repro run ... --runs RUNS``). For every experiment found there (or
 the ones named, in that order) it reads each seed's ``train/results.json``,
-``sample-*/results.json`` and ``eval-*/metrics.json`` and prints one Markdown row per
+``sample-*/results.json`` and ``eval-*/metrics.json`` (where ``repro run`` reused a seed's
+stages from another experiment with the same run hash, there) and prints one Markdown row per
 experiment: wall times per stage, NFE per sample, and each metric as mean ± spread (sample
 standard deviation) over the seeds; then the floor row (real images in place of samples)
 and the domain classifier's test accuracy. ``--img`` copies each experiment's first seed's
 ``grid.png`` there as ``<experiment>.png``. The evaluation stage's wall time is not in its
 files: it is the time between its ``stage.json`` and its ``DONE`` marker. ``--write FILE``
 replaces the text between FILE's ``<!-- results-table:begin -->`` and
-``<!-- results-table:end -->`` lines with the table instead of printing it.
+``<!-- results-table:end -->`` lines with the table instead of printing it (``--block B``:
+the ``results-table:B:begin`` / ``:end`` lines, for a second table in the same file).
 
 Reads the run folders only through their documented layout (docs/architecture.md); no torch.
 """
@@ -167,6 +169,32 @@ def table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
 
 
+def significance(entries: list[dict[str, Any]]) -> str:
+    """With several seeds: each method against the first row, per metric, marked as the report
+    marks it (reports/reporter.py significance): "not significant" when the difference of the
+    means is within √(sd₁² + sd₂²) of the two seed spreads."""
+
+    def values(e: dict[str, Any], key: str) -> list[float]:
+        return [s["metrics"][key] for s in e["seeds"] if key in s.get("metrics", {})]
+
+    if len(entries) < 2 or any(len(values(e, METRICS[0][0])) < 2 for e in entries):
+        return ""
+    base = entries[0]
+    lines = []
+    for e in entries[1:]:
+        parts = []
+        for key, title, fmt in METRICS:
+            a, b = values(base, key), values(e, key)
+            if len(a) < 2 or len(b) < 2:
+                continue
+            d = statistics.fmean(b) - statistics.fmean(a)
+            band = math.hypot(statistics.stdev(a), statistics.stdev(b))
+            mark = "not significant" if abs(d) <= band else "significant"
+            parts.append(f"{title.rstrip(' ↑↓')} {'+' if d >= 0 else '−'}{fmt.format(abs(d))} ({mark})")
+        lines.append(f"- `{e['experiment']}` vs `{base['experiment']}`: " + "; ".join(parts))
+    return "\nDifferences of the means over seeds:\n\n" + "\n".join(lines) + "\n"
+
+
 def header(entries: list[dict[str, Any]]) -> str:
     envs = [s["env"] for e in entries for s in e["seeds"] if "env" in s]
     if not envs:
@@ -201,7 +229,15 @@ def all_finite(entries: list[dict[str, Any]]) -> bool:
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 
 
-def write_between(path: Path, text: str) -> None:
+def markers(block: str = "") -> tuple[str, str]:
+    """The marker lines of one table in a document: ``results-table`` or ``results-table:<block>``."""
+    if not block:
+        return BEGIN, END
+    return f"<!-- results-table:{block}:begin -->", f"<!-- results-table:{block}:end -->"
+
+
+def write_between(path: Path, text: str, block: str = "") -> None:
+    BEGIN, END = markers(block)  # noqa: N806 - the module's names, for this block
     doc = path.read_text(encoding="utf-8")
     if BEGIN not in doc or END not in doc:
         raise SystemExit(f"{path} has no {BEGIN} ... {END} lines to put the table between")
@@ -222,13 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--write", type=Path, default=None, help="put the table between FILE's results-table markers"
     )
+    ap.add_argument(
+        "--block",
+        default="",
+        help="with --write: the markers results-table:BLOCK:begin/end (several tables in one file)",
+    )
     a = ap.parse_args(argv)
     entries = read_runs(a.runs, [x for x in a.experiments.split(",") if x] or None)
-    text = header(entries) + "\n" + table(entries)
+    text = header(entries) + "\n" + table(entries) + significance(entries)
     if a.write is None:
         sys.stdout.write(text)
     else:
-        write_between(a.write, text)
+        write_between(a.write, text, a.block)
     if a.img is not None:
         a.img.mkdir(parents=True, exist_ok=True)
         for e in entries:

@@ -420,8 +420,12 @@ class Run:
         t0 = time.perf_counter()
         drawn = 0
 
+        # noise adaptive with output = preconditioned: the network gives Ĉs, the score is Ĉ⁻¹ of it
+        converts = bool(getattr(noise, "preconditioned_output", False))
+
         def score(x: torch.Tensor, i: int) -> torch.Tensor:
-            return score_of(output(x, i), i)
+            out = output(x, i)
+            return noise.score_of(out, i) if converts else out
 
         def output(x: torch.Tensor, i: int) -> torch.Tensor:  # the network's output (not always the score)
             if model is None:
@@ -430,13 +434,6 @@ class Run:
                 )
             idx = torch.full((x.shape[0],), int(i) % noise.num_levels, device=x.device, dtype=torch.long)
             return net(x, idx)
-
-        def plain(out: torch.Tensor, i: int) -> torch.Tensor:
-            return out
-
-        # noise adaptive with output = preconditioned: the network gives Ĉs, the score is Ĉ⁻¹ of it
-        converts = bool(getattr(noise, "preconditioned_output", False))
-        score_of = noise.score_of if converts else plain
 
         # speed settings (not hashed): bf16 autocast, a compiled / CUDA-graph score step
         net = (

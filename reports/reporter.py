@@ -853,11 +853,10 @@ def method_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
                     ],
                 }
             )
+        methods = " vs ".join(dict.fromkeys(lbl for lbl, _ in pairs))
         out.append(
             {
-                "title": base.paper
-                if base.paper.startswith(" vs ".join(dict.fromkeys(lbl for lbl, _ in pairs)))
-                else " vs ".join(dict.fromkeys(lbl for lbl, _ in pairs)) + f" ({base.paper})",
+                "title": base.paper if base.paper.startswith(methods) else f"{methods} ({base.paper})",
                 "paper": base.paper,
                 "metrics": metrics,
                 "directions": {m: _arrow(m) for m in metrics},

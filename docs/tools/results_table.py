@@ -237,13 +237,13 @@ def markers(block: str = "") -> tuple[str, str]:
 
 
 def write_between(path: Path, text: str, block: str = "") -> None:
-    BEGIN, END = markers(block)  # noqa: N806 - the module's names, for this block
+    begin, end = markers(block)
     doc = path.read_text(encoding="utf-8")
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} lines to put the table between")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}{END}{tail}", encoding="utf-8")
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {begin} ... {end} lines to put the table between")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

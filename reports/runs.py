@@ -19,7 +19,10 @@ from typing import Any
 
 from ncsn_core import layout
 from reports import settings
-from reports.reporter import RunRecord, _labels, _metric_cell, _metric_names, collect, fmt_num, significance
+from reports.judge import significance
+from reports.read import RunRecord, _metric_names, collect
+from reports.shape import _labels, _metric_cell
+from reports.tables import fmt_num
 
 STATUSES = ("done", "running", "failed", "stale")
 _STAGE_NAMES = {layout.TRAIN: "train", layout.SAMPLE: "sample", layout.EVAL: "evaluate"}

@@ -1,4 +1,4 @@
-"""Table helpers shared by the report's renderers (reports.reporter, reports.terminal)."""
+"""Table helpers shared by the report's renderers (reports.render, reports.terminal)."""
 
 from __future__ import annotations
 

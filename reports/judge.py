@@ -1,0 +1,182 @@
+"""Judge: the statistics of a run's numbers, whether its protocol matches the paper's, the
+verdict against a published number, the significance of a difference, and the metric's floor.
+Torch-free."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ncsn_core.registry import lower_is_better
+from reports.read import RunRecord, _num
+from reports.tables import fmt_num
+
+DEFAULT_TOLERANCE = 0.10  # relative; the verdict's band when the paper gives no uncertainty
+
+
+# ----------------------------------------------------------------------------- numbers
+def fmt_stat(st: tuple[float, float, int] | None, spread: float | None = None) -> str:
+    if st is None:
+        return "–"
+    sd = st[1] if st[2] > 1 else spread
+    return fmt_num(st[0]) + (f" ± {fmt_num(sd, 3)}" if sd is not None else "")
+
+
+def verdict(value: float, pub: float, err: float | None, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    """Within the published uncertainty (|Δ| ≤ its ±), within ``tolerance`` (relative), or off."""
+    delta = value - pub
+    if err is not None and err > 0 and abs(delta) <= err:
+        return "within published uncertainty"
+    if abs(delta) <= tolerance * abs(pub):
+        return f"within {tolerance:.0%}"
+    return "off"
+
+
+def _published_value(pv: Any) -> tuple[float | None, float | None]:
+    if isinstance(pv, dict):
+        v, e = _num(pv.get("value")), _num(pv.get("error"))
+    else:
+        v, e = _num(pv), None
+    return v, e
+
+
+def _arrow(metric: str) -> str:
+    return "↓" if lower_is_better(metric) else "↑"
+
+
+def _spread(r: RunRecord, metric: str) -> float | None:
+    st = r.stat(metric)
+    if st is None:
+        return None
+    return st[1] if st[2] > 1 else r.within_run_std(metric)
+
+
+def significance(a: RunRecord, b: RunRecord, metric: str) -> str:
+    """Whether b's mean differs from a's by more than their spreads (seeds, else within-run)."""
+    sa, sb = a.stat(metric), b.stat(metric)
+    if sa is None or sb is None:
+        return "–"
+    da, db = _spread(a, metric), _spread(b, metric)
+    if da is None and db is None:
+        return "one seed each: significance unknown"
+    band = math.sqrt((da or 0.0) ** 2 + (db or 0.0) ** 2)
+    return "not significant" if abs(sb[0] - sa[0]) <= band else "significant"
+
+
+# ----------------------------------------------------------------------------- protocols
+FID_LIKE = ("fid", "fid_domain", "kid")
+INCEPTION_METRICS = ("fid", "inception_score", "kid", "precision", "recall", "f_score")
+SAMPLES_NOTE = "FID from 1,000 samples reads ≈39 for a model whose 50k FID is 10.87 (ermongroup/ncsnv2#8)"
+CHECKPOINT_NOTE = "moves FID by ~0.4 (yang-song/score_sde_pytorch#18)"
+
+
+def _values(r: RunRecord, *keys: str) -> list[Any]:
+    out: list[Any] = []
+    for s in r.complete_seeds:
+        v: Any = s.protocol
+        for k in keys:
+            v = v.get(k) if isinstance(v, dict) else None
+        if v is not None and v not in out:
+            out.append(v)
+    return out
+
+
+def _int(v: Any) -> int | None:
+    x = _num(v)
+    return int(x) if x is not None else None
+
+
+def _checkpoint_text(c: Any) -> str:
+    return {"best_fid": "best by FID", "last": "last"}.get(str(c), f"step {c}")
+
+
+def protocol_reasons(pub: dict[str, Any], r: RunRecord, metric: str) -> list[str]:
+    """Why ``r``'s numbers are not comparable with the published ones (empty: comparable)."""
+    want = pub.get("protocol") if isinstance(pub.get("protocol"), dict) else {}
+    reasons: list[str] = []
+    if not want or not r.complete_seeds:
+        return reasons
+    n_pub = _int(want.get("samples"))
+    if n_pub is not None:
+        for n in (_int(v) for v in _values(r, "samples")):
+            if n is not None and n != n_pub:
+                text = f"{n:,} samples vs the paper's {n_pub:,}"
+                if metric in FID_LIKE and n < n_pub:
+                    text += f": {SAMPLES_NOTE}"
+                reasons.append(text)
+    ref = want.get("reference")
+    if ref:
+        got = [str(v) for v in _values(r, "reference_split")] or [
+            str(v).rsplit(":", 1)[-1] for v in _values(r, "reference")
+        ]
+        for g in got:
+            if g != str(ref):
+                reasons.append(f"reference: the {g} split vs the paper's {ref} split")
+    ck = want.get("checkpoint")
+    if ck is not None and not r.released:
+        mine = r.checkpoint
+        theirs = _checkpoint_text(ck)
+        # the papers' best_fid is a select block by FID with sample.checkpoint = best
+        if ck == "best_fid" and r.selected_by == "fid":
+            mine = theirs
+        if mine != theirs:
+            text = f"checkpoint: {mine} vs {theirs}"
+            if metric in FID_LIKE and "best by FID" in (mine, theirs):
+                text += f": {CHECKPOINT_NOTE}"
+            reasons.append(text)
+    it = _int(want.get("iterations"))
+    if it is not None and not r.released:
+        for i in sorted({s.iterations for s in r.complete_seeds if s.iterations is not None}):
+            if i != it:
+                reasons.append(f"{i:,} training iterations vs the paper's {it:,}")
+    w = want.get("inception_weights")
+    if w and metric in INCEPTION_METRICS:
+        for path, sha in zip(
+            _values(r, "inception_weights") or [""], _values(r, "inception_weights_sha256") or [""]
+        ):
+            if str(w) not in str(path) and not str(sha).startswith(str(w)):
+                reasons.append(f"Inception weights: {Path(str(path)).name or sha[:12]} vs the paper's {w}")
+    return reasons
+
+
+def protocol_text(r: RunRecord, metric: str) -> str:
+    """The run's evaluation protocol in one cell: samples · reference · checkpoint · iterations."""
+    if not r.complete_seeds:
+        return "–"
+    parts = []
+    n = [str(v) for v in _values(r, "samples")]
+    if n:
+        parts.append(" / ".join(n) + " samples")
+    ref = [str(v) for v in _values(r, "reference")]
+    if ref:
+        parts.append("ref " + " / ".join(ref))
+    parts.append(r.checkpoint)
+    iters = sorted({s.iterations for s in r.complete_seeds if s.iterations is not None})
+    if iters and not r.released:
+        parts.append(" / ".join(f"{i:,}" for i in iters) + " it")
+    key = (
+        ("domain_classifier", "sha256")
+        if metric in ("fid_domain", "is_domain")
+        else ("inception_weights_sha256",)
+    )
+    w = [str(v)[:12] for v in _values(r, *key)]
+    if w:
+        parts.append(("classifier " if len(key) == 2 else "weights ") + " / ".join(w))
+    return " · ".join(parts)
+
+
+def floor_of(r: RunRecord, metric: str) -> float | None:
+    """The metric's floor when it has one: the same metric for as many real images as the run
+    has samples (``domain_floor``: what a perfect model scores at this sample count; FID and
+    KID are biased upwards at small counts), else the domain classifier's whole-split value."""
+    matched = [v for v in (_num(x) for x in _values(r, "domain_floor", metric)) if v is not None]
+    if matched:
+        return statistics.fmean(matched)
+    key = {"fid_domain": "floor_fid_domain_test_vs_train", "is_domain": "is_domain_test_split"}.get(metric)
+    if key is None:
+        return None
+    vals = [_num(v) for v in _values(r, "domain_classifier", key)]
+    vals = [v for v in vals if v is not None]
+    return statistics.fmean(vals) if vals else None

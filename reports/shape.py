@@ -1,0 +1,465 @@
+"""Shape: the records as the report's document: comparison rows against the papers, sweep
+pivots, ablations against the parent run, method groups, run summaries (one JSON-able dict
+that every renderer reads). Torch-free."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ncsn_core.registry import lower_is_better
+from reports import settings
+from reports.judge import (
+    DEFAULT_TOLERANCE,
+    _arrow,
+    _published_value,
+    _spread,
+    floor_of,
+    fmt_stat,
+    protocol_reasons,
+    protocol_text,
+    significance,
+    verdict,
+)
+from reports.read import RunRecord, _metric_names, _num, _sweep_sort_key, _value_key
+from reports.tables import fmt_num
+
+
+def selection_doc(sel: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A selection for the report: the metric against the training step, and the winner."""
+    if not sel:
+        return None
+    metric = str(sel.get("metric") or "")
+    best = sel.get("best") if isinstance(sel.get("best"), dict) else {}
+    rows = []
+    for c in sorted(sel.get("candidates") or [], key=lambda c: _num(c.get("step")) or 0):
+        v = _num(c.get("value"))
+        rows.append(
+            {
+                "step": int(c["step"]),
+                "value": v,
+                "text": fmt_num(v) if v is not None else "failed",
+                "samples": c.get("samples"),
+                "seconds": c.get("seconds"),
+                "best": best.get("step") == c.get("step"),
+            }
+        )
+    won = (
+        f"step {best['step']:,} ({metric} {fmt_num(best.get('value'))})"
+        if best.get("step") is not None
+        else ""
+    )
+    return {
+        "metric": metric,
+        "direction": "lower" if lower_is_better(metric) else "higher",
+        "rows": rows,
+        "best": won or "not chosen yet",
+        "samples": sel.get("samples"),
+    }
+
+
+# ----------------------------------------------------------------------------- the document
+def _labels(records: list[RunRecord]) -> None:
+    """Each record's label: its experiment, its sweep point, and the settings that tell it
+    apart from the other runs of the same experiment (a quick --set run beside the full one)."""
+    by_exp: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_exp.setdefault(r.experiment, []).append(r)
+    for exp, recs in by_exp.items():
+        differing: list[str] = []
+        if len(recs) > 1:
+            flats = [r.flat for r in recs]
+            keys = list(dict.fromkeys(k for f in flats for k in f))
+            differing = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+        for r in recs:
+            parts = [f"{k} = {v}" for k, v in sorted(r.swept.items(), key=lambda kv: kv[0])]
+            swept = set(r.swept)
+            extra = [f"{k} = {r.flat.get(k, '–')}" for k in differing if k not in swept][:3]
+            r.label = exp + (" [" + ", ".join(parts + extra) + "]" if parts or extra else "")
+    seen: dict[str, int] = {}
+    for r in records:
+        seen[r.label] = seen.get(r.label, 0) + 1
+    for r in records:
+        if seen[r.label] > 1 and r.ran:
+            r.label += f" ({r.hash[:8]})"
+
+
+def _metric_cell(r: RunRecord, metric: str) -> dict[str, Any]:
+    st = r.stat(metric)
+    return {
+        "mean": None if st is None else st[0],
+        "std": None if st is None else _spread(r, metric),
+        "seeds": 0 if st is None else st[2],
+        "text": fmt_stat(st, r.within_run_std(metric)),
+    }
+
+
+def _parent_of(r: RunRecord, records: list[RunRecord]) -> RunRecord | None:
+    """The parent experiment's run closest to this one (fewest differing settings)."""
+    if r.parent is None:
+        return None
+    cands = [p for p in records if p.experiment == r.parent and p.ran]
+    if not cands:
+        return None
+    mine = r.flat
+    return min(cands, key=lambda p: (len(settings.diff(p.flat, mine)), -len(p.complete_seeds)))
+
+
+def _paper_changes(changes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Changes of the paper's settings: taking released weights (train.from) is the paper's model."""
+    return [c for c in changes if not c[0].startswith("train.from")]
+
+
+def _pub_key(pubs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((str(p.get("label")), json.dumps(p.get("values"), sort_keys=True)) for p in pubs)
+
+
+def comparison_rows(
+    r: RunRecord,
+    tolerance: float = DEFAULT_TOLERANCE,
+    ablation_of: str | None = None,
+    changes: list[tuple[str, str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (published label, metric) of one run."""
+    rows: list[dict[str, Any]] = []
+    for pub in r.published:
+        values = pub.get("values") if isinstance(pub.get("values"), dict) else {}
+        stated = isinstance(pub.get("protocol"), dict) and bool(pub.get("protocol"))
+        for metric, pv in values.items():
+            p, e = _published_value(pv)
+            st = r.stat(metric)
+            row: dict[str, Any] = {
+                "experiment": r.label,
+                "label": str(pub.get("label", "")),
+                "metric": metric,
+                "direction": _arrow(metric),
+                "published": fmt_num(p) + (f" ± {fmt_num(e, 3)}" if e is not None else ""),
+                "published_value": p,
+                "published_error": e,
+                "reproduced": "not run",
+                "mean": None,
+                "std": None,
+                "delta": "–",
+                "delta_pct": "–",
+                "verdict": "not run",
+                "reasons": [],
+                "notes": [] if stated else ["the paper's protocol is not stated in the file"],
+                "seeds": 0,
+                "protocol": protocol_text(r, metric),
+            }
+            if r.ran and st is None:
+                row["reproduced"] = "–"
+                row["verdict"] = "not computed" if r.complete_seeds else f"incomplete ({r.state_summary()})"
+            if st is not None and p is not None:
+                mean, sd, n = st
+                spread = _spread(r, metric)
+                cell = fmt_num(mean) + (f" ± {fmt_num(spread, 3)}" if spread is not None else "")
+                if n == 1 and spread is not None:
+                    cell += " (within run)"
+                reasons = protocol_reasons(pub, r, metric)
+                if ablation_of is not None and changes:
+                    reasons.insert(
+                        0,
+                        f"an ablation of {ablation_of} ({settings.describe(settings.collapse(changes))}): compared with "
+                        "its parent's run instead",
+                    )
+                row.update(
+                    reproduced=cell,
+                    mean=mean,
+                    std=spread,
+                    delta=f"{mean - p:+.4g}",
+                    delta_pct=f"{(mean - p) / abs(p) * 100:+.1f}%" if p else "–",
+                    verdict="not comparable" if reasons else verdict(mean, p, e, tolerance),
+                    reasons=reasons,
+                    seeds=n,
+                )
+            rows.append(row)
+    return rows
+
+
+def sweep_table(recs: list[RunRecord]) -> dict[str, Any] | None:
+    """A sweep pivoted: 2 swept settings → rows × columns, one table per metric; 1 → a row per
+    value, a column per metric; more → a row per point. Best by the metric's direction."""
+    keys = sorted({k for r in recs for k in r.swept})
+    if not keys:
+        return None
+    metrics = _metric_names(recs)
+
+    def best_of(m: str, rs: list[RunRecord]) -> float | None:
+        vals = [st[0] for r in rs if (st := r.stat(m)) is not None]
+        if len(vals) < 2:
+            return None
+        return min(vals) if lower_is_better(m) else max(vals)
+
+    def cell(r: RunRecord | None, m: str, best: float | None) -> dict[str, Any]:
+        if r is None:
+            return {"text": "not run", "best": False, "mean": None, "std": None}
+        st = r.stat(m)
+        if st is None:
+            text = "not run" if not r.ran else ("–" if r.complete_seeds else "incomplete")
+            return {"text": text, "best": False, "mean": None, "std": None}
+        return {
+            "text": fmt_stat(st, r.within_run_std(m)),
+            "best": st[0] == best,
+            "mean": st[0],
+            "std": _spread(r, m),
+        }
+
+    tables = []
+    if len(keys) == 2:
+        rk, ck = keys
+        rows_v = sorted({r.swept.get(rk, "–") for r in recs}, key=_value_key)
+        cols_v = sorted({r.swept.get(ck, "–") for r in recs}, key=_value_key)
+        at = {(r.swept.get(rk, "–"), r.swept.get(ck, "–")): r for r in recs}
+        for m in metrics:
+            best = best_of(m, recs)
+            tables.append(
+                {
+                    "title": f"{m} {_arrow(m)} (rows: {rk}; columns: {ck})",
+                    "metric": m,
+                    "headers": [f"{rk} \\ {ck}"] + cols_v,
+                    "rows": [
+                        [{"text": rv, "best": False}] + [cell(at.get((rv, cv)), m, best) for cv in cols_v]
+                        for rv in rows_v
+                    ],
+                }
+            )
+    else:
+        best = {m: best_of(m, recs) for m in metrics}
+        rows = []
+        for r in sorted(recs, key=lambda r: _sweep_sort_key(r.swept)):
+            row = [{"text": r.swept.get(k, "–"), "best": False} for k in keys]
+            row += [cell(r, m, best[m]) for m in metrics]
+            row.append({"text": r.state_summary(), "best": False})
+            rows.append(row)
+        tables.append(
+            {
+                "title": "one row per " + (keys[0] if len(keys) == 1 else "sweep point"),
+                "metric": None,
+                "headers": keys + [f"{m} {_arrow(m)}" for m in metrics] + ["seeds"],
+                "rows": rows,
+            }
+        )
+    return {"keys": keys, "metrics": metrics, "tables": tables}
+
+
+def method_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """Experiments of one file that compare methods (NCSN / NCSNv2 / ANSN): at least two
+    methods, the same data and evaluation; they may also differ in their papers' training recipe
+    (iterations, optimizer, checkpoint selection: papers/compare_cifar.exp), which each row
+    names. A row per method: the metrics ± spread, floors, wall time and network evaluations."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if r.ran and not r.swept:
+            groups.setdefault(r.source or r.paper, []).append(r)
+    out = []
+    for recs in groups.values():
+        one: dict[str, RunRecord] = {}
+        for r in sorted(recs, key=lambda r: len(r.complete_seeds)):
+            one[r.experiment] = r  # the most complete run of each experiment
+        rs = list(one.values())
+        if len(rs) < 2:
+            continue
+        flats = [r.flat for r in rs]
+        if any(
+            not settings.is_method_key(k) and k.split(".")[0] in ("data", "evaluate")
+            for i in range(1, len(rs))
+            for k, _, _ in settings.diff(flats[0], flats[i])
+        ):
+            continue  # not the same data or evaluation: not one comparison
+        labels = [settings.method_label(f) for f in flats]
+        if len(set(labels)) < 2:
+            continue
+        order = {"NCSN": 0, "NCSNv2": 1, "ANSN": 2}
+        pairs = sorted(zip(labels, rs), key=lambda lr: (order.get(lr[0], 9), lr[1].experiment))
+        metrics = _metric_names(rs)
+        base = pairs[0][1]
+        rows = []
+        for label, r in pairs:
+            secs = [sum(s.seconds.values()) for s in r.complete_seeds if s.seconds]
+            nfe = sorted({s.nfe for s in r.seeds if s.nfe is not None})
+            rows.append(
+                {
+                    "method": label,
+                    "experiment": r.label,
+                    "metrics": {m: _metric_cell(r, m) for m in metrics},
+                    "floors": {m: floor_of(r, m) for m in metrics if floor_of(r, m) is not None},
+                    "seconds": statistics.fmean(secs) if secs else None,
+                    "nfe": nfe[0] if len(nfe) == 1 else None,
+                    "seeds": len(r.complete_seeds),
+                    "significance": {
+                        m: (significance(base, r, m) if r is not base else "baseline") for m in metrics
+                    },
+                    "grid": str(next((s.grid for s in r.seeds if s.grid), "") or ""),
+                    "changed": [list(c) for c in settings.diff(base.flat, r.flat)],
+                    # beyond the method: the paper's training recipe (iterations, optimizer, ...)
+                    "recipe": [
+                        list(c)
+                        for c in settings.collapse(settings.diff(base.flat, r.flat))
+                        if not settings.is_method_key(c[0])
+                    ],
+                }
+            )
+        methods = " vs ".join(dict.fromkeys(lbl for lbl, _ in pairs))
+        out.append(
+            {
+                "title": base.paper if base.paper.startswith(methods) else f"{methods} ({base.paper})",
+                "paper": base.paper,
+                "metrics": metrics,
+                "directions": {m: _arrow(m) for m in metrics},
+                "rows": rows,
+            }
+        )
+    return out
+
+
+def build(
+    records: list[RunRecord],
+    tolerance: float = DEFAULT_TOLERANCE,
+    runs_dir: str = "",
+    show_all: bool = False,
+) -> dict[str, Any]:
+    """The report as one JSON-able document: every format renders it."""
+    _labels(records)
+    spec_of = {r.experiment: r.spec for r in records}
+    by_paper: dict[str, dict[str, list[RunRecord]]] = {}
+    for r in sorted(records, key=lambda r: (r.paper, r.experiment, _sweep_sort_key(r.swept), r.label)):
+        by_paper.setdefault(r.paper, {}).setdefault(r.experiment, []).append(r)
+    papers = []
+    for paper, exps in by_paper.items():
+        experiments, to_reproduce, unpublished = [], [], []
+        for exp, recs in exps.items():
+            ran = [r for r in recs if r.ran or r.path != Path()]
+            if not ran and not show_all:
+                pubs = recs[0].published
+                if pubs:
+                    for pub in pubs:
+                        vals = pub.get("values") if isinstance(pub.get("values"), dict) else {}
+                        to_reproduce.append(
+                            {
+                                "experiment": exp,
+                                "label": str(pub.get("label", "")),
+                                "numbers": ", ".join(
+                                    f"{m} {fmt_num(_published_value(v)[0])}" for m, v in vals.items()
+                                ),
+                            }
+                        )
+                else:
+                    unpublished.append(exp)
+                continue
+            shown = recs if show_all else ran
+            entry: dict[str, Any] = {
+                "name": exp,
+                "description": recs[0].description,
+                "parent": recs[0].parent,
+                "runs": [],
+                "rows": [],
+                "ablation": None,
+                "sweep": None,
+            }
+            for r in shown:
+                parent = _parent_of(r, records)
+                changes: list[tuple[str, str, str]] = []
+                ablation_of = None
+                if r.parent is not None:
+                    pspec = parent.spec if parent is not None else spec_of.get(r.parent, {})
+                    if pspec:
+                        changes = _paper_changes(settings.diff(settings.flatten(pspec), r.flat))
+                        inherited = _pub_key(r.published) == _pub_key(pspec.get("published") or [])
+                        if changes and inherited and r.published:
+                            ablation_of = r.parent
+                    metrics = _metric_names([parent, r]) if parent is not None else []
+                    if parent is not None and r.ran and changes and not r.swept and entry["ablation"] is None:
+                        entry["ablation"] = {
+                            "parent": parent.label,
+                            "changed": [{"key": k, "parent": a, "value": b} for k, a, b in changes],
+                            "changed_text": settings.describe(settings.collapse(changes), limit=8),
+                            "metrics": [
+                                {
+                                    "metric": m,
+                                    "direction": _arrow(m),
+                                    "parent": _metric_cell(parent, m)["text"],
+                                    "value": _metric_cell(r, m)["text"],
+                                    "delta": (
+                                        f"{r.stat(m)[0] - parent.stat(m)[0]:+.4g}"  # type: ignore[index]
+                                        if r.stat(m) and parent.stat(m)
+                                        else "–"
+                                    ),
+                                    "significance": significance(parent, r, m),
+                                }
+                                for m in metrics
+                            ],
+                        }
+                entry["rows"] += comparison_rows(r, tolerance, ablation_of, changes)
+                entry["runs"].append(_run_doc(r))
+            swept = [r for r in shown if r.swept]
+            if swept:
+                entry["sweep"] = sweep_table(swept)
+            if not recs[0].published and not any(r.published for r in shown):
+                entry["no_published"] = True
+            experiments.append(entry)
+        papers.append(
+            {
+                "name": paper,
+                "experiments": experiments,
+                "to_reproduce": to_reproduce,
+                "unpublished": unpublished,
+            }
+        )
+    return {
+        "runs_dir": runs_dir,
+        **_summary(records, runs_dir),
+        "tolerance": tolerance,
+        "papers": papers,
+        "methods": method_groups(records),
+    }
+
+
+def _run_doc(r: RunRecord) -> dict[str, Any]:
+    metrics = _metric_names([r])
+    iters = sorted({s.iterations for s in r.seeds if s.iterations is not None})
+    return {
+        "label": r.label,
+        "experiment": r.experiment,
+        "hash": r.hash,
+        "path": str(r.path) if r.path != Path() else "",
+        "sweep": r.swept,
+        "status": r.state_summary(),
+        "seed_status": ", ".join(f"seed {s.seed}: {s.status}" for s in r.seeds) or "no seed folder",
+        "seeds": [{"seed": s.seed, "status": s.status, "metrics": s.metrics} for s in r.seeds],
+        "iterations": iters,
+        "checkpoint": r.checkpoint,
+        "protocol": protocol_text(r, ""),
+        "settings": {k: r.flat[k] for k in settings.KEY_SETTINGS if k in r.flat},
+        "metrics": {m: _metric_cell(r, m) for m in metrics},
+        "problems": r.problems,
+        "selection": selection_doc(r.selection),
+    }
+
+
+def _summary(records: list[RunRecord], runs_dir: str) -> dict[str, Any]:
+    ran = [r for r in records if r.ran or r.path != Path()]
+    states: dict[str, int] = {}
+    for r in ran:
+        for s in r.seeds:
+            states[s.status] = states.get(s.status, 0) + 1
+    complete = states.get("complete", 0)
+    incomplete = sum(n for st, n in states.items() if st != "complete")
+    if not ran:
+        found = f"No runs found under {runs_dir}." if runs_dir else "No runs found."
+    else:
+        found = (
+            f"Found {len(ran)} run folder(s) of {len({r.experiment for r in ran})} experiment(s)"
+            + (f" under {runs_dir}" if runs_dir else "")
+            + f": {complete} complete seed(s), {incomplete} incomplete"
+            + (
+                " (" + ", ".join(f"{n} {st}" for st, n in sorted(states.items()) if st != "complete") + ")"
+                if incomplete
+                else ""
+            )
+            + "."
+        )
+    problems = [p for r in records for p in r.problems]
+    return {"found": found, "problems": problems, "n_runs": len(ran), "n_complete": complete}

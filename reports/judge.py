@@ -4,12 +4,11 @@ Torch-free."""
 
 from __future__ import annotations
 
-import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 from ncsn_core.registry import lower_is_better
+from reports import stats
 from reports.read import RunRecord, _num
 from reports.tables import fmt_num
 
@@ -53,16 +52,27 @@ def _spread(r: RunRecord, metric: str) -> float | None:
     return st[1] if st[2] > 1 else r.within_run_std(metric)
 
 
-def significance(a: RunRecord, b: RunRecord, metric: str) -> str:
-    """Whether b's mean differs from a's by more than their spreads (seeds, else within-run)."""
-    sa, sb = a.stat(metric), b.stat(metric)
-    if sa is None or sb is None:
-        return "–"
-    da, db = _spread(a, metric), _spread(b, metric)
-    if da is None and db is None:
-        return "one seed each: significance unknown"
-    band = math.sqrt((da or 0.0) ** 2 + (db or 0.0) ** 2)
-    return "not significant" if abs(sb[0] - sa[0]) <= band else "significant"
+def compare(a: RunRecord, b: RunRecord, metric: str, alpha: float = stats.ALPHA) -> stats.Comparison:
+    """b against a on one metric, by a test that counts seeds (:mod:`reports.stats`): paired t
+    when every seed of both records the same initial weights as one of the other's, else
+    Welch's t; one seed each: a bootstrap over samples when both record per-sample values."""
+    va, vb = a.seed_values(metric), b.seed_values(metric)
+    if len(va) == 1 and len(vb) == 1:
+        xa, xb = a.sample_values(metric), b.sample_values(metric)
+        if len(xa) > 1 and len(xb) > 1:
+            return stats.bootstrap_test(xa, xb, alpha)
+        return stats.Comparison(
+            "one seed each: significance unknown (no per-sample values)", n=(1, 1), alpha=alpha
+        )
+    return stats.seed_test(
+        [v for v, _ in va], [v for v, _ in vb], alpha, [h for _, h in va], [h for _, h in vb]
+    )
+
+
+def significance(a: RunRecord, b: RunRecord, metric: str, alpha: float = stats.ALPHA) -> str:
+    """Whether b's mean differs from a's at level ``alpha``, with the p-value (or interval), the
+    test and n: "significant at 0.05 (p = 0.024, Welch's t, n = 2 vs 2)"."""
+    return compare(a, b, metric, alpha).text
 
 
 # ----------------------------------------------------------------------------- protocols
@@ -167,16 +177,24 @@ def protocol_text(r: RunRecord, metric: str) -> str:
     return " · ".join(parts)
 
 
+def floor_stat(r: RunRecord, metric: str) -> tuple[float, float | None, int] | None:
+    """The metric's floor as mean, standard deviation and number of draws: the same metric for
+    as many real images as the run has samples (``domain_floor``: what a perfect model scores at
+    this sample count; FID and KID are biased upwards at small counts; a number, one draw, or a
+    list, one value per draw of real images), else the domain classifier's whole-split value."""
+    draws: list[float] = []
+    for x in _values(r, "domain_floor", metric):
+        draws += [v for v in (_num(y) for y in (x if isinstance(x, list) else [x])) if v is not None]
+    if not draws:
+        key = {"fid_domain": "floor_fid_domain_test_vs_train", "is_domain": "is_domain_test_split"}.get(
+            metric
+        )
+        if key is not None:
+            draws = [v for v in (_num(x) for x in _values(r, "domain_classifier", key)) if v is not None]
+    return stats.mean_sd(draws)
+
+
 def floor_of(r: RunRecord, metric: str) -> float | None:
-    """The metric's floor when it has one: the same metric for as many real images as the run
-    has samples (``domain_floor``: what a perfect model scores at this sample count; FID and
-    KID are biased upwards at small counts), else the domain classifier's whole-split value."""
-    matched = [v for v in (_num(x) for x in _values(r, "domain_floor", metric)) if v is not None]
-    if matched:
-        return statistics.fmean(matched)
-    key = {"fid_domain": "floor_fid_domain_test_vs_train", "is_domain": "is_domain_test_split"}.get(metric)
-    if key is None:
-        return None
-    vals = [_num(v) for v in _values(r, "domain_classifier", key)]
-    vals = [v for v in vals if v is not None]
-    return statistics.fmean(vals) if vals else None
+    """The floor's mean (:func:`floor_stat`), or None without one."""
+    st = floor_stat(r, metric)
+    return st[0] if st is not None else None

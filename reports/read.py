@@ -40,6 +40,12 @@ class SeedResult:
     nfe: int | None = None  # network evaluations per sample (the sample stage's results.json)
     # The select stage's selection.json (or, while it runs, the candidates scored so far).
     selection: dict[str, Any] | None = None
+    # The hash of the network's initial weights (train/results.json ``init_hash``): seeds of two
+    # runs with equal hashes started alike, and their comparison is paired. None: not recorded.
+    init_hash: str | None = None
+    # Per-sample values of a metric (metrics.json ``per_sample``: {metric: [...]}), when the
+    # evaluation records them: a bootstrap over samples for one seed.
+    per_sample: dict[str, list[float]] = attrs.Factory(dict)
 
 
 @attrs.define
@@ -132,6 +138,19 @@ class RunRecord:
             return None
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         return statistics.fmean(vals), sd, len(vals)
+
+    def seed_values(self, metric: str) -> list[tuple[float, str | None]]:
+        """Each complete seed's finite value of the metric, with its initial-weight hash."""
+        return [
+            (s.metrics[metric], s.init_hash)
+            for s in self.complete_seeds
+            if metric in s.metrics and math.isfinite(s.metrics[metric])
+        ]
+
+    def sample_values(self, metric: str) -> list[float]:
+        """The per-sample values of the metric when exactly one seed is complete ([] otherwise)."""
+        seeds = [s for s in self.complete_seeds if metric in s.metrics]
+        return seeds[0].per_sample.get(metric, []) if len(seeds) == 1 else []
 
     def within_run_std(self, metric: str) -> float | None:
         """The metric's own spread (IS over splits, KID over subsets) when one seed ran."""
@@ -238,6 +257,8 @@ def read_seed(
             res.iterations = int(tr["iterations"])
         elif res.log:
             res.iterations = int(res.log[-1]["step"])
+        if isinstance(tr, dict) and isinstance(tr.get("init_hash"), str):
+            res.init_hash = tr["init_hash"]
     for s in samples:
         if res.grid is None and (s / layout.GRID).is_file():
             res.grid = s / layout.GRID
@@ -268,6 +289,9 @@ def read_seed(
                 and not isinstance(v, bool)
                 and k not in ("protocol", "seconds")
             }
+            res.per_sample = _per_sample(m.get("per_sample"))
+            if res.init_hash is None and isinstance(res.protocol.get("init_hash"), str):
+                res.init_hash = res.protocol["init_hash"]
             res.status = "complete"
             if _num(m.get("seconds")) is not None:
                 res.seconds["evaluate"] = float(m["seconds"])
@@ -284,6 +308,19 @@ def read_seed(
         if evals:
             res.status = "evaluating"
     return res
+
+
+def _per_sample(v: Any) -> dict[str, list[float]]:
+    """``{metric: [value per sample]}`` with its finite numbers; anything else: {}."""
+    if not isinstance(v, dict):
+        return {}
+    out = {}
+    for k, xs in v.items():
+        if isinstance(xs, list):
+            nums = [x for x in (_num(x) for x in xs) if x is not None and math.isfinite(x)]
+            if nums:
+                out[str(k)] = nums
+    return out
 
 
 def read_selection(seed: Path) -> dict[str, Any] | None:

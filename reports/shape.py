@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from ncsn_core.registry import lower_is_better
-from reports import settings
+from reports import settings, stats
 from reports.judge import (
     DEFAULT_TOLERANCE,
     _arrow,
     _published_value,
     _spread,
+    compare,
     floor_of,
+    floor_stat,
     fmt_stat,
     protocol_reasons,
     protocol_text,
-    significance,
     verdict,
 )
 from reports.read import RunRecord, _metric_names, _num, _sweep_sort_key, _value_key
@@ -87,12 +88,34 @@ def _labels(records: list[RunRecord]) -> None:
 
 
 def _metric_cell(r: RunRecord, metric: str) -> dict[str, Any]:
+    """Mean ± spread over seeds; one seed with per-sample values: its bootstrap interval too."""
     st = r.stat(metric)
+    samples = r.sample_values(metric)
+    ci = stats.sample_ci(samples) if st is not None and len(samples) > 1 else None
+    text = fmt_stat(st, r.within_run_std(metric))
+    if ci is not None:
+        text += f" ({1 - stats.ALPHA:.0%} CI {fmt_num(ci[0])}–{fmt_num(ci[1])} over {len(samples):,} samples)"
     return {
         "mean": None if st is None else st[0],
         "std": None if st is None else _spread(r, metric),
         "seeds": 0 if st is None else st[2],
-        "text": fmt_stat(st, r.within_run_std(metric)),
+        "ci": list(ci) if ci is not None else None,
+        "text": text,
+    }
+
+
+def _ablation_metric(parent: RunRecord, r: RunRecord, m: str) -> dict[str, Any]:
+    """One metric of an ablation: the parent's value, this run's, Δ and the test of the two."""
+    sp, sr = parent.stat(m), r.stat(m)
+    test = compare(parent, r, m)
+    return {
+        "metric": m,
+        "direction": _arrow(m),
+        "parent": _metric_cell(parent, m)["text"],
+        "value": _metric_cell(r, m)["text"],
+        "delta": f"{sr[0] - sp[0]:+.4g}" if sr and sp else "–",
+        "significance": test.text,
+        "test": test.as_dict(),
     }
 
 
@@ -280,18 +303,24 @@ def method_groups(records: list[RunRecord]) -> list[dict[str, Any]]:
         for label, r in pairs:
             secs = [sum(s.seconds.values()) for s in r.complete_seeds if s.seconds]
             nfe = sorted({s.nfe for s in r.seeds if s.nfe is not None})
+            tests = {m: compare(base, r, m) for m in metrics} if r is not base else {}
             rows.append(
                 {
                     "method": label,
                     "experiment": r.label,
                     "metrics": {m: _metric_cell(r, m) for m in metrics},
                     "floors": {m: floor_of(r, m) for m in metrics if floor_of(r, m) is not None},
+                    # a floor measured on several draws of real images: its spread and count
+                    "floor_draws": {
+                        m: {"sd": fs[1], "draws": fs[2]}
+                        for m in metrics
+                        if (fs := floor_stat(r, m)) is not None and fs[1] is not None
+                    },
                     "seconds": statistics.fmean(secs) if secs else None,
                     "nfe": nfe[0] if len(nfe) == 1 else None,
                     "seeds": len(r.complete_seeds),
-                    "significance": {
-                        m: (significance(base, r, m) if r is not base else "baseline") for m in metrics
-                    },
+                    "significance": {m: tests[m].text if tests else "baseline" for m in metrics},
+                    "tests": {m: c.as_dict() for m, c in tests.items()},
                     "grid": str(next((s.grid for s in r.seeds if s.grid), "") or ""),
                     "changed": [list(c) for c in settings.diff(base.flat, r.flat)],
                     # beyond the method: the paper's training recipe (iterations, optimizer, ...)
@@ -376,21 +405,7 @@ def build(
                             "parent": parent.label,
                             "changed": [{"key": k, "parent": a, "value": b} for k, a, b in changes],
                             "changed_text": settings.describe(settings.collapse(changes), limit=8),
-                            "metrics": [
-                                {
-                                    "metric": m,
-                                    "direction": _arrow(m),
-                                    "parent": _metric_cell(parent, m)["text"],
-                                    "value": _metric_cell(r, m)["text"],
-                                    "delta": (
-                                        f"{r.stat(m)[0] - parent.stat(m)[0]:+.4g}"  # type: ignore[index]
-                                        if r.stat(m) and parent.stat(m)
-                                        else "–"
-                                    ),
-                                    "significance": significance(parent, r, m),
-                                }
-                                for m in metrics
-                            ],
+                            "metrics": [_ablation_metric(parent, r, m) for m in metrics],
                         }
                 entry["rows"] += comparison_rows(r, tolerance, ablation_of, changes)
                 entry["runs"].append(_run_doc(r))
@@ -414,6 +429,7 @@ def build(
         "tolerance": tolerance,
         "papers": papers,
         "methods": method_groups(records),
+        "significance_rule": stats.rule(),
     }
 
 

@@ -32,7 +32,7 @@ def method_table(g: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for every row: the domain classifier's) in its header."""
     headers = ["method", "experiment"]
     for m in g["metrics"]:
-        floors = {fmt_num(r["floors"][m]) for r in g["rows"] if m in r["floors"]}
+        floors = {_floor_text(r, m) for r in g["rows"] if m in r["floors"]}
         headers.append(
             f"{m} {g['directions'][m]}" + (f" (floor {' / '.join(sorted(floors))})" if floors else "")
         )
@@ -45,8 +45,15 @@ def method_table(g: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _floor_text(row: dict[str, Any], m: str) -> str:
+    """A floor: its value, or mean ± sd over its draws of real images."""
+    d = (row.get("floor_draws") or {}).get(m)
+    text = fmt_num(row["floors"][m])
+    return text + (f" ± {fmt_num(d['sd'], 3)}, {d['draws']} draws" if d else "")
+
+
 def method_notes(g: dict[str, Any]) -> list[str]:
-    """Each method against the first row: the differences and whether they exceed the spread."""
+    """Each method against the first row: the differences, and the test of each (p-value, n)."""
     base = g["rows"][0]
     out = []
     for r in g["rows"][1:]:
@@ -54,7 +61,7 @@ def method_notes(g: dict[str, Any]) -> list[str]:
         for m in g["metrics"]:
             a, b = base["metrics"][m]["mean"], r["metrics"][m]["mean"]
             d = f"Δ {b - a:+.4g}" if a is not None and b is not None else "Δ –"
-            parts.append(f"{m} {d} ({r['significance'][m]})")
+            parts.append(f"{m} {d}: {r['significance'][m]}")
         recipe = ", ".join(f"{k} {a} → {b}" for k, a, b in r.get("recipe", []))
         also = f" (also its training recipe: {recipe})" if recipe else ""
         out.append(f"{r['method']} vs {base['method']}{also}: " + "; ".join(parts))

@@ -102,4 +102,5 @@ def render_text(doc: dict[str, Any], width: int = 100) -> str:
         con.print(_table(headers, rows))
         for n in reporter.method_notes(g):
             con.print(n)
+        con.print(doc.get("significance_rule", ""))
     return buf.getvalue()

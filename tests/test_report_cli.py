@@ -160,7 +160,7 @@ def test_method_comparison(lab: Path) -> None:
     ansn = next(line for line in m.splitlines() if line.startswith("| ANSN"))
     assert "61 ± 1.41" in ncsn and "| 35 " in ncsn and "| 1000 " in ncsn
     assert "50.5 ± 0.707" in ansn and "| 46 " in ansn
-    assert "ANSN vs NCSN: fid_domain Δ -10.5 (significant)" in m
+    assert "ANSN vs NCSN: fid_domain Δ -10.5: significant at 0.05 (p = 0.027, Welch's t, n = 2 vs 2)" in m
     assert "grid.png" in m  # one grid per method
 
 
@@ -231,7 +231,9 @@ def test_diff_run_folders_and_files(lab: Path, write) -> None:  # type: ignore[n
         {"key": "noise.levels", "a": "10", "b": "5", "a_from": "spec.json", "b_from": "spec.json"}
     ]
     (m,) = doc["metrics"]
-    assert m["metric"] == "fid" and m["delta"] == pytest.approx(5.0) and m["significance"] == "significant"
+    assert m["metric"] == "fid" and m["delta"] == pytest.approx(5.0)
+    assert m["significance"] == "significant at 0.05 (p = 0.024, Welch's t, n = 2 vs 2)"
+    assert m["test"]["p"] == pytest.approx(0.0236, abs=1e-4) and m["test"]["n"] == [2, 2]
     f = write(
         "f.exp",
         """experiment a {

@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from reports import stats
+
 # metric key → (column title, format)
 METRICS = (
     ("fid_domain", "FID (domain) ↓", "{:.2f}"),
@@ -72,6 +74,8 @@ def read_seed(seed_dir: Path, others: list[Path] | None = None) -> dict[str, Any
         t = _json(train / "results.json")
         row["train_s"] = float(t["seconds"])
         row["iterations"] = int(t["iterations"])
+        if isinstance(t.get("init_hash"), str):
+            row["init_hash"] = t["init_hash"]
     sample = _one(seed_dir, "sample-*")
     if sample is not None:
         s = _json(sample / "results.json")
@@ -119,6 +123,16 @@ def _stat(values: list[float], fmt: str) -> str:
     return f"{fmt.format(mean)} ± {fmt.format(statistics.stdev(values))}"
 
 
+def _floor(v: Any, fmt: str) -> str:
+    """A floor: one draw of real images (a number), or mean ± sd over several (a list)."""
+    if v is None:
+        return "–"
+    st = stats.mean_sd(v if isinstance(v, list) else [v])
+    if st is None:
+        return "–"
+    return fmt.format(st[0]) + (f" ± {fmt.format(st[1])} ({st[2]} draws)" if st[1] is not None else "")
+
+
 def table(entries: list[dict[str, Any]]) -> str:
     head = ["method", "seeds", "iterations", "train s", "s/it", "NFE", "sample s", "eval s"]
     head += [title for _, title, _ in METRICS]
@@ -152,7 +166,7 @@ def table(entries: list[dict[str, Any]]) -> str:
             classifier = classifier or p.get("domain_classifier")
     if floor:
         cells = ["floor: real images", "", "", "", "", "", "", ""]
-        cells += [fmt.format(floor[k]) if k in floor else "–" for k, _, fmt in METRICS]
+        cells += [_floor(floor.get(k), fmt) for k, _, fmt in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
     if floor:
@@ -169,30 +183,40 @@ def table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
 
 
-def significance(entries: list[dict[str, Any]]) -> str:
-    """With several seeds: each method against the first row, per metric, marked as the report
-    marks it (reports/reporter.py significance): "not significant" when the difference of the
-    means is within √(sd₁² + sd₂²) of the two seed spreads."""
+def significance(entries: list[dict[str, Any]], alpha: float = stats.ALPHA) -> str:
+    """With several seeds: each method against the first row, per metric, tested as the report
+    tests it (reports/stats.py): Welch's t-test over seeds taken as independent, the paired
+    t-test where both record the same initial weights per seed (``init_hash``); the p-value and
+    n shown, "significant" only at p < ``alpha``."""
 
-    def values(e: dict[str, Any], key: str) -> list[float]:
-        return [s["metrics"][key] for s in e["seeds"] if key in s.get("metrics", {})]
+    def seeds(e: dict[str, Any], key: str) -> tuple[list[float], list[str | None]]:
+        have = [s for s in e["seeds"] if key in s.get("metrics", {})]
+        return [s["metrics"][key] for s in have], [s.get("init_hash") for s in have]
 
-    if len(entries) < 2 or any(len(values(e, METRICS[0][0])) < 2 for e in entries):
+    if len(entries) < 2 or any(len(seeds(e, METRICS[0][0])[0]) < 2 for e in entries):
         return ""
     base = entries[0]
-    lines = []
+    lines, pairings = [], set()
     for e in entries[1:]:
-        parts = []
+        parts, how = [], ""
         for key, title, fmt in METRICS:
-            a, b = values(base, key), values(e, key)
-            if len(a) < 2 or len(b) < 2:
+            (a, ai), (b, bi) = seeds(base, key), seeds(e, key)
+            c = stats.seed_test(a, b, alpha, ai, bi)
+            if not c.test:
                 continue
+            pairings.add(c.pairing)
+            this = f"{c.test}, n = {c.n[0]} vs {c.n[1]}"
+            how = how or this
             d = statistics.fmean(b) - statistics.fmean(a)
-            band = math.hypot(statistics.stdev(a), statistics.stdev(b))
-            mark = "not significant" if abs(d) <= band else "significant"
-            parts.append(f"{title.rstrip(' ↑↓')} {'+' if d >= 0 else '−'}{fmt.format(abs(d))} ({mark})")
-        lines.append(f"- `{e['experiment']}` vs `{base['experiment']}`: " + "; ".join(parts))
-    return "\nDifferences of the means over seeds:\n\n" + "\n".join(lines) + "\n"
+            parts.append(
+                f"{title.rstrip(' ↑↓')} {'+' if d >= 0 else '−'}{fmt.format(abs(d))} ({c.verdict}), "
+                f"p {stats.fmt_p(c.p)}" + (f" ({this})" if this != how else "")
+            )
+        lines.append(f"- `{e['experiment']}` vs `{base['experiment']}`: " + "; ".join(parts) + f" ({how})")
+    return (
+        f"\nDifferences of the means over seeds, each tested at the {alpha:g} level; "
+        f"{'; '.join(sorted(pairings))}:\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def header(entries: list[dict[str, Any]]) -> str:

@@ -166,9 +166,10 @@ def _pos(file: str, node: Any) -> Pos:
     return Pos(file, s.line + 1, s.column + 1, e.line + 1, e.column + 1)
 
 
-def read_config(path: str | Path, source: str) -> dict[str, _Item]:
+def read_config(path: str | Path, source: str, diags: list[Diagnostic] | None = None) -> dict[str, _Item]:
     """The YAML file's settings as ``{"section.key": _Item}``; unknown keys, duplicates and
-    values that are not scalars are positioned errors (all of them at once)."""
+    values that are not scalars are positioned errors, appended to ``diags`` when given (the
+    importer then adds its own, so a file's errors come all at once), else raised together."""
     import yaml  # PyYAML: composed with the safe loader, scalars built by SafeConstructor
 
     file = str(path)
@@ -187,7 +188,8 @@ def read_config(path: str | Path, source: str) -> dict[str, _Item]:
     finally:
         loader.dispose()
     constructor = yaml.constructor.SafeConstructor()
-    diags: list[Diagnostic] = []
+    raise_here = diags is None
+    diags = [] if diags is None else diags
     items: dict[str, _Item] = {}
     if root is None:
         raise error(Pos(file, 1, 1, 1, 2), f"the file is empty: expected an official {source} config")
@@ -197,12 +199,25 @@ def read_config(path: str | Path, source: str) -> dict[str, _Item]:
 
     def scalar(key: str, node: Any) -> None:
         if not isinstance(node, yaml.ScalarNode):
-            diags.append(Diagnostic(_pos(file, node), f"'{key}': expected a single value, not a list or mapping"))
+            diags.append(
+                Diagnostic(_pos(file, node), f"'{key}': expected a single value, not a list or mapping")
+            )
             return
         try:
             value = constructor.construct_object(node)
         except yaml.YAMLError as e:
             diags.append(Diagnostic(_pos(file, node), f"'{key}': {getattr(e, 'problem', e)}"))
+            return
+        prev = items.get(key)
+        if prev is not None:  # PyYAML keeps the last; the same value twice is harmless
+            if prev.value != value or type(prev.value) is not type(value):
+                diags.append(
+                    Diagnostic(
+                        _pos(file, node),
+                        f"'{key}' is set twice, to {prev.raw} and {node.value}",
+                        (f"first set at {prev.pos}",),
+                    )
+                )
             return
         items[key] = _Item(key, value, _pos(file, node), node.value)
 
@@ -210,14 +225,18 @@ def read_config(path: str | Path, source: str) -> dict[str, _Item]:
         near = difflib.get_close_matches(key.split(".")[-1], choices, n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         diags.append(
-            Diagnostic(_pos(file, node), f"unknown {what} '{key}' for --from {source}{hint}", (_known_note(source),))
+            Diagnostic(
+                _pos(file, node), f"unknown {what} '{key}' for --from {source}{hint}", (_known_note(source),)
+            )
         )
 
     seen: dict[str, Pos] = {}
 
     def first(key: str, node: Any) -> bool:
         if key in seen:
-            diags.append(Diagnostic(_pos(file, node), f"duplicate key '{key}'", (f"first set at {seen[key]}",)))
+            diags.append(
+                Diagnostic(_pos(file, node), f"duplicate key '{key}'", (f"first set at {seen[key]}",))
+            )
             return False
         seen[key] = _pos(file, node)
         return True
@@ -237,13 +256,11 @@ def read_config(path: str | Path, source: str) -> dict[str, _Item]:
             continue
         for k2, v2 in vnode.value:
             key = f"{name}.{k2.value}"
-            if not first(key, k2):
-                continue
             if str(k2.value) not in known[name]:
                 unknown(key, k2, list(known[name]), "key")
                 continue
             scalar(key, v2)
-    if diags:
+    if diags and raise_here:
         raise DiagnosticError(diags)
     return items
 
@@ -402,11 +419,13 @@ class _Importer:
             if self.runner is not None:
                 self.diags.append(Diagnostic(None, "--runner is for --from ncsn (NCSNv2 has one runner)"))
             blocks = self._ncsnv2()
-        for key in sorted(set(self.items) - self.used):  # every known key must be accounted for
-            self.notes.append(f"{self.c(key)}: not read by this runner")
         if self.diags:
             raise DiagnosticError(self.diags)
-        return self._render(name, blocks)
+        text = self._render(name, blocks)
+        missed = [k for k in sorted(self.items) if f"{k}: {self.items[k].raw}" not in text]
+        for key in missed:  # every key of the file is named in the output
+            self.notes.append(f"{self.c(key)}" + ("" if key in self.used else ": not read by this runner"))
+        return self._render(name, blocks) if missed else text
 
     def _render(self, name: str, blocks: list[Block]) -> str:
         runner = f", runner {self.runner or 'anneal'}" if self.source == "ncsn" else ""
@@ -428,7 +447,10 @@ class _Importer:
     def data(self, dequant: tuple[str, str] | None) -> Block:
         ds = self.get("data.dataset", "str", "")
         if ds and ds not in _DATASETS:
-            self.fail("data.dataset", f"'data.dataset': {ds!r} is not one repro reads; known: {', '.join(_DATASETS)}")
+            self.fail(
+                "data.dataset",
+                f"'data.dataset': {ds!r} is not one repro reads; known: {', '.join(_DATASETS)}",
+            )
             ds = ""
         comp, channels = _DATASETS.get(ds, ("cifar10", 3))
         b = Block(f"data {comp}")
@@ -436,13 +458,20 @@ class _Importer:
         if comp == "lsun":
             cat = self.get("data.category", "str", "")
             if cat and cat not in _LSUN:
-                self.fail("data.category", f"'data.category': {cat!r} is not an LSUN category; known: {', '.join(_LSUN)}")
+                self.fail(
+                    "data.category",
+                    f"'data.category': {cat!r} is not an LSUN category; known: {', '.join(_LSUN)}",
+                )
             elif cat:
                 b.set("category", cat, self.c("data.category"))
         elif "data.category" in self.items:
             b.note(f"{self.c('data.category')}: read only for LSUN")
         if comp == "images":
-            b.set("path", '"data/ffhq/images1024x1024"', "FFHQ's official images1024x1024/ folder (datasets/ffhq.py)")
+            b.set(
+                "path",
+                '"data/ffhq/images1024x1024"',
+                "FFHQ's official images1024x1024/ folder (datasets/ffhq.py)",
+            )
         size = self.positive("data.image_size")
         if size is not None:
             if comp == "cifar10" and size != 32:
@@ -451,7 +480,10 @@ class _Importer:
                 b.set("image_size", str(size), self.c("data.image_size"))
         ch = self.get("data.channels", "int", channels)
         if "data.channels" in self.items and ch != channels:
-            self.fail("data.channels", f"'data.channels': {ds or 'this dataset'} has {channels} channel(s), not {ch}")
+            self.fail(
+                "data.channels",
+                f"'data.channels': {ds or 'this dataset'} has {channels} channel(s), not {ch}",
+            )
         elif "data.channels" in self.items:
             b.note(f"{self.c('data.channels')} (the dataset's)")
         flip = self.get("data.random_flip", "bool", False, required=self.source == "ncsnv2")
@@ -507,7 +539,10 @@ class _Importer:
             args = [f"lr = {num(lr)}"] + ([f"weight_decay = {num(wd)}"] if wd else [])
             return f"rmsprop({', '.join(args)})", comments
         if opt == "SGD":  # the official code: momentum 0.9 and no weight decay
-            return f"sgd(lr = {num(lr)}, momentum = 0.9)", [*comments[:2], comments[2] + " (not passed to SGD)"]
+            return f"sgd(lr = {num(lr)}, momentum = 0.9)", [
+                *comments[:2],
+                comments[2] + " (not passed to SGD)",
+            ]
         self.fail("optim.optimizer", f"'optim.optimizer': {opt!r} is not one of Adam, RMSProp, SGD")
         return "adam", []
 
@@ -575,13 +610,17 @@ class _Importer:
             noise = self.noise()
             if algo == "ssm":
                 loss = Block("loss ssm_vr")
+                loss.note(self.c("training.algo") + ": anneal_sliced_score_estimation_vr")
                 n = self.positive("training.n_particles", "int", 1)
                 loss.set("n_particles", str(n), self.c("training.n_particles"))
                 self.unmapped("training.anneal_power", "not read with algo ssm")
             else:
                 loss = Block("loss dsm")
+                loss.note(self.c("training.algo") + ": anneal_dsm_score_estimation")
                 p = self.get("training.anneal_power", "float", 2.0)
-                loss.set("weight", f"sigma ** {num(int(p) if p == int(p) else p)}", self.c("training.anneal_power"))
+                loss.set(
+                    "weight", f"sigma ** {num(int(p) if p == int(p) else p)}", self.c("training.anneal_power")
+                )
                 self.unmapped("training.n_particles", "read only with algo ssm")
         network = Block(f"network {self.network_choice or 'ncsn'}")
         ngf = self.positive("model.ngf", "int", 64)
@@ -603,7 +642,9 @@ class _Importer:
             st.set("steps_per_level", "100", "anneal_Langevin_dynamics(samples, score, sigmas, 100, 0.00002)")
             st.set("step_size", "4e-5", "step_lr 0.00002 = ε/2 (Alg. 1's convention)")
         sample.children.append(st)
-        metrics = {"CIFAR10": "[inception_score, fid]", "MNIST": "[fid_domain, is_domain]"}.get(dataset, "[fid]")
+        metrics = {"CIFAR10": "[inception_score, fid]", "MNIST": "[fid_domain, is_domain]"}.get(
+            dataset, "[fid]"
+        )
         ev = Block("evaluate")
         ev.set("metrics", metrics, "the NCSN code computes none; the paper's metrics (§5)")
         ev.set("samples", "50k", "the NCSN paper: 50,000 samples")
@@ -678,10 +719,15 @@ class _Importer:
         deq = ("uniform" if uni else "none", self.c("data.uniform_dequantization"))
         data = self.data(deq)
         if self.get("data.gaussian_dequantization", "bool", False):
-            self.fail("data.gaussian_dequantization", "'data.gaussian_dequantization: true' is not supported by repro")
+            self.fail(
+                "data.gaussian_dequantization",
+                "'data.gaussian_dequantization: true' is not supported by repro",
+            )
         else:
             data.note(f"{self.c('data.gaussian_dequantization')}")
-        self.flag_off("data.rescaled", "data in [-1, 1]; repro's networks map [0, 1] inputs to [-1, 1] themselves", data)
+        self.flag_off(
+            "data.rescaled", "data in [-1, 1]; repro's networks map [0, 1] inputs to [-1, 1] themselves", data
+        )
         self.unmapped("data.num_workers", "data loading is repro's own")
 
         dist = self.get("model.sigma_dist", "str", "geometric")
@@ -700,7 +746,9 @@ class _Importer:
         )
         network = Block(f"network {net}")
         if net == "ncsn" and self.network_choice is None:
-            network.note("configs/ncsn_original.yml trains NCSN (models/ncsn.py), the NCSNv2 paper's baseline")
+            network.note(
+                "configs/ncsn_original.yml trains NCSN (models/ncsn.py), the NCSNv2 paper's baseline"
+            )
         else:
             network.note(f"runners/ncsn_runner.py get_model: {dataset or 'this dataset'} → {net}")
         ngf = self.positive("model.ngf", "int", 128)
@@ -714,7 +762,10 @@ class _Importer:
             network.note(self.c("model.nonlinearity") + " (the default act)")
         norm = self.get("model.normalization", "str", "InstanceNorm++")
         if norm != "InstanceNorm++":
-            self.fail("model.normalization", f"'model.normalization': {norm!r} is not supported (only InstanceNorm++)")
+            self.fail(
+                "model.normalization",
+                f"'model.normalization': {norm!r} is not supported (only InstanceNorm++)",
+            )
         else:
             network.note(self.c("model.normalization") + " (the network's own)")
         self.flag_off("model.spec_norm", "spectral normalisation", network)
@@ -734,7 +785,9 @@ class _Importer:
         else:
             train.note(f"{self.c('model.ema')}: no EMA; {self.c('model.ema_rate')} unused")
         if self.get("training.snapshot_sampling", "bool", False, required=False):
-            train.note(f"{self.c('training.snapshot_sampling')}: repro's preview grids (train.preview_samples)")
+            train.note(
+                f"{self.c('training.snapshot_sampling')}: repro's preview grids (train.preview_samples)"
+            )
         elif "training.snapshot_sampling" in self.items:
             train.note(f"{self.c('training.snapshot_sampling')}")
         self.unmapped("training.log_all_sigmas", "repro logs the loss per noise level always")
@@ -745,7 +798,11 @@ class _Importer:
         ev = Block("evaluate")
         n4fid = self.positive("sampling.num_samples4fid", "int", 10_000)
         metrics = "[inception_score, fid]" if dataset == "CIFAR10" else "[fid]"
-        ev.set("metrics", metrics, "evaluation/fid_score.py" + (" (and the paper's IS)" if dataset == "CIFAR10" else ""))
+        ev.set(
+            "metrics",
+            metrics,
+            "evaluation/fid_score.py" + (" (and the paper's IS)" if dataset == "CIFAR10" else ""),
+        )
         ev.set("samples", num(n4fid), self.c("sampling.num_samples4fid"))
         self.unmapped("sampling.fid", "sample mode's FID batch; repro's evaluate stage always runs")
         for k in ("test.begin_ckpt", "test.end_ckpt", "test.batch_size"):
@@ -769,7 +826,10 @@ class _Importer:
         steps = self.positive("sampling.n_steps_each", "int", 100)
         inpaint = self.get("sampling.inpainting", "bool", False, required=False)
         if self.get("sampling.interpolation", "bool", False, required=False):
-            self.fail("sampling.interpolation", "'sampling.interpolation: true' is not supported by repro (no interpolation stage)")
+            self.fail(
+                "sampling.interpolation",
+                "'sampling.interpolation: true' is not supported by repro (no interpolation stage)",
+            )
         elif "sampling.interpolation" in self.items:
             sample.note(self.c("sampling.interpolation"))
         self.unmapped("sampling.n_interpolations", "read only with interpolation: true")
@@ -806,7 +866,10 @@ class _Importer:
             sample.set("checkpoint", "last", self.c("sampling.ckpt_id") + why)
         else:
             if ckpt % every:
-                self.fail("sampling.ckpt_id", f"'sampling.ckpt_id': no checkpoint {ckpt}: snapshots are every {every} steps")
+                self.fail(
+                    "sampling.ckpt_id",
+                    f"'sampling.ckpt_id': no checkpoint {ckpt}: snapshots are every {every} steps",
+                )
             elif iters is not None and ckpt > iters:
                 self.fail("sampling.ckpt_id", f"'sampling.ckpt_id': {ckpt} is after the last step ({iters})")
             else:
@@ -833,8 +896,13 @@ class _Importer:
         fl = self.positive("fast_fid.step_lr", "float", step_lr)
         fs = self.positive("fast_fid.n_steps_each", "int", steps)
         if self.get("fast_fid.ensemble", "bool", False, required=False):
-            self.fail("fast_fid.ensemble", "'fast_fid.ensemble: true' is not supported by repro (no checkpoint ensembles)")
-        verbose_note = f"{self.c('fast_fid.verbose')}: logging only" if "fast_fid.verbose" in self.items else None
+            self.fail(
+                "fast_fid.ensemble",
+                "'fast_fid.ensemble: true' is not supported by repro (no checkpoint ensembles)",
+            )
+        verbose_note = (
+            f"{self.c('fast_fid.verbose')}: logging only" if "fast_fid.verbose" in self.items else None
+        )
         if self.checkpoint_choice != "fast_fid":
             return None
         if begin > end or (iters is not None and begin > iters):
@@ -896,8 +964,11 @@ def import_config(
     stem = Path(path).stem
     if source == "ncsn" and runner is None and stem in RUNNERS:
         runner = stem  # configs/anneal.yml goes with AnnealRunner, baseline.yml with BaselineRunner, ...
-    items = read_config(path, source)
     exp = name or _name(f"{source}_{stem}")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", exp):
         raise error(None, f"--name {exp!r} is not an experiment name (letters, digits, _)")
-    return _Importer(items, source, str(path), runner, checkpoint, network).build(exp)
+    diags: list[Diagnostic] = []
+    items = read_config(path, source, diags)
+    importer = _Importer(items, source, str(path), runner, checkpoint, network)
+    importer.diags = diags
+    return importer.build(exp)

@@ -14,7 +14,10 @@ def register(app: typer.Typer) -> None:
     def import_config_(
         file: Annotated[Path, typer.Argument(help="an official configs/*.yml", show_default=False)],
         from_: Annotated[
-            str, typer.Option("--from", help="the repository the config is from: ncsn or ncsnv2", show_default=False)
+            str,
+            typer.Option(
+                "--from", help="the repository the config is from: ncsn or ncsnv2", show_default=False
+            ),
         ],
         out: Annotated[
             Optional[Path],  # noqa: UP045 - typer needs Optional here

@@ -113,7 +113,7 @@ def test_ncsn_layout_through_repro_run_and_protocol(write, tmp_path) -> None:  #
     seed = layout.seed_dir(layout.run_dir(runs, "rel", spec.hash()), 0)
     assert torch.equal(torch.load(seed / f"sample-{spec.sample_hash()}" / "samples.pt"), x_src)
     # What the evaluation protocol copies as `weights`: the released file, its SHA-256 and format.
-    train_dir = Run(spec, runs, "cpu", quiet=True).train()  # the completed stage, reused
+    train_dir = Run(spec, runs, "cpu", quiet=True).conduct("train")  # the completed stage, reused
     assert train_dir is not None
     results = json.loads((train_dir / "results.json").read_text())
     assert results["weights"] == f"released checkpoint {f} (sha256 {rel.file_sha256(f)}, format ncsn)"

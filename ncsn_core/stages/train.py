@@ -1,0 +1,120 @@
+"""The train stage: the network trained by the train block, or a released checkpoint imported.
+
+Its folder is ``train/`` (one per seed; the train hash is in stage.json). Training resumes from
+the last verified checkpoint (:class:`~ncsn_core.training.Trainer`). Concurrent runs of a
+sweep that share the train hash train it once: each holds the hash's own lock besides the
+folder's (:func:`~ncsn_core.layout.train_lock_stage`). With ``train.from = released(...)`` the
+stage's other source, :mod:`ncsn_core.stages.released`, computes it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import torch
+
+import ncsn_core.layout as layout
+from ncsn_core import distributed as dist
+from ncsn_core.lock import stage_lock
+from ncsn_core.stages import released
+from ncsn_core.stages.base import Context, Done, Outputs, Stage, build
+from ncsn_core.training import Trainer, plain_progress
+
+
+@contextmanager
+def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
+    """A rich progress bar on a terminal, plain periodic lines otherwise."""
+    if sys.stderr.isatty() and not os.environ.get("CI"):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        ) as prog:
+            task = prog.add_task(label, total=total, info="")
+            t0 = [time.perf_counter(), 0]
+
+            def update(step: int, total_: int, loss: float | None) -> None:
+                now = time.perf_counter()
+                rate = (step - t0[1]) / max(now - t0[0], 1e-9)
+                t0[0], t0[1] = now, step
+                prog.update(task, completed=step, info=f"loss {loss:.4g}  {rate:.1f} it/s")
+
+            yield update
+    else:
+        yield plain_progress(label)
+
+
+class Train(Stage):
+    name = "train"
+    kind = layout.TRAIN
+
+    def applies(self, ctx: Context, done: Done) -> bool:
+        return ctx.spec.trains
+
+    def hash(self, ctx: Context) -> str:
+        return ctx.spec.train_hash()
+
+    def every_rank(self, ctx: Context) -> bool:
+        return ctx.spec.weights() is None  # a released checkpoint is imported by rank 0 alone
+
+    def extra_lock(self, ctx: Context) -> AbstractContextManager[None]:
+        return self._shared_lock(ctx)
+
+    @contextmanager
+    def _shared_lock(self, ctx: Context) -> Iterator[None]:
+        """The lock of the train hash (:func:`layout.train_lock_stage`): concurrent runs of a
+        sweep sharing the training stage train it once."""
+        h = self.hash(ctx)
+        if ctx.find_stage(self.kind, h) is not None:
+            yield
+            return
+
+        def log(msg: str) -> None:
+            if msg.startswith("waiting for"):
+                ctx.log(f"train: waiting for another run training the same train stage ({h})…")
+
+        with stage_lock(layout.train_lock_stage(ctx.runs_dir, h, ctx.spec.seed), wait=ctx.wait, log=log):
+            yield
+
+    def compute(self, ctx: Context, folder: Path, done: Done) -> Outputs | None:
+        if ctx.spec.weights() is not None:  # a released checkpoint instead of training (issue 17)
+            return released.compute(ctx, folder)
+        torch.manual_seed(ctx.spec.seed)  # network initialisation
+        assert ctx.spec.train is not None and ctx.spec.loss is not None
+        s = ctx.spec.train.kwargs()
+        trainer = Trainer(
+            model=ctx.network(),
+            loss=build("loss", ctx.spec.loss),
+            noise=ctx.noise(),
+            data=ctx.data,
+            optimizer_factory=build("optimizer", s["optimizer"]),
+            settings=s,
+            seed=ctx.spec.seed,
+            device=ctx.device,
+            folder=folder,
+        )
+        start = trainer.resume()
+        if start:
+            ctx.log(f"train: resuming from step {start}")
+        t0 = time.perf_counter()
+        with _progress(f"train {ctx.spec.experiment}", s["iterations"]) as prog:
+            trainer.progress = prog
+            result = trainer.train()
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        result["resumed_from"] = start
+        if dist.active():
+            result["world_size"] = dist.world()
+        return Outputs({layout.RESULTS: result})
+
+
+STAGE = Train()

@@ -1,14 +1,19 @@
 """ANSN (Shen, "Adaptive Noise Score Networks"): noise with an adaptively estimated covariance.
 
-Haario-style running covariance (ANSN Eq. 2.5-2.8):
-    Ĉ_0 = C_0,  Ĉ_t = s_d·cov(X_0, …, X_{t−1}) + s_d·ε·I  (t ≥ 1),  s_d = 2.4²/d by default,
-t counting training batches. Noise levels Σ_i = σ_i²·Ĉ (Ĉ normalised to mean eigenvalue 1 by
-default, so σ_i keeps its NCSN meaning); x̃ = x + Σ_i^{1/2}z; DSM target −Σ_i⁻¹(x̃ − x)
-(§3.1). Sampling: NCSN's annealed Langevin, or Langevin preconditioned by the final Ĉ.
+The paper's reading is the default (docs/ansn.md, "Readings"): Haario's running covariance
+(Eq. 2.5-2.6) Ĉ_0 = C_0, Ĉ_t = s_d·cov(X_0, …, X_{t−1}) + s_d·ε·I, s_d = 2.4²/d, t counting
+training batches, of the *score* (§2.2: "an empirical estimate of score variance"; here X are
+the network's score estimates σ_i·ŝ(x̃) of each batch, ``estimate_on = score``); noise levels
+Σ_i = σ_i²·Ĉ, x̃ = x + Σ_i^{1/2}z; the loss Eq. 3.1 exactly, ½‖Σ_i⁻¹s_θ(x̃) + Σ_i⁻¹(x̃ − x)‖², so
+the network outputs s_θ ≈ Σ_i·∇log q (``output = sigma_score``); sampling by Alg. 1 as printed
+(:mod:`ncsn_core.ansn_sampling`). The project's constructions are named switches: trace
+normalisation, the eigenvalue floor, covariance of the clean data (``estimate_on = data``), a
+network giving the score or Ĉ·score, the whitened / σ² weightings and the Ĉ-preconditioned
+sampler.
 
 The running moments are float64 and merged per batch with Chan, Golub & LeVeque's pairwise
-update, which equals the covariance of every point seen (Eq. 2.8 in closed form; for batches
-of one point it is Haario et al.'s recursion). Readings of the loose parts: docs/ansn.md.
+update, which equals the covariance of every point seen (Eq. 2.6 in closed form; for batches
+of one point it is Haario et al.'s recursion, Eq. 2.8 with its (t + 1) term, docs/ansn.md).
 """
 
 from __future__ import annotations
@@ -19,11 +24,42 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core.ansn_covariance import (
+    Covariance,
+    RunningCovariance,
+    floor_diagonal,
+    floor_full,
+    floor_lowrank,
+)
+from ncsn_core.ansn_sampling import (
+    AnnealedLangevinAlg1,
+    PreconditionedLangevin,
+    ansn_langevin,
+    preconditioned_langevin,
+)
 from ncsn_core.declarations.ansn import FULL_MAX_DIM
 from ncsn_core.errors import ReproError, TrainingError
-from ncsn_core.losses import DSM, SIGMA_SQUARED
+from ncsn_core.losses import DSM, SIGMA_SQUARED, LossOut, _per_level
 from ncsn_core.noise import NoiseSchedule
-from ncsn_core.samplers import SampleContext, host_sigmas, sample_annealed_langevin
+
+__all__ = [
+    "ANSNDSM",
+    "AdaptiveConfig",
+    "AdaptiveNoise",
+    "AnnealedLangevinAlg1",
+    "Covariance",
+    "PreconditionedLangevin",
+    "RunningCovariance",
+    "adaptive",
+    "ansn_dsm",
+    "ansn_langevin",
+    "data_diagonal",
+    "floor_diagonal",
+    "floor_full",
+    "floor_lowrank",
+    "geometric_ladder",
+    "preconditioned_langevin",
+]
 
 
 def geometric_ladder(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
@@ -37,258 +73,14 @@ def geometric_ladder(sigma_max: float, sigma_min: float, levels: int) -> torch.T
     return s.to(torch.float32)
 
 
-# ----------------------------------------------------------------------------- running moments
-class RunningCovariance:
-    """Streaming mean and scatter M2 = Σ(x − x̄)(x − x̄)ᵀ of D-dim points, float64.
-
-    Forms: ``full`` keeps M2 (D×D); ``diagonal`` keeps its diagonal only; ``lowrank`` keeps the
-    diagonal exactly plus a frequent-directions sketch B (ℓ = 2·rank rows, Liberty 2013;
-    Ghashami et al. 2016) of the centred points, with 0 ⪯ M2 − BᵀB and
-    ‖M2 − BᵀB‖₂ ≤ ‖A − A_k‖²_F/(ℓ − k) for the centred data A. Memory O(ℓD); time per
-    batch of b points O((ℓ + b)²D).
-    """
-
-    def __init__(self, dim: int, form: str, rank: int = 16, device: Any = "cpu") -> None:
-        self.dim, self.form, self.rank, self.device = dim, form, rank, device
-        self.n = 0
-        f64 = dict(dtype=torch.float64, device=device)
-        self.mean = torch.zeros(dim, **f64)  # type: ignore[arg-type]
-        self.m2_diag = torch.zeros(dim, **f64)  # type: ignore[arg-type]
-        self.m2 = torch.zeros(dim, dim, **f64) if form == "full" else None  # type: ignore[arg-type]
-        self.sketch = torch.zeros(0, dim, **f64) if form == "lowrank" else None  # type: ignore[arg-type]
-
-    @property
-    def sketch_rows(self) -> int:
-        return 2 * self.rank
-
-    def to(self, device: Any) -> RunningCovariance:
-        self.device = device
-        for k in ("mean", "m2_diag", "m2", "sketch"):
-            t = getattr(self, k)
-            if t is not None:
-                setattr(self, k, t.to(device))
-        return self
-
-    def update(self, x: torch.Tensor) -> None:
-        """Merge a batch [B, ...] (Chan et al. 1979): with δ = x̄_B − x̄ and w = n·B/(n + B),
-        M2 ← M2 + Σ_B(x − x̄_B)(x − x̄_B)ᵀ + w·δδᵀ and x̄ ← x̄ + δ·B/(n + B)."""
-        x = x.detach().reshape(x.shape[0], -1).to(self.device, torch.float64)
-        b = x.shape[0]
-        if b == 0:
-            return
-        mb = x.mean(0)
-        dev = x - mb
-        n_new = self.n + b
-        delta = mb - self.mean
-        w = self.n * b / n_new
-        self.m2_diag += (dev * dev).sum(0) + delta * delta * w
-        if self.m2 is not None:
-            self.m2 += dev.T @ dev + torch.outer(delta, delta) * w
-        if self.sketch is not None:
-            # Rows whose Gram matrix is this batch's scatter plus the between-means term.
-            self._fd(torch.cat([dev, (delta * math.sqrt(w))[None]], 0) if w > 0 else dev)
-        self.mean += delta * (b / n_new)
-        self.n = n_new
-
-    def _fd(self, rows: torch.Tensor) -> None:
-        """One frequent-directions step: B ← shrink_ℓ([B; rows]). The eigenpairs of the small
-        Gram matrix GGᵀ give G's singular values and right vectors (10× faster than an SVD of
-        the (ℓ + b)×D matrix here); the kept rows are √(λ_j − λ_{ℓ+1})·v_j, largest first."""
-        assert self.sketch is not None
-        g = torch.cat([self.sketch, rows], 0)
-        lam, vec = torch.linalg.eigh(g @ g.T)  # ascending
-        lam, vec = lam.flip(0), vec.flip(1)
-        ell = self.sketch_rows
-        shrink = lam[ell] if lam.numel() > ell else lam.new_zeros(())
-        # Directions with (numerically) nothing left are dropped: their v_j = Gᵀu_j/√λ_j is noise.
-        keep = min(ell, int((lam > shrink + 1e-12 * lam[0].clamp(min=1e-300)).sum()))
-        lam, vec = lam[:keep], vec[:, :keep]
-        v = (vec.T @ g) / lam.sqrt()[:, None]  # right singular vectors of g
-        self.sketch = (lam - shrink).sqrt()[:, None] * v
-
-    def covariance(self) -> torch.Tensor:
-        """cov(X_0, …, X_{n−1}) with Eq. 2.6's normaliser read as Haario's 1/(n − 1) (full form)."""
-        assert self.m2 is not None
-        return self.m2 / max(self.n - 1, 1)
-
-    def variances(self) -> torch.Tensor:
-        return self.m2_diag / max(self.n - 1, 1)
-
-    def lowrank_factor(self) -> torch.Tensor:
-        """W [D, ≤k] with WWᵀ the sketch's top-k part of the covariance (lowrank form)."""
-        assert self.sketch is not None
-        return self.sketch[: self.rank].T / math.sqrt(max(self.n - 1, 1))
-
-    def state_dict(self) -> dict[str, Any]:
-        c = lambda t: None if t is None else t.detach().to("cpu").clone()  # noqa: E731
-        return {"n": self.n, "mean": c(self.mean), "m2_diag": c(self.m2_diag), "m2": c(self.m2),
-                "sketch": c(self.sketch)}  # fmt: skip
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        f = lambda t: None if t is None else t.to(self.device, torch.float64).clone()  # noqa: E731
-        self.n = int(s["n"])
-        self.mean, self.m2_diag, self.m2, self.sketch = (
-            f(s["mean"]),
-            f(s["m2_diag"]),
-            f(s["m2"]),
-            f(s["sketch"]),
-        )
-
-
-# ----------------------------------------------------------------------------- a fixed Ĉ
-class Covariance:
-    """A fixed SPD matrix Ĉ = MMᵀ with batch-major operations on [B, D] rows.
-
-    ``diagonal``: Ĉ = diag(d), M = diag(√d). ``full``: Ĉ = c, M = L (Cholesky).
-    ``lowrank``: Ĉ = D^{1/2}(I + PΛPᵀ)D^{1/2} with D = diag(d), P [D, k] orthonormal, Λ ≥ 0,
-    and M = D^{1/2}(I + PΛPᵀ)^{1/2}, whose powers are I + P·f(Λ)·Pᵀ: O(Dk) per vector, no
-    inverse of Λ (a zero Λ is fine).
-    """
-
-    def __init__(self, form: str, tensors: dict[str, torch.Tensor]) -> None:
-        self.form, self.t = form, tensors
-
-    @staticmethod
-    def identity(dim: int, device: Any = "cpu") -> Covariance:
-        return Covariance("diagonal", {"d": torch.ones(dim, device=device)})
-
-    @staticmethod
-    def diagonal(d: torch.Tensor) -> Covariance:
-        return Covariance("diagonal", {"d": d.to(torch.float32)})
-
-    @staticmethod
-    def full(c: torch.Tensor) -> Covariance:
-        """From a float64 SPD matrix; factorised in float64."""
-        c = (c + c.T) / 2
-        try:
-            chol = torch.linalg.cholesky(c)
-        except RuntimeError as e:  # torch.linalg.LinAlgError
-            raise ReproError(
-                f"noise adaptive: Ĉ is not positive definite ({e}); raise eps or jitter"
-            ) from None
-        return Covariance("full", {"c": c.to(torch.float32), "chol": chol.to(torch.float32)})
-
-    @staticmethod
-    def lowrank(d: torch.Tensor, w: torch.Tensor) -> Covariance:
-        """Ĉ = diag(d) + WWᵀ (float64 inputs, d > 0, W [D, k])."""
-        sd = d.sqrt()
-        if w.shape[1] == 0:
-            p, lam = w.new_zeros(d.shape[0], 0), w.new_zeros(0)
-        else:
-            p, s, _ = torch.linalg.svd(w / sd[:, None], full_matrices=False)  # D^{-1/2}W = P S Vᵀ
-            lam = s * s
-        return Covariance("lowrank", {"d": d.float(), "p": p.float(), "lam": lam.float()})
-
-    def to(self, device: Any) -> Covariance:
-        return Covariance(self.form, {k: v.to(device) for k, v in self.t.items()})
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"form": self.form, **{k: v.detach().to("cpu").clone() for k, v in self.t.items()}}
-
-    @staticmethod
-    def from_state(s: dict[str, Any], device: Any) -> Covariance:
-        return Covariance(s["form"], {k: v.to(device, torch.float32) for k, v in s.items() if k != "form"})
-
-    # ---- lowrank helper: v ↦ (I + P·f(Λ)·Pᵀ)v
-    def _mid(self, v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        p = self.t["p"]
-        return v if p.shape[1] == 0 else v + ((v @ p) * f) @ p.T
-
-    def mul(self, v: torch.Tensor) -> torch.Tensor:
-        """Ĉ v."""
-        if self.form == "full":
-            return v @ self.t["c"]
-        d = self.t["d"]
-        if self.form == "diagonal":
-            return v * d
-        sd = d.sqrt()
-        return sd * self._mid(sd * v, self.t["lam"])
-
-    def sqrt_mul(self, z: torch.Tensor) -> torch.Tensor:
-        """M z: standard normal z gives a draw with covariance Ĉ."""
-        if self.form == "full":
-            return z @ self.t["chol"].T
-        sd = self.t["d"].sqrt()
-        if self.form == "diagonal":
-            return z * sd
-        lam = self.t["lam"]
-        return sd * self._mid(z, (1 + lam).sqrt() - 1)
-
-    def sqrt_t_mul(self, v: torch.Tensor) -> torch.Tensor:
-        """Mᵀ v ("whitening" by Ĉ^{1/2}: ‖Mᵀv‖² = vᵀĈv)."""
-        if self.form == "full":
-            return v @ self.t["chol"]
-        sd = self.t["d"].sqrt()
-        if self.form == "diagonal":
-            return v * sd
-        return self._mid(sd * v, (1 + self.t["lam"]).sqrt() - 1)
-
-    def inv_sqrt_t_mul(self, z: torch.Tensor) -> torch.Tensor:
-        """M^{−T} z, so that Ĉ⁻¹(Mz) = M^{−T}z without forming Ĉ⁻¹."""
-        if self.form == "full":
-            return torch.linalg.solve_triangular(self.t["chol"], z, upper=False, left=False)  # y L = z
-        sd = self.t["d"].sqrt()
-        if self.form == "diagonal":
-            return z / sd
-        return self._mid(z, (1 + self.t["lam"]).rsqrt() - 1) / sd
-
-    def inv_sqrt_mul(self, v: torch.Tensor) -> torch.Tensor:
-        """M⁻¹ v (‖M⁻¹v‖² = vᵀĈ⁻¹v), without forming Ĉ⁻¹."""
-        if self.form == "full":
-            return torch.linalg.solve_triangular(self.t["chol"].T, v, upper=True, left=False)  # y Lᵀ = v
-        sd = self.t["d"].sqrt()
-        if self.form == "diagonal":
-            return v / sd
-        return self._mid(v / sd, (1 + self.t["lam"]).rsqrt() - 1)
-
-    def solve(self, v: torch.Tensor) -> torch.Tensor:
-        """Ĉ⁻¹ v."""
-        if self.form == "full":
-            return torch.cholesky_solve(v.T, self.t["chol"]).T
-        d = self.t["d"]
-        if self.form == "diagonal":
-            return v / d
-        sd = d.sqrt()
-        lam = self.t["lam"]
-        return self._mid(v / sd, -lam / (1 + lam)) / sd
-
-    def dense(self) -> torch.Tensor:
-        """Ĉ as a D×D matrix (for tests and small D)."""
-        d = next(iter(self.t.values())).shape[0]
-        return self.mul(torch.eye(d, device=next(iter(self.t.values())).device))
-
-
-# ----------------------------------------------------------------------------- the eigenvalue floor
-# Ĉ's eigenvalues below floor·(mean eigenvalue) are raised to that value; the mean eigenvalue
-# is trace(Ĉ)/D (1 with normalize = trace). Constant coordinates (MNIST's border pixels) have
-# zero variance, so without it Ĉ keeps only s_d·ε there (relative 1e-4 for MNIST) and Ĉ⁻¹ in
-# the DSM target and the sampler's Ĉ^{1/2} are dominated by those directions.
-def floor_diagonal(d: torch.Tensor, floor: float) -> torch.Tensor:
-    """diag(d) with its entries (the eigenvalues) floored at floor·mean(d)."""
-    return d if floor <= 0 else torch.maximum(d, floor * d.mean())  # on d's device: no host sync
-
-
-def floor_full(m: torch.Tensor, floor: float) -> torch.Tensor:
-    """A symmetric D×D matrix with its eigenvalues clipped at floor·trace/D (in its eigenbasis)."""
-    if floor <= 0:
-        return m
-    lam, vec = torch.linalg.eigh((m + m.T) / 2)
-    lam = torch.maximum(lam, floor * lam.mean())  # on the device: no host sync
-    return (vec * lam) @ vec.T
-
-
-def floor_lowrank(d: torch.Tensor, w: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """diag(d) + WWᵀ with d floored at floor·trace/D: since WWᵀ ⪰ 0, every eigenvalue is then
-    ≥ floor·(mean eigenvalue). O(D·k), no D×D matrix."""
-    if floor <= 0:
-        return d, w
-    mean = (d.sum() + (w * w).sum()) / d.shape[0]
-    return torch.maximum(d, floor * mean), w
-
-
 # ----------------------------------------------------------------------------- the noise
 @attrs.frozen
 class AdaptiveConfig:
+    """The noise's settings. These Python defaults are the project's construction, kept for
+    code that builds a noise by hand; what an .exp file gets by default is the paper's reading
+    (declarations/ansn.py: normalize = none, estimate_on = score, jitter = 0,
+    output = sigma_score)."""
+
     form: str = "diagonal"
     rank: int = 16
     s_d: float = 0.0  # 0: Haario's 2.4²/d
@@ -299,7 +91,8 @@ class AdaptiveConfig:
     jitter: float = 1e-6
     warmup: int = 0
     floor: float = 0.0  # eigenvalues of Ĉ below floor·(mean eigenvalue) raised to it (0 = off)
-    output: str = "score"  # score: the network gives s; preconditioned: it gives u = Ĉs
+    # What the network outputs: score: s; preconditioned: u = Ĉs; sigma_score: Σ_i·s (Eq. 3.1).
+    output: str = "score"
 
 
 class AdaptiveNoise(NoiseSchedule):
@@ -317,6 +110,7 @@ class AdaptiveNoise(NoiseSchedule):
         super().__init__(sigmas)
         self.dim, self.cfg = dim, config
         self.s_d = config.s_d or 2.4**2 / dim  # Haario's s_d = 2.4²/d (Eq. 2.5)
+        self.host_sigmas = [float(v) for v in self.sigmas.tolist()]  # no host sync per step
         self.device: Any = "cpu"
         self.stats = RunningCovariance(dim, config.form, config.rank)
         self.c0 = c0 if c0 is not None else Covariance.identity(dim)
@@ -373,10 +167,11 @@ class AdaptiveNoise(NoiseSchedule):
         """Called with clean batch t before it is perturbed: Ĉ_t from batches 0 … t−1, then
         batch t (clean or perturbed with Ĉ_t, per ``estimate_on``) joins the estimate."""
         on = self.cfg.estimate_on
-        if on == "residual" and self.batches >= 1 and self.residual_batches == 0:
+        if on in ("residual", "score") and self.batches >= 1 and self.residual_batches == 0:
+            what = "residuals" if on == "residual" else "score estimates"
             raise ReproError(
-                "noise adaptive: estimate_on = residual needs the model's residuals, which loss ansn_dsm "
-                "reports (update_residual); use loss ansn_dsm, or estimate_on = data"
+                f"noise adaptive: estimate_on = {on} needs the model's {what}, which loss ansn_dsm "
+                "reports (update_residual, update_score); use loss ansn_dsm, or estimate_on = data"
             )
         self._refresh()
         if on == "data":
@@ -410,13 +205,47 @@ class AdaptiveNoise(NoiseSchedule):
         σ_i·r when ``idx`` is given (NCSN's level-free scale). A no-op otherwise."""
         if self.cfg.estimate_on != "residual":
             return
-        r = r.detach().reshape(r.shape[0], -1)
-        if self.preconditioned_output:  # the output's residual Ĉ(s − t): the score's is Ĉ⁻¹ of it
-            r = self.cov.solve(r)
+        r = self.score_residual(r.detach(), idx).reshape(r.shape[0], -1)
         if idx is not None:
             r = r * self.scale(idx).to(r.dtype)[:, None]
         self._guarded_update(r, "score residual", self.batches)
         self.residual_batches += 1
+
+    def update_score(self, out: torch.Tensor, idx: torch.Tensor) -> None:
+        """Hook (loss ansn_dsm calls it with the network's output on perturbed batch t): with
+        estimate_on = score (§2.2, the default), the model's score estimates in NCSN's level-free
+        scale, σ_i·ŝ(x̃) with ŝ the score read off the output (``score_of``), join the estimate,
+        so Ĉ_{t+1} = s_d·cov(every score estimate so far) + s_d·ε·I. A no-op otherwise."""
+        if self.cfg.estimate_on != "score":
+            return
+        flat = out.detach().reshape(out.shape[0], -1)
+        s = self._score_flat(flat, idx)
+        self._guarded_update(s * self.scale(idx).to(s.dtype)[:, None], "score estimate", self.batches)
+        self.residual_batches += 1
+
+    # ---- what the network outputs
+    @property
+    def preconditioned_output(self) -> bool:
+        """Is the network's output something other than the score (``output`` = preconditioned or
+        sigma_score)? The runner then reads the score off it with :meth:`score_of` and gives
+        stages the raw output too (SampleContext.output)."""
+        return self.cfg.output != "score"
+
+    def _score_flat(self, flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The score from output rows [B, D] at levels ``idx`` [B]: out, Ĉ⁻¹u, or
+        Σ_i⁻¹u = Ĉ⁻¹u/σ_i² (``output = sigma_score``)."""
+        o = self.cfg.output
+        if o == "score":
+            return flat
+        s = self.cov.solve(flat)
+        if o == "sigma_score":
+            s = s / (self.scale(idx).to(s.dtype) ** 2)[:, None]
+        return s
+
+    def score_residual(self, r: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The score's residual ŝ − t from the output's residual r = out − target_out (the map
+        from output to score is linear): r, Ĉ⁻¹r, or Σ_i⁻¹r (``output = sigma_score``)."""
+        return self._score_flat(r.reshape(r.shape[0], -1), idx).view_as(r)
 
     # ---- the NoiseSchedule interface
     def sample_noise(
@@ -429,35 +258,45 @@ class AdaptiveNoise(NoiseSchedule):
     def perturb(
         self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x̃ = x + σ_i M z and the DSM target ∇_x̃ log N(x̃; x, Σ_i) = −Σ_i⁻¹(x̃ − x) = −M^{−T}z/σ_i
-        (§3.1), computed from z without forming Σ_i⁻¹. With ``output = preconditioned`` the
-        target of the network's output u = Ĉs: Ĉ·(−Σ_i⁻¹(x̃ − x)) = −(x̃ − x)/σ_i² = −Mz/σ_i."""
+        """x̃ = x + σ_i M z and the target of the network's output, computed from z without
+        forming Σ_i⁻¹: for the score (``output = score``) ∇_x̃ log N(x̃; x, Σ_i) = −Σ_i⁻¹(x̃ − x)
+        = −M^{−T}z/σ_i (§3.1); for u = Ĉs (``preconditioned``) −(x̃ − x)/σ_i² = −Mz/σ_i; for
+        Σ_i·s (``sigma_score``, Eq. 3.1's minimiser) −(x̃ − x) = −σ_i·Mz."""
         z = torch.randn((x.shape[0], self.dim), generator=generator, device=x.device, dtype=x.dtype)
         sig = self.scale(idx)[:, None]
         m_z = self.cov.sqrt_mul(z)
         noise = sig * m_z
-        target = -m_z / sig if self.preconditioned_output else -self.cov.inv_sqrt_t_mul(z) / sig
+        o = self.cfg.output
+        if o == "sigma_score":
+            target = -noise
+        elif o == "preconditioned":
+            target = -m_z / sig
+        else:
+            target = -self.cov.inv_sqrt_t_mul(z) / sig
         return x + noise.view_as(x), target.view_as(x)
 
-    @property
-    def preconditioned_output(self) -> bool:
-        return self.cfg.output == "preconditioned"
-
     def score_of(self, out: torch.Tensor, i: int) -> torch.Tensor:
-        """The score from the network's output: s = out, or Ĉ⁻¹u (``output = preconditioned``)."""
+        """The score from the network's output at level i: out, Ĉ⁻¹u, or Σ_i⁻¹u."""
         if not self.preconditioned_output:
             return out
-        return self.cov.solve(out.reshape(out.shape[0], -1)).view_as(out)
+        idx = torch.full((out.shape[0],), int(i), device=out.device, dtype=torch.long)
+        return self._score_flat(out.reshape(out.shape[0], -1), idx).view_as(out)
 
     def preconditioned_of(self, out: torch.Tensor, i: int) -> torch.Tensor:
-        """Ĉs from the network's output: Ĉ·out, or u itself (``output = preconditioned``: no solve)."""
-        return out if self.preconditioned_output else self.precondition(out, i)
+        """Ĉs from the network's output: Ĉ·out, u itself (``preconditioned``: no solve), or
+        u/σ_i² (``sigma_score``: Σ_i s/σ_i²)."""
+        o = self.cfg.output
+        if o == "preconditioned":
+            return out
+        if o == "sigma_score":
+            return out / self.host_sigmas[i] ** 2
+        return self.precondition(out, i)
 
     def quad(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """vᵀΣ_i v per sample, for a score residual v = s − t. With ``output = preconditioned``
-        v is the output's residual Ĉ(s − t), and the same quantity is σ_i²·vᵀĈ⁻¹v."""
-        flat = v.reshape(v.shape[0], -1)
-        w = self.cov.inv_sqrt_mul(flat) if self.preconditioned_output else self.cov.sqrt_t_mul(flat)
+        """(s − t)ᵀΣ_i(s − t) per sample from the output's residual v (the score's residual
+        itself for ``output = score``; else converted by :meth:`score_residual`)."""
+        flat = self.score_residual(v, idx).reshape(v.shape[0], -1)
+        w = self.cov.sqrt_t_mul(flat)
         return self.scale(idx) ** 2 * (w * w).sum(1)
 
     def whiten(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -559,21 +398,47 @@ def adaptive(
 
 # ----------------------------------------------------------------------------- the loss
 class ANSNDSM(DSM):
-    """DSM with a covariance noise (§3.1). ``whitened``: ½(s − t)ᵀΣ_i(s − t) = ½‖Mᵀ(σ_i s) + z‖²,
-    our reading of Eq. 3.1 (½σ²‖s − t‖², NCSN's λ = σ², for isotropic noise); ``sigma2``:
-    ½σ_i²‖out − target‖² on the network's output whatever Ĉ is (the score, or u = Ĉs with
-    ``noise adaptive { output = preconditioned }``, where ``whitened`` is the same value as for
-    the score: ½σ_i²·rᵀĈ⁻¹r of the output's residual r). Reports the residuals to the noise
-    (update_residual)."""
+    """DSM with a covariance noise (§3.1). Weightings of the residual r = out − target_out:
+
+    * ``eq31`` (the paper): Eq. 3.1 as written, ½‖Σ_i⁻¹s_θ(x̃) + Σ_i⁻¹(x̃ − x)‖². Its minimiser
+      is s_θ = −E[x̃ − x | x̃] = Σ_i·∇log q_Σ(x̃), so with ŝ = Σ_i⁻¹s_θ it is ½‖ŝ − t‖², plain DSM
+      with λ = 1 in the score; computed as that (``noise.score_residual``), whatever the output
+      reading. With ``output = sigma_score`` this is Eq. 3.1 on the network's output exactly.
+    * ``whitened`` (the project's): ½(ŝ − t)ᵀΣ_i(ŝ − t), NCSN's λ = σ² generalised;
+    * ``sigma2`` (the project's): ½σ_i²‖out − target_out‖² on the raw output.
+
+    For isotropic noise eq31 is ½‖s − t‖² and whitened / sigma2 are NCSN's ½σ²‖s − t‖². The
+    loss hands the output to the noise (``update_score``) and the residual (``update_residual``)
+    for ``estimate_on`` = score / residual."""
 
     def __init__(self, weighting: str) -> None:
         super().__init__(SIGMA_SQUARED)
         self.weighting = weighting
 
+    def loss(
+        self, model: Any, x: torch.Tensor, idx: torch.Tensor, noise: NoiseSchedule, gen: Any, part: Any
+    ) -> LossOut:
+        if not getattr(noise, "perturbs", True):
+            return super().loss(model, x, idx, noise, gen, part)  # its error
+        x_t, target = noise.perturb(x, idx, gen)
+        if part is not None:
+            x_t, target, idx = x_t[part], target[part], idx[part]
+        out = model(x_t, idx)
+        report = getattr(noise, "update_score", None)
+        if report is not None:  # estimate_on = score: batch t's score estimates join Ĉ_{t+1}
+            report(out, idx)
+        per = self.per_sample(out - target, idx, noise)
+        ps, pc = _per_level(per, idx, noise.num_levels)
+        return LossOut(per.mean(), ps, pc)
+
     def per_sample(self, r: torch.Tensor, idx: torch.Tensor, noise: NoiseSchedule) -> torch.Tensor:
         report = getattr(noise, "update_residual", None)
         if report is not None:  # estimate_on = residual: batch t's residuals join Ĉ_{t+1}
             report(r, idx)
+        if self.weighting == "eq31":
+            to_score = getattr(noise, "score_residual", None)
+            v = r if to_score is None else to_score(r, idx)
+            return 0.5 * v.reshape(v.shape[0], -1).pow(2).sum(1)
         quad = getattr(noise, "quad", None)
         if self.weighting == "whitened" and quad is not None:
             return 0.5 * quad(r, idx)
@@ -582,44 +447,3 @@ class ANSNDSM(DSM):
 
 def ansn_dsm(weighting: str) -> ANSNDSM:
     return ANSNDSM(weighting)
-
-
-# ----------------------------------------------------------------------------- the sampler
-@attrs.define
-class PreconditionedLangevin:
-    """Annealed Langevin preconditioned by a fixed SPD Ĉ (the final Ĉ of training):
-    α_i = ε σ_i²/σ_L²;  x ← x + α_i/2·k_i·Ĉ s(x, σ_i) + √α_i·Ĉ^{1/2} z,  T steps per level.
-
-    With k_i = 1 (``score_scaling = none``) every level is a Langevin chain whose stationary law
-    is the perturbed density for any fixed SPD Ĉ (Ĉ = I is NCSN's Alg. 1). ``divide_sigma``
-    uses k_i = 1/σ_i, ANSN's Alg. 1 line 6 as printed (α_i/(2σ_i)); see docs/ansn.md. With an
-    isotropic noise (no ``precondition_sqrt``) Ĉ = I.
-    """
-
-    T: int  # steps per level
-    eps: float  # ε
-    scaling: str  # none | divide_sigma
-    record_every: int
-
-    def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        noise = ctx.noise
-        score, precondition = ctx.score, noise.precondition  # Ĉ s
-        if ctx.output is not None and hasattr(noise, "preconditioned_of"):  # the network gives Ĉs itself
-            out = ctx.output
-            score, precondition = (lambda x_, i: noise.preconditioned_of(out(x_, i), i)), None
-        return sample_annealed_langevin(
-            score, x, host_sigmas(ctx), step_size=self.eps, steps_per_level=self.T,
-            generator=ctx.generator, precondition=precondition,
-            noise_transform=getattr(noise, "precondition_sqrt", None),  # Ĉ^{1/2} z (None: isotropic)
-            score_scale=(lambda i, sigma: 1.0 / sigma) if self.scaling == "divide_sigma" else None,
-            record=ctx.record, record_every=self.record_every, name=ctx.stage_name or "preconditioned_langevin",
-        )  # fmt: skip
-
-    def nfe(self, num_levels: int) -> int:
-        return self.T * num_levels
-
-
-def preconditioned_langevin(
-    steps_per_level: int, step_size: float, score_scaling: str, record_every: int
-) -> PreconditionedLangevin:
-    return PreconditionedLangevin(steps_per_level, step_size, score_scaling, record_every)

@@ -144,13 +144,15 @@ class SSM(Loss):
         self.weight = weight
 
     def _v(self, shape: torch.Size, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Projections with E[vvᵀ] = I (Gaussian, Rademacher, or uniform on the √D-sphere)."""
+        """Projections: E[vvᵀ] = I (Gaussian, Rademacher, or uniform on the √D-sphere), or
+        ``unit`` (a Gaussian normalised to length 1, E[vvᵀ] = I/D: the official plain SSM)."""
         v = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
         if self.projection == "rademacher":
             v = torch.where(v >= 0, 1.0, -1.0).to(x.dtype)
-        elif self.projection == "sphere":
+        elif self.projection in ("sphere", "unit"):
             f = _flat(v)
-            v = (f / f.norm(dim=1, keepdim=True) * (f.shape[1] ** 0.5)).view(shape)
+            radius = f.shape[1] ** 0.5 if self.projection == "sphere" else 1.0
+            v = (f / f.norm(dim=1, keepdim=True) * radius).view(shape)
         return v
 
     def loss(self, model: Net, x: Tensor, idx: Tensor, noise: NoiseSchedule, gen: Gen, part: Part) -> LossOut:

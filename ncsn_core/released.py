@@ -7,8 +7,9 @@ train stage read the file instead of training. Formats (docs/released.md):
 - ``ncsn``: the NCSN code's ``checkpoint.pth``: ``[score_state_dict, optimizer_state_dict]``,
   keys with DataParallel's ``module.`` prefix, no σ buffer.
 - ``ncsnv2``: the NCSNv2 code's ``[score, optimizer, epoch, step, ema]``; the EMA helper's
-  state dict holds the shadow parameters (``module.``-prefixed, parameters only) the paper
-  sampled from, used when ``sample.use_ema`` (the default).
+  state dict holds the shadow parameters the paper sampled from (parameters only, named
+  *without* ``module.``: models/ema.py registers ``module.module``'s names), used when
+  ``sample.use_ema`` (the default). Reading accepts either spelling.
 - ``repro``: a repro training checkpoint (``train/checkpoints/step-<n>.pt``).
 
 Every file is read with ``torch.load(..., weights_only=True)``: no pickled code runs, and a
@@ -341,10 +342,12 @@ def export(src: Path, fmt: str, out: Path) -> str:
     if fmt == "ncsn":
         states: list[Any] = [score, optimizer]
     else:
-        # The EMA helper registers parameters only (named with DataParallel's prefix); without
-        # an EMA in training the shadow is the weights themselves.
+        # The official EMA helper (models/ema.py) unwraps DataParallel before it registers, so
+        # its shadow is named without ``module.``: ema_helper.load_state_dict followed by
+        # ema(module) looks every parameter up by that name. Parameters only; without an EMA in
+        # training the shadow is the weights themselves.
         ema_src = f["ema"] if f["ema"] is not None else sd
-        shadow = {PREFIX + official_name(k, depth): v for k, v in ema_src.items() if k != "sigmas"}
+        shadow = {official_name(k, depth): v for k, v in ema_src.items() if k != "sigmas"}
         states = [score, optimizer, 0, int(f["step"] or 0), shadow]
     atomic.write_with(Path(out), lambda fh: torch.save(states, fh))
     return f"wrote {out} ({fmt} format, from {path}, step {f['step']})"

@@ -178,6 +178,7 @@ def sample_annealed_langevin(
     record: Callable[[str, torch.Tensor], None] | None = None,
     record_every: int = 0,
     name: str = "annealed_langevin",
+    before_last_step: bool = False,
 ) -> torch.Tensor:
     """Annealed Langevin dynamics (NCSN Alg. 1), the one loop every annealed sampler runs:
 
@@ -197,8 +198,12 @@ def sample_annealed_langevin(
     k-th step counted over all levels, named ``{name}:level{i}`` at a level's last step and
     ``{name}:level{i}.step{t}`` otherwise. The host synchronises once per level (a non-finite
     value raises :class:`SamplerDiverged` naming ``name``, the level and σ_i).
+    ``before_last_step`` returns the state before the very last update (every draw and network
+    evaluation still made): the official NCSN code's last image (anneal_runner.py keeps
+    clamp(x) before each step, so its final sample has had L·T − 1 updates).
     """
     t_all = 0
+    prev = x
     for i, sigma in enumerate(sigmas):
         alpha = step_size * sigma**2 / sigmas[-1] ** 2  # Alg. 1, line 3
         coef = 0.5 * alpha * (1.0 if score_scale is None else score_scale(i, sigma))
@@ -206,6 +211,7 @@ def sample_annealed_langevin(
             x = known.begin_level(x, sigma, generator)
         bad = torch.zeros((), dtype=torch.bool, device=x.device)
         for t in range(steps_per_level):
+            prev = x
             s = score(x, i)
             if precondition is not None:
                 s = precondition(s, i)
@@ -222,7 +228,7 @@ def sample_annealed_langevin(
                 record(f"{name}:level{i + 1}{suffix}", x)
         why = unstable_step(step_size, sigmas)
         check_finite(bad, name, i, sigma, f"The likely cause: {why}" if why else "", levels=len(sigmas))
-    return x
+    return prev if before_last_step else x
 
 
 # ----------------------------------------------------------------------------- stages
@@ -282,13 +288,14 @@ class AnnealedLangevin:
     eps: float  # ε
     use_exact: bool
     record_every: int
+    final: str = "after_last_step"  # before_last_step: the official NCSN code's last image
 
     def run(self, x: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
         sig = host_sigmas(ctx)
         return sample_annealed_langevin(
             stage_score(ctx, self.use_exact, sig), x, sig, step_size=self.eps, steps_per_level=self.T,
             generator=ctx.generator, record=ctx.record, record_every=self.record_every,
-            name=ctx.stage_name or "annealed_langevin",
+            name=ctx.stage_name or "annealed_langevin", before_last_step=self.final == "before_last_step",
         )  # fmt: skip
 
     def nfe(self, num_levels: int) -> int:
@@ -470,9 +477,9 @@ def langevin(steps: int, step_size: float, level: int, use_exact: bool, record_e
 
 
 def annealed_langevin(
-    steps_per_level: int, step_size: float, use_exact: bool, record_every: int
+    steps_per_level: int, step_size: float, use_exact: bool, record_every: int, final: str = "after_last_step"
 ) -> AnnealedLangevin:
-    return AnnealedLangevin(steps_per_level, step_size, use_exact, record_every)
+    return AnnealedLangevin(steps_per_level, step_size, use_exact, record_every, final)
 
 
 def inpainting(

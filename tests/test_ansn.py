@@ -215,7 +215,7 @@ def test_ansn_dsm_weightings() -> None:
     n = trained(noise_for(d, [1.0, 0.3], form="full"), data(100, d, 10), 20)
     idx = torch.tensor([0, 1, 1, 0])
     r = torch.randn(4, d)
-    per = build("loss", "ansn_dsm").per_sample(r, idx, n)
+    per = build("loss", "ansn_dsm", weighting="whitened").per_sample(r, idx, n)
     sig = n.sigmas[idx]
     expect = 0.5 * sig**2 * torch.einsum("bi,ij,bj->b", r, n.cov.dense(), r)  # ½ rᵀΣ_i r
     assert torch.allclose(per, expect, rtol=1e-5)
@@ -315,9 +315,11 @@ def test_warmup_and_data_diag_c0() -> None:
     class Src:
         shape, train = (3,), x
 
-    m = build("noise", "adaptive", c0="data_diag", data=Src())
+    m = build("noise", "adaptive", c0="data_diag", normalize="trace", jitter=1e-6, data=Src())
     v = x.double().var(0) + 1e-5
     assert torch.allclose(m.cov.t["d"].double(), v / v.mean() + 1e-6, rtol=1e-5)  # normalised diag
+    raw = build("noise", "adaptive", c0="data_diag", data=Src())  # the paper's: s_d(var + ε), as is
+    assert torch.allclose(raw.cov.t["d"].double(), 2.4**2 / 3 * v, rtol=1e-5)
     with pytest.raises(ReproError, match="lowrank"):
 
         class Big:
@@ -420,8 +422,15 @@ def test_state_dict_round_trip_continues_identically(form: str, on: str) -> None
         assert key == "form" or torch.equal(sa["cov"][key], sb["cov"][key])
 
 
-@pytest.mark.parametrize("output", ["score", "preconditioned"])
-def test_ansn_trains_and_samples_from_an_exp(write, tmp_path, output: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("output", "stage"),
+    [
+        ("score", "preconditioned_langevin"),
+        ("preconditioned", "preconditioned_langevin"),
+        ("sigma_score", "ansn_langevin"),  # the paper's reading: every default
+    ],
+)
+def test_ansn_trains_and_samples_from_an_exp(write, tmp_path, output: str, stage: str) -> None:  # type: ignore[no-untyped-def]
     from dsl.compiler import compile_file
     from ncsn_core.runner import run_spec
 
@@ -432,8 +441,8 @@ def test_ansn_trains_and_samples_from_an_exp(write, tmp_path, output: str) -> No
         loss ansn_dsm { }
         train { iterations = 20, batch_size = 32, checkpoint_every = 10, log_every = 10 }
         sample { samples = 50, init = uniform(low = -8, high = 8),
-                 stage preconditioned_langevin { steps_per_level = 5, step_size = 0.01 } }
-    }""".replace("OUTPUT", output)
+                 stage STAGE { steps_per_level = 5, step_size = 0.01 } }
+    }""".replace("OUTPUT", output).replace("STAGE", stage)
     (spec,) = compile_file(write("a.exp", src))
     run_spec(spec, runs_dir=tmp_path / "runs", device="cpu", quiet=True)
     ck = sorted((tmp_path / "runs").glob("a/*/seed-0/train/checkpoints/*.pt"))[-1]
@@ -442,3 +451,131 @@ def test_ansn_trains_and_samples_from_an_exp(write, tmp_path, output: str) -> No
     assert st["noise"]["cov"]["form"] == "full"  # with the Ĉ the last batch used
     x = torch.load(next((tmp_path / "runs").glob("a/*/seed-0/sample-*/samples.pt")))
     assert x.shape == (50, 2) and torch.isfinite(x).all()
+
+
+# ----------------------------------------------------------------------------- the paper's reading
+def test_printed_eq_2_8_does_not_reproduce_eq_2_5_but_haarios_does() -> None:
+    """Eq. 2.8 as printed has (t − 1)·X̄_tX̄_tᵀ where Haario et al. (2001) have (t + 1): only the
+    latter equals Eq. 2.5 (s_d·cov + s_d·ε·I with Eq. 2.6's 1/(n − 1)) along the recursion."""
+    d, eps = 3, 1e-3
+    x = data(30, d, 21)
+    sd = 2.4**2 / d
+    eye = torch.eye(d, dtype=torch.float64)
+    eq25 = lambda t: sd * torch.cov(x[:t].T) + sd * eps * eye  # noqa: E731  C_t from X_0 … X_{t−1}
+    errs = {}
+    for k in (1, -1):  # (t + 1): Haario's; (t − 1): as printed
+        c, worst = eq25(2), 0.0
+        for t in range(2, 30):
+            mp, mt, xt = x[:t].mean(0), x[: t + 1].mean(0), x[t]
+            c = (t - 1) / t * c + sd / t * (
+                t * torch.outer(mp, mp) - (t + k) * torch.outer(mt, mt) + torch.outer(xt, xt) + eps * eye
+            )
+            worst = max(worst, float((c - eq25(t + 1)).abs().max() / eq25(t + 1).abs().max()))
+        errs[k] = worst
+    assert errs[1] < 1e-13 and errs[-1] > 1e-2, errs
+
+
+def test_eq31_is_the_loss_as_written_and_dsm_with_unit_weight() -> None:
+    """loss ansn_dsm { } with noise adaptive's defaults: ½‖Σ_i⁻¹s_θ(x̃) + Σ_i⁻¹(x̃ − x)‖² on the
+    network's output, Σ_i = σ_i²Ĉ formed densely here; its target is −(x̃ − x), so the minimiser
+    outputs Σ_i·score; the score read off it is the score parametrisation's target."""
+    d = 4
+    n = trained(noise_for(d, [1.0, 0.3], form="full", output="sigma_score", **RAW), data(100, d, 10), 20)
+    x, idx = torch.randn(6, d), torch.tensor([0, 1, 1, 0, 1, 0])
+    seen = {}
+
+    class Rec(torch.nn.Module):
+        def forward(self, xt, i):  # type: ignore[no-untyped-def]
+            seen["xt"] = xt
+            return torch.sin(xt)
+
+    per_loss = build("loss", "ansn_dsm")
+    out = per_loss.loss(Rec(), x, idx, n, torch.Generator().manual_seed(3), None)
+    xt = seen["xt"]
+    sig = n.sigmas[idx].double()
+    c = n.cov.dense().double()
+    expect = torch.stack([
+        0.5 * (torch.linalg.solve(sig[b] ** 2 * c, torch.sin(xt[b]).double() + (xt[b] - x[b]).double())) .pow(2).sum()
+        for b in range(6)
+    ])  # fmt: skip
+    assert torch.allclose(out.loss.double(), expect.mean(), rtol=1e-4)
+    _, target = n.perturb(x, idx, torch.Generator().manual_seed(3))
+    assert torch.allclose(target, -(xt - x), atol=1e-6)  # Eq. 3.1's minimiser: −E[x̃ − x | x̃]
+    s_par = noise_for(d, [1.0, 0.3], form="full", **RAW)
+    s_par.cov = n.cov
+    _, t_score = s_par.perturb(x, idx, torch.Generator().manual_seed(3))
+    for i in (0, 1):  # Σ_i⁻¹ of the output target is the score's target −Σ_i⁻¹(x̃ − x)
+        rows = idx == i
+        assert torch.allclose(n.score_of(target[rows], i), t_score[rows], rtol=1e-4, atol=1e-4)
+    iso = NoiseSchedule(torch.tensor([1.0, 0.3]))
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    model = Lin(d)
+    one = build("loss", "dsm", weight=1.0)(model, x, iso, g()).loss
+    assert torch.allclose(build("loss", "ansn_dsm")(model, x, iso, g()).loss, one)  # λ = 1
+
+
+def test_estimate_on_score_is_the_covariance_of_the_networks_scores() -> None:
+    """estimate_on = score (the default reading of §2.2): Ĉ_{t+1} = s_d·cov(σ_i·ŝ of every batch
+    so far) + s_d·ε·I, ŝ = Σ_i⁻¹·output the score the network gives for batch t."""
+    d = 3
+    x = data(64, d, 11).float()
+    n = noise_for(d, [1.0, 0.1], form="full", estimate_on="score", output="sigma_score", **RAW)
+    model, loss, scores = Lin(d), build("loss", "ansn_dsm"), []
+    for k in range(4):
+        n.update(x[16 * k : 16 * k + 16])
+        cov_t = n.cov.dense().double()
+        g = torch.Generator().manual_seed(k)
+        idx = torch.randint(0, 2, (16,), generator=torch.Generator().manual_seed(k))
+        loss.loss(model, x[16 * k : 16 * k + 16], idx, n, g, None)
+        xt, _ = n.perturb(x[16 * k : 16 * k + 16], idx, torch.Generator().manual_seed(k))
+        with torch.no_grad():
+            u = model(xt, idx).double()
+        sig = n.sigmas[idx].double()[:, None]
+        scores.append(sig * torch.linalg.solve(cov_t, u.T).T / sig**2)  # σ_i·Σ_i⁻¹u
+    n.update(x[:2])
+    allv = torch.cat(scores)
+    expect = n.s_d * torch.cov(allv.T) + n.s_d * 1e-5 * torch.eye(d, dtype=torch.float64)
+    assert n.stats.n == 64 and torch.allclose(n.cov.dense().double(), expect, rtol=1e-4, atol=1e-7)
+    lone = noise_for(d, [1.0, 0.1], estimate_on="score")
+    lone.update(x[:16])
+    build("loss", "dsm")(model, x[:16], lone, None)  # dsm reports no score estimates
+    with pytest.raises(ReproError, match="estimate_on = score needs the model's score estimates"):
+        lone.update(x[16:32])
+
+
+@pytest.mark.parametrize(("drive", "final"), [("output", "after_last_step"), ("score", "before_last_step")])
+def test_ansn_langevin_is_alg1_as_printed(drive: str, final: str) -> None:
+    """stage ansn_langevin: x ← x + α_i/(2σ_i)·s_θ(x) + √α_i·z, z ~ N(0, I) (no Ĉ), s_θ the
+    network's output (drive = output) or the score read off it; final = before_last_step
+    returns the state before the last update."""
+    from ncsn_core.ansn_sampling import AnnealedLangevinAlg1
+
+    sig, eps, T = [2.0, 0.5], 1e-2, 3
+    n = trained(noise_for(3, sig, form="full", output="sigma_score"), data(60, 3, 16), 20)
+    b = torch.tensor([0.3, -1.0, 2.0])
+    out = lambda x, i: b.expand_as(x) * (i + 1) - 0.1 * x  # noqa: E731
+    score = lambda x, i: n.score_of(out(x, i), i)  # noqa: E731
+    ctx = SampleContext(score=score, output=out, noise=n, generator=torch.Generator().manual_seed(17))
+    x = AnnealedLangevinAlg1(T, eps, "divide_sigma", drive, 0, final).run(torch.zeros(4, 3), ctx)
+    g, ref, prev = torch.Generator().manual_seed(17), torch.zeros(4, 3), None
+    f = out if drive == "output" else score
+    for i, s in enumerate(sig):
+        a = eps * s**2 / sig[-1] ** 2
+        for _ in range(T):
+            prev = ref
+            ref = ref + a / (2 * s) * f(ref, i) + a**0.5 * torch.randn(4, 3, generator=g)
+    assert torch.allclose(x, prev if final == "before_last_step" else ref, atol=1e-5)
+
+
+def test_divide_sigma_preconditioned_sampler_has_a_covariance_error_about_s() -> None:
+    """The documented flaw of preconditioned_langevin { score_scaling = divide_sigma } (ansn_mnist
+    and ansn_cifar used it before they followed the paper): on an exact Gaussian score N(m, S)
+    its stationary covariance is about σ·S, an error of (1 − σ)·S; with none it is S."""
+    S = torch.tensor([[2.0, 1.2], [1.2, 1.0]], dtype=torch.float64)
+    P, c = torch.linalg.inv(S), torch.tensor([[1.0, 0.5], [0.5, 2.0]], dtype=torch.float64)
+    sigma, a = 0.1, 1e-3
+    err = {}
+    for k, name in ((1.0 / sigma, "divide_sigma"), (1.0, "none")):
+        V = _discrete_stationary(torch.eye(2, dtype=torch.float64) - 0.5 * a * k * c @ P, a * c)
+        err[name] = float(torch.linalg.matrix_norm(V - S, 2) / torch.linalg.matrix_norm(S, 2))
+    assert err["none"] < 1e-2 and 0.8 < err["divide_sigma"] < 1.0, err

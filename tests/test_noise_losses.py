@@ -248,5 +248,11 @@ def test_registered_losses_build_with_their_defaults() -> None:
     ssm, ssm_vr = build("loss", "ssm"), build("loss", "ssm_vr", n_particles=3)
     assert isinstance(ssm, SSM) and not ssm.vr and ssm.n == 1
     assert isinstance(ssm_vr, SSM) and ssm_vr.vr and ssm_vr.n == 3
+    # Plain ssm: the official sliced_score_estimation's unit-length v by default; ssm_vr: Gaussian.
+    assert ssm.projection == "unit" and ssm_vr.projection == "gaussian"
+    v = ssm._v(torch.Size((5, 1, 4, 4)), torch.zeros(1), torch.Generator().manual_seed(0))
+    assert torch.allclose(v.reshape(5, -1).norm(dim=1), torch.ones(5))
+    g = build("loss", "ssm", projection="gaussian")._v(torch.Size((5, 16)), torch.zeros(1), None)
+    assert not torch.allclose(g.norm(dim=1), torch.ones(5))  # the Gaussian option stays
     _, errors = registry.lookup("loss", "dsm").check_params({"weight": Expr(("sym", "tau"))})
     assert errors and "unknown symbol 'tau'" in errors[0][1]

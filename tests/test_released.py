@@ -62,7 +62,9 @@ def official_file(ck: Path, fmt: str, out: Path) -> Path:
     if fmt == "ncsn":
         states = [score, st["optimizer"]]
     else:
-        shadow = {"module." + rel.official_name(k): v for k, v in st["ema"].items() if k != "sigmas"}
+        shadow = {
+            rel.official_name(k): v for k, v in st["ema"].items() if k != "sigmas"
+        }  # unprefixed, as models/ema.py
         states = [score, st["optimizer"], 1, st["step"], shadow]
     torch.save(states, out)
     return out
@@ -144,12 +146,16 @@ def test_export_then_import_is_bit_identical(write, tmp_path) -> None:  # type: 
         r = cli.invoke(app, ["export", str(runs / "src"), "--format", fmt, "--out", str(out)])
         assert r.exit_code == 0, r.output
         states = torch.load(out, weights_only=True)
+        run = Run(src, runs, "cpu", quiet=True)
         assert isinstance(states, list) and len(states) == (5 if fmt == "ncsnv2" else 2)
         assert all(k.startswith("module.") for k in states[0])
         assert "module.begin_conv.weight" in states[0]
         assert set(states[1]) == {"state", "param_groups"}  # the optimizer state as saved
         if fmt == "ncsnv2":
-            assert states[3] == 3 and "module.sigmas" in states[0] and "module.sigmas" not in states[4]
+            assert states[3] == 3 and "module.sigmas" in states[0] and "sigmas" not in states[4]
+            _official_ema_load(states[4], run.network())  # the official helper loads it
+            with pytest.raises(KeyError):  # and would not load the module.-prefixed names
+                _official_ema_load({"module." + k: v for k, v in states[4].items()}, run.network())
         run = Run(src, runs, "cpu", quiet=True)
         source = run.network()
         st = torch.load(ck, weights_only=True)
@@ -162,6 +168,23 @@ def test_export_then_import_is_bit_identical(write, tmp_path) -> None:  # type: 
             back.load_state_dict(imported[which])
             with torch.no_grad():
                 assert torch.equal(source(x, idx), back(x, idx))
+
+
+def _official_ema_load(shadow: dict, net: torch.nn.Module) -> None:
+    """The official NCSNv2 EMAHelper contract (models/ema.py), reproduced: ``load_state_dict``
+    stores the dict as the shadow, and ``ema(model)`` unwraps DataParallel and copies
+    ``shadow[name]`` into every parameter of ``model.module.named_parameters()`` that requires
+    grad: a missing name is a KeyError. Strict here: the names must be exactly those."""
+    names = {
+        rel.official_name(k, rel.n_stages(net.state_dict()))
+        for k, p in net.named_parameters()
+        if p.requires_grad
+    }
+    wrapped = torch.nn.DataParallel(net)
+    for name, p in wrapped.module.named_parameters():
+        official = rel.official_name(name, rel.n_stages(net.state_dict()))
+        p.data.copy_(shadow[official])  # KeyError with module.-prefixed names
+    assert set(shadow) == names
 
 
 class _Payload:

@@ -373,3 +373,41 @@ def test_initialisers() -> None:
     d1 = build("init", "data_noise", std=0.1)(6, (3, 6, 6), gen(2), "cpu", data)
     assert torch.equal(d1, build("init", "data_noise", std=0.1)(6, (3, 6, 6), gen(2), "cpu", data))
     assert (d1 - d0).std().item() == pytest.approx(0.1, rel=0.15)
+
+
+def test_final_before_last_step_is_the_official_ncsn_last_image() -> None:
+    """annealed_langevin { final = before_last_step }: the official anneal_runner.py keeps
+    clamp(x) before each update, so its last image has had L·T − 1 of the L·T updates; the same
+    draws and network calls are made. The files whose numbers came from that code use it."""
+    from pathlib import Path
+
+    from dsl.compiler import compile_file
+    from ncsn_core.samplers import AnnealedLangevin, SampleContext
+
+    noise = NoiseSchedule(torch.tensor([1.0, 0.5, 0.1]))
+    calls = []
+
+    def score(x: torch.Tensor, i: int) -> torch.Tensor:
+        calls.append(i)
+        return -x
+
+    def run(final: str, T: int) -> torch.Tensor:
+        ctx = SampleContext(score=score, noise=noise, generator=torch.Generator().manual_seed(4))
+        return AnnealedLangevin(T, 1e-3, False, 0, final).run(torch.ones(3, 2), ctx)
+
+    full = run("after_last_step", 4)
+    before = run("before_last_step", 4)
+    assert len(calls) == 24 and not torch.equal(full, before)
+    ref, g = torch.ones(3, 2), torch.Generator().manual_seed(4)  # replay: stop before update 12
+    for i, s in enumerate([1.0, 0.5, 0.1]):
+        a = 1e-3 * s**2 / 0.01
+        for t in range(4):
+            z = torch.randn(3, 2, generator=g)
+            if i == 2 and t == 3:
+                break
+            ref = ref + a / 2 * -ref + a**0.5 * z
+    assert torch.allclose(before, ref, atol=1e-6)
+    papers = Path(__file__).resolve().parents[1] / "papers"
+    for f, name in (("ncsn_cifar.exp", "ncsn_cifar10"), ("ncsn_mnist.exp", "ncsn_mnist")):
+        spec = next(s for s in compile_file(papers / f, compute_auto=False) if s.experiment == name)
+        assert spec.stages[0].get("final") == "before_last_step"

@@ -8,14 +8,23 @@ from ncsn_core.values import Expr
 _IMPL = "ncsn_core.losses:"
 SIGMA_SQUARED = Expr(("**", ("sym", "sigma"), ("num", 2)))  # λ(σ) = σ², NCSN §4.2
 
+_PROJECTIONS = ("gaussian", "rademacher", "sphere", "unit")
+
+
+def _projection(default: str) -> Param:
+    return Param(
+        "projection",
+        Choice(_PROJECTIONS),
+        default,
+        "distribution p_v of the projections: gaussian N(0, I), rademacher, sphere (uniform on the "
+        "√D-sphere), unit (Gaussian normalised to length 1, E[vvᵀ] = I/D: the official "
+        "losses/sliced_sm.py's plain sliced_score_estimation)",
+    )
+
+
 _SSM_PARAMS = [
     Param("n_particles", Int(min=1), 1, "random projections per data point"),
-    Param(
-        "projection",
-        Choice(("gaussian", "rademacher", "sphere")),
-        "gaussian",
-        "distribution p_v of the projections",
-    ),
+    _projection("gaussian"),
     Param(
         "weight",
         ExprType(("sigma",)),
@@ -34,7 +43,7 @@ DECLARATIONS = (
         doc="denoising score matching over the noise levels (NCSN Eq. 5-6)",
     ),
     declare("loss", "ssm", _IMPL + "ssm",
-        params=_SSM_PARAMS,
+        params=[_SSM_PARAMS[0], _projection("unit"), *_SSM_PARAMS[2:]],
         doc="sliced score matching, plain form of Song et al. 2019: E[vᵀ∇s v + ½(vᵀs)²] (not NCSN Eq. 3: see ssm_vr)",
     ),
     declare("loss", "ssm_vr", _IMPL + "ssm_vr",

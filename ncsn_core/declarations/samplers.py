@@ -48,6 +48,7 @@ DECLARATIONS = (
             Param("step_size", _EPS, 2e-5, "ε of Alg. 1 (official step_lr = ε/2); auto: NCSNv2 Technique 4", auto="ncsn_core.techniques:auto_step_size"),
             _EXACT,
             _REC,
+            Param("final", Choice(("after_last_step", "before_last_step")), "after_last_step", "the returned state: after the last update (Alg. 1), or before it (the official NCSN code: anneal_runner.py keeps clamp(x) before each step, so its last image has L·T − 1 updates)"),
         ],
         doc="annealed Langevin dynamics (NCSN Alg. 1): α_i = ε σ_i²/σ_L², x + α_i/2·s + √α_i·z",
         facts=StageFacts(annealed=True),

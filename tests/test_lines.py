@@ -109,3 +109,19 @@ def test_source_lines_split_at_newlines_only() -> None:
     assert line_at(text, 2) == "c\u2028d\rE" and line_at(text, 4) is None and line_at(text, 0) is None
     assert shown("a\tb\u2028c\r") == "a b c"
     assert source_lines("x\ny") == "x\ny".splitlines()  # plain text: as before
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p.relative_to(ROOT).as_posix() for d in ("dsl", "repro") for p in (ROOT / d).rglob("*.py")),
+)
+def test_language_modules_are_short_and_say_what_they_are(path: str) -> None:
+    """Issue 21: no module of dsl/ (or repro/) over 600 lines; its first line, a docstring, says what it is."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 600, f"{path}: {len(text.splitlines())} lines; split it by concern"
+    if text.strip():
+        first = text.splitlines()[0]
+        assert first.startswith('"""') and len(first.strip('"').strip()) > 10, f"{path}: {first!r}"

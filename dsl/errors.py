@@ -1,4 +1,4 @@
-"""Compiler-style diagnostics: ``path:line:col: error: message``, the line, a caret."""
+"""Compiler-style diagnostics: ``path:line:col: error: message``, the line quoted, a caret."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from dsl.ast import Pos
+from dsl.lines import line_at, shown
 from ncsn_core.errors import UserError
 
 # Source text of pseudo-files (``--set`` arguments) so diagnostics can quote them.
@@ -57,10 +58,8 @@ def _source_line(pos: Pos, sources: dict[str, str] | None) -> str | None:
             text = Path(pos.file).read_bytes().decode("utf-8", errors="replace")
         except (OSError, ValueError):
             return None
-    lines = text.splitlines()
-    if 1 <= pos.line <= len(lines):
-        return lines[pos.line - 1].expandtabs(1)
-    return None
+    line = line_at(text, pos.line)  # split as the parser counts lines (dsl/lines.py)
+    return None if line is None else shown(line)
 
 
 class DiagnosticError(UserError):

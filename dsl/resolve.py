@@ -3,6 +3,9 @@
 The result is one :class:`Resolved` per run (a sweep grid gives several): every value
 still raw (unchecked) but carrying the position where it was written and, when it came
 from elsewhere, a note saying where (``inherited from papers/x.exp:12``, ``set by --set``).
+
+The pieces, one concern each: dsl/load.py (files and imports), dsl/sets.py (`--set`),
+dsl/refs.py (references between values), dsl/resolved.py (the result's classes).
 """
 
 from __future__ import annotations
@@ -11,164 +14,27 @@ import copy
 import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 
-from dsl.ast import Assign, Block, Experiment, Module, Pos, Published, Stage, Sweep, Value
-from dsl.errors import Diagnostic, DiagnosticError, register_source
-from dsl.parser import fold_expr, number_too_large, parse_file, parse_value, unreadable
-from ncsn_core import registry, schema
-from ncsn_core.errors import ParamError
-from ncsn_core.params import REQUIRED, did_you_mean
-from ncsn_core.values import AUTO, Call, Expr, Ident, value_text
+from dsl.ast import Assign, Block, Experiment, Pos, Published, Stage, Sweep, Value
+from dsl.errors import Diagnostic, DiagnosticError
+from dsl.load import MAX_IMPORT_DEPTH, Program, load  # noqa: F401 - re-exported
+from dsl.refs import MAX_REF_DEPTH, resolve_refs  # noqa: F401 - re-exported
+from dsl.resolved import Entry, RBlock, Resolved, RStage  # noqa: F401 - re-exported
+from dsl.sets import parse_set  # noqa: F401 - re-exported
+from ncsn_core import schema
+from ncsn_core.params import did_you_mean
+from ncsn_core.values import Call, Ident, value_text
 
 COMPONENT_BLOCKS = schema.COMPONENT_BLOCKS
 FIXED_BLOCKS = schema.FIXED_BLOCKS
 BLOCK_KINDS = schema.NAMES
 EXPERIMENT_FIELDS = schema.FIELDS
 
-MAX_IMPORT_DEPTH = 32  # files importing files
 MAX_EXTENDS_DEPTH = 32  # experiments extending experiments
 DEFAULT_MAX_RUNS = 1000  # runs a file's sweeps may expand to (repro ... --max-runs N)
-MAX_REF_DEPTH = 32  # values referring to values referring to values ...
-
-
-@attrs.define
-class Entry:
-    value: Any
-    text: str
-    pos: Pos  # the value
-    key_pos: Pos  # the key
-    origin: str = ""  # note: where it came from when not written in this experiment
-    ref: str = ""  # note: what its references became (`= train.iterations / 1000 = 200`)
-
-    def notes(self) -> tuple[str, ...]:
-        return tuple(n for n in (self.origin, self.ref) if n)
-
-
-@attrs.define
-class RStage:
-    name: str
-    name_pos: Pos
-    params: dict[str, Entry]
-    origin: str = ""
-
-
-@attrs.define
-class RBlock:
-    kind: str
-    name: str | None
-    pos: Pos
-    params: dict[str, Entry] = attrs.Factory(dict)
-    stages: list[RStage] = attrs.Factory(list)
-    origin: str = ""
-
-
-@attrs.define
-class Resolved:
-    name: str
-    pos: Pos
-    file: str
-    fields: dict[str, Entry] = attrs.Factory(dict)
-    blocks: dict[str, RBlock] = attrs.Factory(dict)
-    sweeps: list[tuple[tuple[str, ...], list[Entry], Pos]] = attrs.Factory(list)
-    published: list[Published] = attrs.Factory(list)
-    sweep_point: dict[str, Any] = attrs.Factory(dict)  # dotted key -> raw value text
-    parent: str | None = None
-    refs: list[tuple[str, str]] = attrs.Factory(list)  # path -> `train.iterations / 1000 = 200`
-
-
-@attrs.define
-class Program:
-    """All experiments reachable from a root file (imports followed)."""
-
-    root: str
-    experiments: dict[str, tuple[Experiment, Module]]
-    root_names: list[str]
-    sources: dict[str, str]
-
-
-# ----------------------------------------------------------------------------- loading
-def load(path: str | Path) -> Program:
-    diags: list[Diagnostic] = []
-    experiments: dict[str, tuple[Experiment, Module]] = {}
-    sources: dict[str, str] = {}
-    loaded: set[Path] = set()
-
-    def visit(p: Path, display: str, stack: list[Path], at: Pos | None) -> Module | None:
-        problem = unreadable(p)
-        if problem is not None:
-            if at is None:
-                raise DiagnosticError([Diagnostic(None, f"{display}: {problem}")])
-            more = f" (looked for {p})" if problem == "no such file" else ""
-            diags.append(Diagnostic(at, f"cannot import '{display}': {problem}{more}"))
-            return None
-        try:
-            real = p.resolve()
-        except (OSError, RuntimeError, ValueError) as e:
-            if at is None:
-                raise DiagnosticError([Diagnostic(None, f"{display}: cannot read: {e}")]) from None
-            diags.append(Diagnostic(at, f"cannot import '{display}': {e}"))
-            return None
-        if real in stack:
-            chain = " → ".join(str(s.name) for s in stack[stack.index(real) :] + [real])
-            diags.append(Diagnostic(at, f"import cycle: {chain}"))
-            return None
-        if real in loaded:
-            return None
-        if len(stack) >= MAX_IMPORT_DEPTH:
-            diags.append(
-                Diagnostic(
-                    at, f"imports nested too deeply: more than {MAX_IMPORT_DEPTH} files importing files"
-                )
-            )
-            return None
-        mod = parse_file(display if at is None else p)  # syntax errors stop at once
-        loaded.add(real)
-        sources[mod.file] = mod.source
-        diags.extend(_large_numbers(mod))
-        for imp in mod.imports:
-            target = p.parent / imp.path
-            visit(target, str(target), stack + [real], imp.pos)
-        for exp in mod.experiments:
-            if exp.name in experiments:
-                first = experiments[exp.name][0].pos
-                diags.append(
-                    Diagnostic(
-                        exp.pos, f"experiment '{exp.name}' is defined twice", (f"first defined at {first}",)
-                    )
-                )
-                continue
-            experiments[exp.name] = (exp, mod)
-        return mod
-
-    root = Path(path)
-    mod = visit(root, str(path), [], None)
-    if diags:
-        raise DiagnosticError(diags)
-    assert mod is not None
-    return Program(str(path), experiments, [e.name for e in mod.experiments], sources)
-
-
-def _large_numbers(mod: Module) -> list[Diagnostic]:
-    """Constant expressions the parser left unfolded because their value is beyond a
-    float64 (`9 ** 9 ** 9` is never computed): one error at each."""
-    values: list[Value] = []
-    for exp in mod.experiments:
-        for item in exp.body:
-            if isinstance(item, (Assign, Sweep)):
-                values.append(item.value)
-            elif isinstance(item, Block):
-                for it in item.items:
-                    values.extend([a.value for a in it.items] if isinstance(it, Stage) else [it.value])
-    out = []
-    for v in values:
-        why = number_too_large(v.value)
-        if why:
-            out.append(Diagnostic(v.pos, f"number too large: {why}"))
-    return out
 
 
 # ----------------------------------------------------------------------------- resolving
@@ -434,82 +300,6 @@ def _inherit(parent: Resolved, name: str, pos: Pos, file: str) -> Resolved:
     return res
 
 
-# ----------------------------------------------------------------------------- entry point
-def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], list[Value], Pos]:
-    """``train.iterations=100`` → (path, [Value], key position) in a pseudo-file per argument.
-    Commas outside brackets, parentheses and strings separate several values, a sweep:
-    ``train.optimizer.lr=1e-4,2e-4`` → two Values; ``evaluate.metrics=[fid,kid]`` is one."""
-    fname = f"<--set #{index + 1}>"
-    register_source(fname, arg)
-    if "=" not in arg:
-        raise DiagnosticError([Diagnostic(Pos(fname, 1, 1, 1, len(arg) + 1), "--set needs key=value")])
-    key, _, val = arg.partition("=")
-    key_s = key.strip()
-    path = tuple(key_s.split("."))
-    kpos = Pos(fname, 1, 1, 1, len(key) + 1)
-    if not all(p.isidentifier() for p in path):
-        raise DiagnosticError(
-            [Diagnostic(kpos, f"--set: '{key_s}' is not a dotted name like train.iterations")]
-        )
-    if not val.strip():
-        raise DiagnosticError(
-            [Diagnostic(Pos(fname, 1, len(key) + 2), f"--set {key_s}: missing value after '='")]
-        )
-    off = len(key) + 1
-    values = []
-    pieces = _split_top(val)
-    for start, end in pieces:
-        if not val[start:end].strip():
-            at = Pos(fname, 1, off + start + 1, 1, off + start + 2)
-            if len(pieces) > 1 and start == 0:
-                what = "a comma with no value before it"
-            elif end == len(val):
-                what = "a comma with no value after it"
-            else:
-                what = "two commas with no value between them"
-            raise DiagnosticError(
-                [
-                    Diagnostic(
-                        at if start == 0 else attrs.evolve(at, col=at.col - 1, end_col=at.col),
-                        f"--set {key_s}: {what}",
-                        (
-                            "several values (a sweep) are separated by single commas: --set "
-                            f"{key_s}=1,2; a list is one value in brackets: [1, 2]",
-                        ),
-                    )
-                ]
-            )
-        v = parse_value(val[start:end], fname, col_offset=off + start)
-        why = number_too_large(v.value)
-        if why:
-            raise DiagnosticError([Diagnostic(v.pos, f"number too large: {why}")])
-        values.append(v)
-    return path, values, kpos
-
-
-def _split_top(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each part of ``text`` between commas outside brackets, parentheses and
-    strings (a string's backslash escapes included)."""
-    parts = []
-    depth, start, i, n = 0, 0, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            i += 1
-            while i < n and text[i] not in '"\n':
-                i += 2 if text[i] == "\\" else 1
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
-            parts.append((start, i))
-            start = i + 1
-        i += 1
-    parts.append((start, n))
-    return parts
-
-
 def resolve(
     program: Program,
     names: Sequence[str] | None = None,
@@ -546,7 +336,7 @@ def resolve(
         if res.sweeps and len(out) + n_runs > limit:
             _too_many_runs(res, r, n_runs, len(out), limit)
             continue
-        out.extend(_resolve_refs(p, r) for p in _expand(res, r))
+        out.extend(resolve_refs(p, r) for p in _expand(res, r))
     diags = set_errors + r.diags
     if diags:
         raise DiagnosticError(_dedupe(diags))
@@ -595,164 +385,6 @@ def _apply_set(
         return
     entries = [Entry(v.value, v.text, v.pos, kpos, f"swept by --set {raw}") for v in vs]
     res.sweeps.append((path, entries, kpos))
-
-
-# ----------------------------------------------------------------------------- references
-def _resolve_refs(res: Resolved, r: _Resolver) -> Resolved:
-    """Replace every reference to another value of the experiment (``train.iterations / 1000``)
-    by what it refers to, after inheritance, ``--set`` and sweeps; notes say what it became."""
-    refs = _Refs(res, r)
-    for path, e in _entries(res):
-        refs.entry(path, e)
-    return res
-
-
-def _entries(res: Resolved) -> list[tuple[str, Entry]]:
-    out = [(k, e) for k, e in res.fields.items()]
-    for b in res.blocks.values():
-        out += [(f"{b.kind}.{k}", e) for k, e in b.params.items()]
-        for st in b.stages:
-            out += [(f"{b.kind}.{st.name}.{k}", e) for k, e in st.params.items()]
-    return out
-
-
-def _has_ref(v: Any) -> bool:
-    if isinstance(v, tuple):
-        return any(_has_ref(x) for x in v)
-    if isinstance(v, Call):
-        return any(_has_ref(x) for _, x in v.params)
-    return isinstance(v, Expr) and any("." in s for s in v.symbols())
-
-
-class _RefError(Exception):
-    reported = False  # said once, where it happened; the values depending on it stay quiet
-
-
-_FAILED = object()  # an entry whose references could not be resolved
-
-
-class _Refs:
-    def __init__(self, res: Resolved, r: _Resolver) -> None:
-        self.res, self.r = res, r
-        self.done: dict[int, Any] = {}  # id(entry) -> resolved value
-        self.stack: list[tuple[str, int]] = []  # (path, id(entry)) being resolved
-
-    def entry(self, path: str, e: Entry) -> Any:
-        """The value of ``e`` with its references replaced (errors reported; _RefError up)."""
-        if id(e) in self.done:
-            return self.done[id(e)]
-        if not _has_ref(e.value):
-            return e.value
-        if any(i == id(e) for _, i in self.stack):
-            chain = [p for p, _ in self.stack[[i for _, i in self.stack].index(id(e)) :]] + [path]
-            raise _RefError(f"reference cycle: {' → '.join(chain)}")
-        if len(self.stack) >= MAX_REF_DEPTH:
-            raise _RefError(f"references nested too deeply: more than {MAX_REF_DEPTH} values referring on")
-        self.stack.append((path, id(e)))
-        try:
-            value = self.subst(e.value)
-        except _RefError as exc:
-            if not exc.reported:
-                self.r.err(e.pos, str(exc), *e.notes())
-                exc.reported = True
-            self.done[id(e)] = _FAILED
-            if len(self.stack) > 1:
-                raise
-            return _FAILED
-        finally:
-            self.stack.pop()
-        why = number_too_large(value)
-        if why:
-            self.r.err(e.pos, f"number too large: {why}", *e.notes())
-        e.ref = f"{e.text} = {value_text(value)}"
-        self.res.refs.append((path, e.ref))
-        e.value = self.done[id(e)] = value
-        return value
-
-    def subst(self, v: Any) -> Any:
-        if isinstance(v, tuple):
-            return tuple(self.subst(x) for x in v)
-        if isinstance(v, Call):
-            return Call(v.name, tuple((k, self.subst(x)) for k, x in v.params))
-        if not (isinstance(v, Expr) and _has_ref(v)):
-            return v
-        if v.tree[0] == "sym":  # the whole value is one reference: a number, string or bool
-            return self.target(v.tree[1], arithmetic=False)
-        return fold_expr(self.tree(v.tree))
-
-    def tree(self, t: tuple) -> tuple:
-        if t[0] == "sym" and "." in t[1]:
-            return ("num", self.target(t[1], arithmetic=True))
-        if t[0] in ("num", "sym"):
-            return t
-        return (t[0], *(self.tree(c) if isinstance(c, tuple) else c for c in t[1:]))
-
-    def target(self, path: str, arithmetic: bool) -> Any:
-        e, default = self.find(path)
-        value = default if e is None else self.entry(path, e)
-        if value is _FAILED:
-            err = _RefError("")
-            err.reported = True
-            raise err
-        if value is AUTO:
-            raise _RefError(f"refers to {path}, which is auto; write the value or compute it first")
-        ok = (int, float) if arithmetic else (int, float, str, bool)
-        if not isinstance(value, ok) or (arithmetic and isinstance(value, bool)):
-            what = "a number" if arithmetic else "a number, string or boolean"
-            use = "; it cannot be used in arithmetic" if arithmetic else ""
-            raise _RefError(f"refers to {path}, which is {value_text(value)}, not {what}{use}")
-        return value
-
-    def find(self, path: str) -> tuple[Entry | None, Any]:
-        """The entry at ``path`` or (None, the registry's default for it)."""
-        parts = path.split(".")
-        head = parts[0]
-        if head not in BLOCK_KINDS:
-            hint = did_you_mean(head, BLOCK_KINDS)
-            raise _RefError(f"unknown reference '{path}': '{head}' is not a block{hint}")
-        blk = self.res.blocks.get(head)
-        if blk is None:
-            raise _RefError(f"refers to {path}, but the experiment has no {head} block")
-        kind = schema.BY_NAME[head]
-        params, owner = blk.params, (kind.holds, blk.name) if kind.holds else ("block", head)
-        rest = parts[1:]
-        if kind.child is not None and len(rest) == 2:
-            errs = len(self.r.diags)
-            st = self.r.find_stage(blk, rest[0], Pos("", 0, 0))
-            del self.r.diags[errs:]
-            if st is None:
-                names = ", ".join(s.name for s in blk.stages) or "none"
-                raise _RefError(
-                    f"unknown reference '{path}': no stage '{rest[0]}' in {head} (stages: {names})"
-                )
-            params, owner, rest = st.params, (kind.child, st.name), rest[1:]
-        if len(rest) == 2 and rest[0] in params and isinstance(params[rest[0]].value, (Call, Ident)):
-            call = params[rest[0]].value
-            args = dict(call.params) if isinstance(call, Call) else {}
-            if rest[1] not in args:
-                raise _RefError(
-                    f"refers to {path}, but {call.name}(...) sets no '{rest[1]}'; write it to refer to it"
-                )
-            return Entry(
-                args[rest[1]], value_text(args[rest[1]]), params[rest[0]].pos, params[rest[0]].key_pos
-            ), None
-        if len(rest) != 1:
-            raise _RefError(
-                f"unknown reference '{path}': refer to a value as block.name or sample.stage.name"
-            )
-        if rest[0] in params:
-            return params[rest[0]], None
-        try:
-            comp = registry.lookup(*owner)
-        except ParamError as exc:
-            raise _RefError(f"cannot refer to {path}: {exc}") from None
-        p = comp.param(rest[0])
-        if p is None:
-            hint = did_you_mean(rest[0], [q.name for q in comp.params])
-            raise _RefError(f"unknown reference '{path}': {owner[1]} has no parameter '{rest[0]}'{hint}")
-        if p.default is REQUIRED:
-            raise _RefError(f"refers to {path}, which is required and not set")
-        return None, p.default
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

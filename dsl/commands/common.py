@@ -1,0 +1,70 @@
+"""What every command module shares: the option types (files, --set, --experiment, --max-runs) and the error guard."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dsl.errors import DiagnosticError
+from ncsn_core.errors import ReproError
+
+DEFAULT_MAX_RUNS = 1000  # dsl.resolve.DEFAULT_MAX_RUNS (not imported here: keeps startup light)
+
+Files = Annotated[list[Path], typer.Argument(help=".exp files", show_default=False)]
+File = Annotated[Path, typer.Argument(help="an .exp file", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer needs Optional here
+    typer.Option(
+        "--set",
+        "-s",
+        help="override a value: --set train.iterations=100 (repeatable); several values sweep: "
+        "--set train.optimizer.lr=1e-4,2e-4 (commas outside [ ], ( ) and strings); a list is one "
+        "value: --set evaluate.metrics=[fid,kid]",
+    ),
+]
+MaxRunsOpt = Annotated[
+    int,
+    typer.Option("--max-runs", min=1, help="refuse files whose sweeps make more runs than this"),
+]
+ExpOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--experiment", "-e", help="only these experiments of the file (repeatable)"),
+]
+
+
+def fail(e: BaseException, code: int) -> None:
+    """Print ``e`` (a DiagnosticError compiler-style, else one line) on stderr and exit ``code``."""
+    msg = e.render() if isinstance(e, DiagnosticError) else f"error: {e}"
+    typer.echo(msg, err=True)
+    raise typer.Exit(code)
+
+
+def guard(fn):  # type: ignore[no-untyped-def]
+    """Turn every :class:`~ncsn_core.errors.ReproError` into its message and exit code (2: a
+    mistake in the input, 1: a run failed), never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **k):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*a, **k)
+        except ReproError as e:
+            fail(e, e.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the last complete checkpoint is kept; run again to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def warn(warnings: list) -> None:
+    """Print warnings compiler-style on stderr (they never change the exit code)."""
+    for w in warnings:
+        typer.echo(w.render(), err=True)
+
+
+def note(line: str) -> None:
+    """One note line on stderr."""
+    typer.echo(line, err=True)

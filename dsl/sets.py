@@ -1,0 +1,85 @@
+"""`--set key=value[,value...]` arguments: parsed in a pseudo-file each (quoted by diagnostics), commas outside brackets sweeping."""
+
+from __future__ import annotations
+
+import attrs
+
+from dsl.ast import Pos, Value
+from dsl.errors import Diagnostic, DiagnosticError, register_source
+from dsl.numbers import number_too_large
+from dsl.parser import parse_value
+
+
+def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], list[Value], Pos]:
+    """``train.iterations=100`` → (path, [Value], key position) in a pseudo-file per argument.
+    Commas outside brackets, parentheses and strings separate several values, a sweep:
+    ``train.optimizer.lr=1e-4,2e-4`` → two Values; ``evaluate.metrics=[fid,kid]`` is one."""
+    fname = f"<--set #{index + 1}>"
+    register_source(fname, arg)
+    if "=" not in arg:
+        raise DiagnosticError([Diagnostic(Pos(fname, 1, 1, 1, len(arg) + 1), "--set needs key=value")])
+    key, _, val = arg.partition("=")
+    key_s = key.strip()
+    path = tuple(key_s.split("."))
+    kpos = Pos(fname, 1, 1, 1, len(key) + 1)
+    if not all(p.isidentifier() for p in path):
+        raise DiagnosticError(
+            [Diagnostic(kpos, f"--set: '{key_s}' is not a dotted name like train.iterations")]
+        )
+    if not val.strip():
+        raise DiagnosticError(
+            [Diagnostic(Pos(fname, 1, len(key) + 2), f"--set {key_s}: missing value after '='")]
+        )
+    off = len(key) + 1
+    values = []
+    pieces = _split_top(val)
+    for start, end in pieces:
+        if not val[start:end].strip():
+            at = Pos(fname, 1, off + start + 1, 1, off + start + 2)
+            if len(pieces) > 1 and start == 0:
+                what = "a comma with no value before it"
+            elif end == len(val):
+                what = "a comma with no value after it"
+            else:
+                what = "two commas with no value between them"
+            raise DiagnosticError(
+                [
+                    Diagnostic(
+                        at if start == 0 else attrs.evolve(at, col=at.col - 1, end_col=at.col),
+                        f"--set {key_s}: {what}",
+                        (
+                            "several values (a sweep) are separated by single commas: --set "
+                            f"{key_s}=1,2; a list is one value in brackets: [1, 2]",
+                        ),
+                    )
+                ]
+            )
+        v = parse_value(val[start:end], fname, col_offset=off + start)
+        why = number_too_large(v.value)
+        if why:
+            raise DiagnosticError([Diagnostic(v.pos, f"number too large: {why}")])
+        values.append(v)
+    return path, values, kpos
+
+
+def _split_top(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each part of ``text`` between commas outside brackets, parentheses and
+    strings (a string's backslash escapes included)."""
+    parts = []
+    depth, start, i, n = 0, 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] not in '"\n':
+                i += 2 if text[i] == "\\" else 1
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append((start, i))
+            start = i + 1
+        i += 1
+    parts.append((start, n))
+    return parts

@@ -1,0 +1,119 @@
+"""Syntax errors as diagnostics: what was found, what was expected, a hint, the block left open."""
+
+from __future__ import annotations
+
+import lark
+from lark import Token
+
+from dsl.ast import Pos
+from dsl.errors import Diagnostic, DiagnosticError, error
+from dsl.grammar import lark_parser
+from dsl.lines import source_lines
+
+
+def pos_tok(file: str, tok: Token) -> Pos:
+    """The position of a token (lark's line and column: lines counted by "\\n", dsl/lines.py)."""
+    return Pos(file, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(tok))
+
+
+_FRIENDLY = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "$END": "end of file",
+    "_PM": "'±'",
+    "_EXTENDS": "'extends'",
+}
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _FRIENDLY:
+        return _FRIENDLY[name]
+    try:
+        term = lark_parser().get_terminal(name)
+        return f"'{term.pattern.value}'"
+    except KeyError:
+        return name.lower()
+
+
+def syntax_error(file: str, exc: lark.exceptions.LarkError) -> DiagnosticError:
+    if isinstance(exc, lark.exceptions.UnexpectedToken):
+        tok = exc.token
+        expected = sorted({_describe_terminal(e) for e in exc.expected})
+        if tok.type == "$END":
+            msg = "unexpected end of file"
+            # Point at the last character of the file rather than past it.
+            pos = Pos(
+                file, max(1, exc.line if exc.line > 0 else 1), max(1, exc.column if exc.column > 0 else 1)
+            )
+        else:
+            msg = f"unexpected {_describe_token(tok)}"
+            pos = pos_tok(file, tok)
+        hint = _hint(tok, exc.expected)
+        if expected:
+            msg += "; expected " + (
+                ", ".join(expected[:-1]) + " or " + expected[-1] if len(expected) > 1 else expected[0]
+            )
+        return DiagnosticError([Diagnostic(pos, msg + hint)])
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        ch = exc.char
+        pos = Pos(file, exc.line, exc.column, exc.line, exc.column + 1)
+        if ch == '"':
+            return error(pos, "unterminated string (strings end on the same line with '\"')")
+        return error(pos, f"unexpected character {ch!r}")
+    if isinstance(exc, lark.exceptions.UnexpectedEOF):  # pragma: no cover - LALR raises UnexpectedToken
+        return error(Pos(file, 1, 1), "unexpected end of file")
+    return error(Pos(file, 1, 1), f"syntax error: {exc}")  # pragma: no cover
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "NAME":
+        return f"name '{tok}'"
+    if tok.type == "NUMBER":
+        return f"number {tok}"
+    if tok.type == "STRING":
+        return f"string {tok}"
+    return f"'{tok}'"
+
+
+def _hint(tok: Token, expected: set[str]) -> str:
+    if "EQUAL" in expected and tok.type in ("NUMBER", "STRING", "NAME"):
+        return " (did you forget '='?)"
+    if "RBRACE" in expected and tok.type == "$END":
+        return " (a '{' is not closed)"
+    return ""
+
+
+def unclosed_note(text: str, file: str) -> str | None:
+    """When a syntax error comes with more '{' than '}', say which block is left open:
+    the first '{' whose closing '}' sits left of the line that opened it (indentation
+    tells where the author meant a block to end), else the innermost one still open."""
+    try:
+        toks = list(lark_parser().lex(text))
+    except lark.exceptions.LarkError:
+        return None
+    opens: list[Token] = []
+    pairs: list[tuple[Token, Token]] = []
+    for t in toks:
+        if t.type == "LBRACE":
+            opens.append(t)
+        elif t.type == "RBRACE" and opens:
+            pairs.append((opens.pop(), t))
+    if not opens:
+        return None
+    lines = source_lines(text)  # as lark counts lines
+
+    def indent(line: int) -> int:
+        s = lines[line - 1] if 0 < line <= len(lines) else ""
+        return len(s) - len(s.lstrip())
+
+    def first_on_line(t: Token) -> bool:
+        s = lines[t.line - 1] if 0 < t.line <= len(lines) else ""
+        return s[: t.column - 1].strip() == ""
+
+    suspect = opens[-1]
+    for o, c in sorted(pairs, key=lambda p: p[0].start_pos or 0):
+        if c.line != o.line and first_on_line(c) and indent(c.line) < indent(o.line):
+            suspect = o
+            break
+    return f"the block opened here at {file}:{suspect.line}:{suspect.column} is not closed"

@@ -1,0 +1,416 @@
+"""The Python API of repro: what the `repro` commands do, as functions returning values.
+
+For notebooks and scripts; the command line (dsl/commands/) only formats what these return::
+
+    from repro import api
+
+    specs = api.check(["papers/ncsn_cifar10.exp"])           # RunSpecs; raises on any mistake
+    specs = api.compile("papers/ncsn_cifar10.exp", sets=["train.iterations=100"])
+    results = api.run("papers/ncsn_cifar10.exp", device="cpu", until="train")
+    print(api.report("runs", format="text"))
+    rows = api.ls("runs")                                      # one dict per run
+    doc = api.diff("papers/a.exp:x", "papers/a.exp:y")          # settings and metric deltas
+
+A mistake in the input raises :class:`dsl.errors.DiagnosticError` (a
+:class:`ncsn_core.errors.UserError`; ``str(e)`` or ``e.render()`` is the compiler-style
+message, ``e.diagnostics`` each mistake); a failed run raises a
+:class:`ncsn_core.errors.RunError`. Nothing here imports torch until a run, a parameter
+count or a cost needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_RUNS = 1000  # dsl.resolve.DEFAULT_MAX_RUNS (not imported here: keeps start-up light)
+UNTIL = ("train", "select", "sample", "evaluate")
+REPORT_FORMATS = ("md", "html", "tex", "json", "text")
+LS_STATUSES = ("done", "running", "failed", "stale")  # reports.runs.STATUSES
+
+
+def check(
+    files: Sequence[str | Path],
+    *,
+    sets: Sequence[str] = (),
+    experiments: Sequence[str] | None = None,
+    max_runs: int = DEFAULT_MAX_RUNS,
+    warnings: list | None = None,
+) -> list:
+    """Validate .exp files (syntax, names, types, ranges) without running anything or computing
+    ``auto`` values. Returns the RunSpecs of every file; raises one DiagnosticError listing
+    the mistakes of all files. Warnings are appended to ``warnings`` when given."""
+    from dsl.compiler import compile_file
+    from dsl.errors import DiagnosticError
+
+    diags: list = []
+    specs: list = []
+    for f in files:
+        try:
+            specs += compile_file(
+                f,
+                experiments=experiments,
+                sets=sets,
+                compute_auto=False,
+                warnings=warnings,
+                max_runs=max_runs,
+            )
+        except DiagnosticError as e:
+            diags.extend(e.diagnostics)
+    if diags:
+        raise DiagnosticError(diags)
+    return specs
+
+
+def missing_released(specs: Sequence[Any]) -> dict[str, list[str]]:
+    """Released checkpoints (``train.from``) the specs need that are not on disk: path → the
+    experiments that need it (fine to check, needed to run; docs/released.md)."""
+    from ncsn_core import released_files as released
+
+    missing: dict[str, list[str]] = {}
+    for spec in specs:
+        w = spec.weights()
+        if w is not None and released.file_sha256(released.file_path(w)) is None:
+            missing.setdefault(str(w.kwargs()["path"]), []).append(spec.experiment)
+    return missing
+
+
+def compile(  # noqa: A001 - the command's name
+    file: str | Path,
+    *,
+    sets: Sequence[str] = (),
+    experiments: Sequence[str] | None = None,
+    compute_auto: bool = True,
+    max_runs: int = DEFAULT_MAX_RUNS,
+    warnings: list | None = None,
+) -> list:
+    """The RunSpecs of ``file``: canonical values (``spec.canonical()``), stage hashes, what
+    each ``auto`` became (``compute_auto=False``: none computed, no torch imported). On a
+    mistake the DiagnosticError's ``specs`` holds the experiments that did compile."""
+    from dsl.compiler import compile_file
+
+    return compile_file(
+        file,
+        experiments=experiments,
+        sets=sets,
+        compute_auto=compute_auto,
+        warnings=warnings,
+        max_runs=max_runs,
+    )
+
+
+def parameter_count(spec: Any) -> int:
+    """The network's parameter count, built on the meta device from the data's declared shape
+    (no dataset read or downloaded)."""
+    from ncsn_core import registry
+    from ncsn_core.networks import count_parameters
+
+    shape = registry.lookup("data", spec.data.name).facts.shape(spec.data.kwargs())
+    return count_parameters(spec.network.name, spec.network.kwargs(), shape, int(spec.noise.get("levels", 1)))
+
+
+def check_until(until: str) -> None:
+    """Refuse an ``until`` that is not a stage (a UserError, before anything is compiled)."""
+    if until not in UNTIL:
+        from dsl.errors import error
+
+        raise error(None, f"--until must be train, select, sample or evaluate, not '{until}'")
+
+
+def run(
+    file: str | Path,
+    *,
+    sets: Sequence[str] = (),
+    experiments: Sequence[str] | None = None,
+    runs_dir: str | Path = "runs",
+    device: str | None = None,
+    until: str = "evaluate",
+    wait: bool = True,
+    max_runs: int = DEFAULT_MAX_RUNS,
+    warnings: list | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[tuple[Any, Any]]:
+    """Train, sample and evaluate every run of ``file`` in this process, one after another,
+    resuming what exists (every stage cached by its hash under ``runs_dir``); stop after
+    ``until``. Returns (RunSpec, result) pairs. ``log`` receives one line per run of a sweep.
+    (Several GPUs or processes, SLURM: `repro run --gpus/--nproc/--launcher`, docs/scale.md.)"""
+    check_until(until)
+    specs = compile(file, sets=sets, experiments=experiments, max_runs=max_runs, warnings=warnings)
+    preflight(specs)
+    from dsl.parser import read_source
+
+    return run_specs(
+        specs,
+        source_text=read_source(file),
+        runs_dir=runs_dir,
+        device=device,
+        until=until,
+        wait=wait,
+        sets=sets,
+        log=log,
+    )
+
+
+def preflight(specs: Sequence[Any]) -> None:
+    """Fail before any run when a released checkpoint a spec needs is missing."""
+    if any(s.weights() is not None for s in specs):
+        from ncsn_core import released_files
+
+        for s in specs:
+            released_files.preflight(s)
+
+
+def run_label(spec: Any) -> str:
+    """`experiment {sweep point} seed k`: how a run of a sweep is named in progress lines."""
+    return f"{spec.experiment} {dict(spec.sweep) or ''} seed {spec.seed}".replace("  ", " ")
+
+
+def run_specs(
+    specs: Sequence[Any],
+    *,
+    source_text: str,
+    runs_dir: str | Path = "runs",
+    device: str | None = None,
+    until: str = "evaluate",
+    wait: bool = True,
+    sets: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> list[tuple[Any, Any]]:
+    """Run compiled specs in this process (see :func:`run`); ``source_text`` is kept in each
+    run folder as source.exp, ``sets`` recorded as the run's overrides."""
+    return list(
+        iter_runs(
+            specs,
+            source_text=source_text,
+            runs_dir=runs_dir,
+            device=device,
+            until=until,
+            wait=wait,
+            sets=sets,
+            log=log,
+        )
+    )
+
+
+def iter_runs(
+    specs: Sequence[Any],
+    *,
+    source_text: str,
+    runs_dir: str | Path = "runs",
+    device: str | None = None,
+    until: str = "evaluate",
+    wait: bool = True,
+    sets: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """:func:`run_specs` one run at a time: yields (RunSpec, result) as each run finishes."""
+    from ncsn_core.runner import run_spec
+
+    for k, s in enumerate(specs):
+        if len(specs) > 1 and log is not None:
+            log(f"[{k + 1}/{len(specs)}] {run_label(s)}")
+        yield (
+            s,
+            run_spec(
+                s,
+                runs_dir=Path(runs_dir),
+                device=device or None,
+                until=until,
+                source_text=source_text,
+                wait=wait,
+                overrides=tuple(sets),
+            ),
+        )
+
+
+def report_format(format: str = "", out: str | Path | None = None, tty: bool = False) -> str:  # noqa: A002
+    """The report format: ``format`` when given, else from ``out``'s suffix, else text on a
+    terminal (``tty``), else md. A format that is not one of REPORT_FORMATS is a UserError."""
+    if not format:
+        suffix = {".html": "html", ".htm": "html", ".tex": "tex", ".json": "json", ".txt": "text"}
+        if out is not None:
+            format = suffix.get(Path(out).suffix, "md")
+        else:
+            format = "text" if tty else "md"
+    if format not in REPORT_FORMATS:
+        from dsl.errors import error
+
+        raise error(None, f"--format must be md, html, tex, json or text, not '{format}'")
+    return format
+
+
+def papers_specs(papers: str | Path | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """The canonical specs of every .exp file in ``papers`` (default: ./papers when present);
+    a file that does not compile is skipped with a note to ``log``."""
+    from dsl.errors import DiagnosticError
+
+    expected: list[dict] = []
+    folder = Path(papers) if papers is not None else (Path("papers") if Path("papers").is_dir() else None)
+    if folder is not None:
+        from dsl.compiler import compile_file
+
+        for f in sorted(folder.glob("*.exp")):
+            try:  # a broken file elsewhere must not hide the report
+                expected += [s.canonical() for s in compile_file(f, compute_auto=False)]
+            except DiagnosticError as e:
+                if log is not None:
+                    log(f"note: skipping {f} ({e.diagnostics[0].message})")
+    return expected
+
+
+def report(
+    runs_dir: str | Path = "runs",
+    *,
+    format: str = "md",  # noqa: A002
+    out: str | Path | None = None,
+    papers: str | Path | None = None,
+    tolerance: float = 0.10,
+    show_all: bool = False,
+    width: int = 100,
+    log: Callable[[str], None] | None = None,
+) -> str:
+    """Reproduced numbers beside the published ones (md, html, tex, json or text), also written
+    to ``out`` when given. ``papers``: a folder of .exp files whose published numbers are
+    listed even if not run (default ./papers); ``tolerance``: the verdict's relative
+    tolerance when a paper gives none."""
+    from reports.reporter import report as render_report
+
+    format = report_format(format, out)
+    expected = papers_specs(papers, log)
+    return render_report(
+        Path(runs_dir),
+        format,
+        None if out is None else Path(out),
+        expected,
+        tolerance,
+        show_all=show_all,
+        width=width,
+    )
+
+
+def compile_canonical(files: Sequence[str | Path], sets: Sequence[str] = ()) -> list[tuple[Path, Any, dict]]:
+    """(file, resolved, canonical spec) of every experiment of ``files``; auto values computed
+    only for the experiments that use them (their hashes depend on them)."""
+    from dsl.check import check as check_resolved
+    from dsl.resolve import load, resolve
+
+    out = []
+    for f in files:
+        res = resolve(load(f), None, list(sets))
+        plain = check_resolved(res, compute_auto=False)
+        for r, s in zip(res, plain):
+            spec = s
+            if any(True for _ in _autos(s)):
+                spec = check_resolved([r], compute_auto=True)[0]
+            out.append((Path(f), r, spec.canonical()))
+    return out
+
+
+def _autos(spec: Any) -> Iterator[str]:
+    from ncsn_core.values import AUTO
+
+    for field in ("data", "noise", "network", "loss", "train", "sample", "evaluate"):
+        b = getattr(spec, field)
+        if b is not None:
+            yield from (k for k, v in b.params if v is AUTO)
+    for st in spec.stages:
+        yield from (k for k, v in st.params if v is AUTO)
+
+
+def ls(
+    runs_dir: str | Path = "runs",
+    *,
+    file: str | Path | None = None,
+    status: str | None = None,
+    papers: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Every run under ``runs_dir`` as a dict: file, experiment, status (done / running /
+    failed at a stage / stale against its file now), hashes, key settings, metrics, age.
+    ``file``: only the runs of this .exp file; ``status``: only runs with this status;
+    ``papers``: where a run's source.exp is looked up (default ./papers). Files that do not
+    compile now are noted to ``log``."""
+    from dsl.errors import DiagnosticError, error
+    from reports.reporter import collect
+    from reports.runs import STATUSES, find_source, ls_rows
+
+    runs_dir = Path(runs_dir)
+    file = None if file is None else Path(file)
+    if status is not None and status not in STATUSES:
+        raise error(None, f"--status must be one of {', '.join(STATUSES)}, not '{status}'")
+    if file is not None and not file.is_file():
+        raise error(None, f"--file {file}: no such file")
+    folders = [file] if file is not None else [Path(papers) if papers else Path("papers")]
+    files: dict[str, str] = {}
+    needed: set[tuple[Path, tuple[str, ...]]] = set()  # (file, the --set values of a run made from it)
+    runs = collect(runs_dir)
+    for r in runs:
+        f = find_source(r, folders)
+        if f is not None:
+            files[str(r.path)] = str(f)
+            needed.add((f, r.overrides))
+    if file is not None:  # its runs may come from an earlier text of it: every run's --set values
+        needed |= {(file, r.overrides) for r in runs} | {(file, ())}
+    compiled: dict[object, list[dict]] = {}
+    for f, sets in sorted(needed):
+        try:
+            for _, _, spec in compile_canonical([f], list(sets)):
+                key = (str(spec["experiment"]), sets) if sets else str(spec["experiment"])
+                compiled.setdefault(key, []).append(spec)
+        except DiagnosticError as e:
+            if log is not None:
+                with_sets = f" with --set {' '.join(sets)}" if sets else ""
+                log(f"note: {f}{with_sets} does not compile now ({e.diagnostics[0].message})")
+    rows = ls_rows(runs_dir, compiled, files)
+    if file is not None:
+        names = {n if isinstance(n, str) else n[0] for n, specs in compiled.items() if specs}
+        rows = [r for r in rows if r["experiment"] in names]
+        for r in rows:
+            r["file"] = r["file"] or str(file)
+    if status is not None:
+        rows = [r for r in rows if r["status"] == status]
+    return rows
+
+
+def _diff_side(arg: str, runs_dir: Path, sets: Sequence[str]) -> tuple[str, Any, Any, Any]:
+    """A run folder (its spec.json), or FILE.exp[:experiment] compiled (with provenance)."""
+    from dsl.errors import error
+    from reports.reporter import collect
+    from reports.runs import find_run, provenance
+
+    p = Path(arg)
+    if p.is_dir():
+        recs = [r for r in collect(p) if r.path == p] or collect(p)
+        if len(recs) != 1 or not recs[0].spec:
+            raise error(None, f"{arg}: not a run folder (no spec.json)")
+        return arg, recs[0].spec, None, recs[0]
+    file, _, name = arg.partition(":")
+    if not Path(file).is_file():
+        raise error(None, f"{arg}: neither a run folder nor FILE.exp[:experiment]")
+    pairs = compile_canonical([Path(file)], sets)
+    if name:
+        pairs = [x for x in pairs if x[2]["experiment"] == name]
+    if not pairs:
+        raise error(None, f"{arg}: no experiment '{name}' in {file}")
+    if len({x[2]["experiment"] for x in pairs}) > 1 or len(pairs) > 1:
+        names = ", ".join(dict.fromkeys(str(x[2]["experiment"]) for x in pairs))
+        raise error(None, f"{arg}: {file} compiles to several runs ({names}); name one: {file}:NAME")
+    _, res, spec = pairs[0]
+    return arg, spec, provenance(res), find_run(runs_dir, spec)
+
+
+def diff(
+    a: str, b: str, *, runs_dir: str | Path = "runs", sets: Sequence[str] = (), runs: list | None = None
+) -> dict:
+    """The settings that differ between two runs or experiments (each a run folder or
+    ``FILE.exp[:experiment]``), where each value came from, and the metric deltas (B − A) when
+    both have a run folder (compiled files' runs are looked up under ``runs_dir``). ``runs``,
+    when given, receives each side's run record (None: no run folder)."""
+    from reports.runs import diff_doc
+
+    an, aspec, awhere, arun = _diff_side(a, Path(runs_dir), sets)
+    bn, bspec, bwhere, brun = _diff_side(b, Path(runs_dir), sets)
+    if runs is not None:
+        runs[:] = [arun, brun]
+    return diff_doc(an, aspec, bn, bspec, awhere, bwhere, arun, brun)

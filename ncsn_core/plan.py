@@ -23,11 +23,14 @@ measured step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import math
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,10 +307,20 @@ def sample_peak(model: torch.nn.Module, shape: tuple[int, ...], batch: int, bf16
     return pm.peak
 
 
-def fake_mode() -> Any:
+@contextlib.contextmanager
+def fake_mode() -> Iterator[Any]:
+    """FakeTensorMode, its own log of a failing operator silenced (the plan reports the error
+    once, positioned, never a traceback)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    return FakeTensorMode(allow_non_fake_inputs=True)
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            yield mode
+    finally:
+        log.setLevel(level)
 
 
 # ----------------------------------------------------------------------------- the plan

@@ -81,6 +81,15 @@ TRAIN_SPEED: tuple[Param, ...] = (
         "auto = when it fits in a quarter of free memory, else pinned host memory",
     ),
 )
+# train.micro_batch (ncsn_core.microbatch): unset (None) leaves every spec as before it existed.
+MICRO_BATCH = Param(
+    "micro_batch",
+    Either((Int(min=1), Choice(("auto",)))),
+    None,
+    "speed (not hashed): compute each step's batch in slices of this many examples, gradients "
+    'accumulated (the same step within float rounding); "auto" = the largest that repro plan says '
+    "fits the device's free memory (the whole batch on a CPU); unset = the whole batch",
+)
 SAMPLE_SPEED: tuple[Param, ...] = (
     Param(
         "precision",
@@ -129,7 +138,7 @@ TRAIN_LOGGING: tuple[Param, ...] = (
 )
 # Per block: the fields left out of the hashes.
 UNHASHED: dict[str, frozenset[str]] = {
-    "train": frozenset(p.name for p in (*TRAIN_SPEED, *TRAIN_LOGGING)),
+    "train": frozenset(p.name for p in (*TRAIN_SPEED, MICRO_BATCH, *TRAIN_LOGGING)),
     "sample": frozenset(p.name for p in SAMPLE_SPEED),
 }
 
@@ -192,6 +201,7 @@ BLOCKS: tuple[BlockKind, ...] = (
                 'released(path = "checkpoints/ncsn_cifar10.pth", format = ncsn); docs/released.md',
             ),
             *TRAIN_SPEED,
+            MICRO_BATCH,
             *TRAIN_LOGGING,
         ),
         default_with="network",

@@ -30,9 +30,10 @@ import torch
 from ncsn_core import checkpoint as ckpt
 from ncsn_core import distributed as dist
 from ncsn_core import io as atomic
-from ncsn_core import layout, progress
+from ncsn_core import layout, microbatch
 from ncsn_core.errors import TrainingError
 from ncsn_core.io import WriteError
+from ncsn_core.trainlog import TrainLogger
 
 
 class EMA:
@@ -270,7 +271,11 @@ class Trainer:
         self.grad_norm: torch.Tensor | None = None  # the last step's (with grad_clip), on the device
         # ddp: this rank's rows of each global batch (None: one process, the whole batch)
         self.part = dist.part(settings["batch_size"])
-        if self.part is not None:
+        # train.micro_batch (None: the whole batch); "auto" on CUDA: settings' micro_batch_fit
+        self.micro = microbatch.resolve(
+            settings.get("micro_batch"), settings["batch_size"], device, settings.get("micro_batch_fit")
+        )
+        if self.part is not None or self.micro is not None:
             self._check_loss_takes_part()
 
     # ---- ddp
@@ -290,7 +295,10 @@ class Trainer:
     def _loss(self, x: torch.Tensor) -> Any:
         if self.part is None:
             return self.loss(self.net, x, self.noise, self.gen_noise)
-        return self.loss(self.net, x, self.noise, self.gen_noise, part=self.part)
+        return self._loss_part(x, self.part)
+
+    def _loss_part(self, x: torch.Tensor, part: slice) -> Any:
+        return self.loss(self.net, x, self.noise, self.gen_noise, part=part)
 
     def _average_gradients(self) -> None:
         if self.part is not None:
@@ -375,9 +383,14 @@ class Trainer:
         idx = self.order.next(bs)
         x = self.placed.batch(self.data, idx, self.gen_data)
         self.noise.update(x)
-        out = self._loss(x)
-        self.opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        if self.micro is None:
+            out = self._loss(x)
+            self.opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+        else:  # train.micro_batch: the rank's rows in slices, gradients accumulated
+            self.opt.zero_grad(set_to_none=True)
+            rows = self.part or slice(0, x.shape[0])
+            out = microbatch.loss_backward(self._loss_part, x, self.gen_noise, rows, self.micro)
         self._average_gradients()  # ddp
         if self.s["grad_clip"] > 0:  # the norm before clipping, kept on the device for the log
             self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s["grad_clip"])
@@ -524,75 +537,6 @@ class Trainer:
             return float(self.grad_norm)
         norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-
-
-class TrainLogger:
-    """TensorBoard events in ``train/tb/`` (``train.tensorboard``, on by default) and Weights &
-    Biases (``train.wandb``), written at the loop's log intervals, where it already synchronises:
-    ``loss``, ``loss/level_<i>`` (i = 1 … L, σ₁ largest), ``grad_norm``, ``lr``, ``it_per_s``.
-    A missing package is one note, then nothing. A resumed run drops the events past its step
-    (``purge_step``). TensorBoard appends its own event files (like log.jsonl, not through io)."""
-
-    def __init__(self, folder: Path, settings: dict[str, Any], start: int) -> None:
-        self.tb: Any = None
-        self.wandb: Any = None
-        if settings.get("tensorboard", True):
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                progress.note(
-                    "train: TensorBoard logging is off: the tensorboard package is not installed "
-                    "(pip install 'repro[tensorboard]'; train.tensorboard = false hides this note)"
-                )
-            else:
-                self.tb = SummaryWriter(str(layout.tensorboard_dir(folder)), purge_step=start or None)
-        if settings.get("wandb", False):
-            try:
-                import wandb
-            except ImportError:
-                progress.note(
-                    "train: train.wandb = true, but wandb is not installed (pip install wandb); skipped"
-                )
-            else:
-                run = folder.parent.parent  # <experiment>/<run-hash>/seed-<k>/train
-                self.wandb = wandb.init(
-                    project="repro",
-                    name=f"{run.parent.name}/{run.name}/{folder.parent.name}",
-                    dir=str(folder),
-                    resume="allow",
-                )
-
-    @property
-    def active(self) -> bool:
-        return self.tb is not None or self.wandb is not None
-
-    def log(
-        self, step: int, loss: float, per_level: list[float], grad_norm: float, lr: float, it_s: float
-    ) -> None:
-        scalars = {"loss": loss, "grad_norm": grad_norm, "lr": float(lr), "it_per_s": it_s}
-        scalars |= {f"loss/level_{i + 1}": v for i, v in enumerate(per_level)}
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, step)
-            self.tb.flush()
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=step)
-
-    def images(self, tag: str, x: torch.Tensor, step: int) -> None:
-        """A batch of images in [0, 1], N×C×H×W, as one grid."""
-        if self.tb is not None:
-            self.tb.add_images(tag, x, step)
-            self.tb.flush()
-        if self.wandb is not None:
-            import wandb
-
-            self.wandb.log({tag: [wandb.Image(im) for im in x]}, step=step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
 
 
 def plain_progress(prefix: str) -> Callable[[int, int, float | None], None]:

@@ -1,0 +1,98 @@
+"""`repro plan` (ncsn_core/plan.py): a training step on fake tensors at the declared size gives
+the peak memory of the real step; a shape error at that size is an error at the experiment's
+line; check_fits says what would fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from conftest import BASE
+from typer.testing import CliRunner
+
+from dsl.commands.plan import register
+from dsl.compiler import compile_file
+from ncsn_core import plan
+from ncsn_core.errors import UserError
+
+MLP = BASE.replace(
+    "network ncsn { ngf = 8 }", "network mlp { hidden = 256, layers = 3, act = elu, conditional = true }"
+).replace(
+    "train { iterations = 10, batch_size = 8 }",
+    "train { iterations = 10, batch_size = 512, precision = fp32, ema = 0.9 }",
+)
+
+
+def app() -> typer.Typer:
+    a = typer.Typer()
+    register(a)
+
+    @a.command("noop")
+    def _noop() -> None:  # a second command, so typer keeps `plan` as a subcommand
+        pass
+
+    return a
+
+
+def test_the_planned_peak_is_the_real_steps_peak(tmp_path: Path) -> None:
+    """The plan (fake tensors, bf16/fp32 as declared: here fp32) against the same Trainer's
+    real CPU step at the same batch, its peak measured by torch's own MemTracker (an independent
+    accounting of every live storage), at the second step (optimizer state present)."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    f = tmp_path / "e.exp"
+    f.write_text(MLP, encoding="utf-8")
+    (spec,) = compile_file(f)
+    planned = plan.plan_spec(spec)
+    torch.manual_seed(0)
+    m = plan._Measured(spec, 512, plan.target_settings(spec.train.kwargs()), plan.real_noise(spec))
+    tr = m.trainer
+    tr.train_step(512)  # creates the optimizer state
+    tr.opt.zero_grad(set_to_none=True)
+    mt = MemTracker()
+    mt.track_external(tr.model, tr.opt)
+    with mt:
+        tr.train_step(512)
+    real = max(v[k] for v in mt.get_tracker_snapshot("peak").values() for k in v if str(k).endswith("Total"))
+    rel = abs(planned.train_peak_bytes - real) / real
+    print(f"planned {planned.train_peak_bytes:,} B, real CPU step {real:,} B: {rel:.1%}")
+    assert rel < 0.15
+    assert planned.parameters == sum(p.numel() for p in tr.model.parameters())
+
+
+def test_a_shape_error_at_paper_size_names_the_experiment_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real_build = plan._build
+
+    def broken(kind, comp, **extra):  # type: ignore[no-untyped-def]
+        net = real_build(kind, comp, **extra)
+        if kind == "network":
+            inner = net.forward
+            net.forward = lambda x, idx: inner(x.reshape(x.shape[0], -1)[:, :5].reshape(x.shape[0], 5), idx)
+        return net
+
+    monkeypatch.setattr(plan, "_build", broken)
+    monkeypatch.setattr(plan, "_MEMO", {})  # measured again, with the broken network
+    f = tmp_path / "e.exp"
+    f.write_text("# a comment\n\n" + MLP, encoding="utf-8")
+    res = CliRunner().invoke(app(), ["plan", str(f)])
+    assert res.exit_code == 2, res.output
+    assert f"{f}:3:1" in res.output and "experiment e cannot take one training step" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_plan_cli_json_and_check_fits(tmp_path: Path) -> None:
+    f = tmp_path / "e.exp"
+    f.write_text(MLP, encoding="utf-8")
+    res = CliRunner().invoke(app(), ["plan", str(f), "--json", "--memory", "1MB"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    (e,) = doc["experiments"]
+    assert e["parameters"] > 0 and e["peak_bytes"] > 10**6
+    assert e["fits"]["80GB"] and not e["fits"]["1MB"]
+    p = plan.ExperimentPlan(**e)
+    plan.check_fits(p, 10**9)
+    with pytest.raises(UserError, match="micro_batch = "):
+        plan.check_fits(p, int(e["train_peak_bytes"] * 0.8))

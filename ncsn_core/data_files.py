@@ -228,16 +228,26 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core import multiarray  # type: ignore[no-redef]
     allowed = {"_reconstruct": multiarray._reconstruct, "ndarray": np.ndarray, "dtype": np.dtype}
-    out: dict[tuple[str, str], Any] = {}
+    out: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode}
     for mod in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray"):
         for name, obj in allowed.items():
             out[(mod, name)] = obj
     return out
 
 
+def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles bytes at protocol 2 (a batch rewritten by Python
+    3): only a string to latin-1 bytes, no other codec."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
+        raise pickle.UnpicklingError(
+            f"_codecs.encode of {type(text).__name__} to {encoding!r} is not bytes data"
+        )
+    return text.encode("latin-1")
+
+
 class _CifarUnpickler(pickle.Unpickler):
-    """Resolves only numpy's array reconstruction (``_reconstruct``, ``ndarray``, ``dtype``);
-    the rest of a CIFAR-10 batch is dicts, lists, bytes, strings and ints, which need no
+    """Resolves only numpy's array reconstruction (``_reconstruct``, ``ndarray``, ``dtype``)
+    and latin-1 ``_codecs.encode`` (bytes at protocol 2); the rest of a CIFAR-10 batch is dicts, lists, bytes, strings and ints, which need no
     global. Anything else (``os.system``, ``builtins.eval``, ...) is refused before it is
     called, so a ``__reduce__`` payload never runs."""
 

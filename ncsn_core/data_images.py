@@ -163,7 +163,10 @@ def read_image_files(p: Path, names: list[str], image_size: int) -> torch.Tensor
     regular_file(p, "image zip", error=DataError)
     with zipfile.ZipFile(p) as z:
         return torch.stack(
-            [_decode_image(read_zip_member(z, n, p), f"{n} in {p}", image_size) for n in names]
+            [
+                _decode_image(read_zip_member(z, n, p, MAX_IMAGE_BYTES), f"{n} in {p}", image_size)
+                for n in names
+            ]
         )
 
 

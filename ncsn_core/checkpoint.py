@@ -8,6 +8,12 @@ refused (:class:`CheckpointRefused`) without anything in it running.
 Each checkpoints folder has a ``manifest.json``: ``{file name: {step, size, sha256}}`` of every
 checkpoint written and read back. :func:`newest_loadable` verifies the newest checkpoint and
 falls back to the newest one that verifies; :func:`prune` never deletes the only verified one.
+A checkpoint without a manifest entry (the manifest lost, or its update cut off) is still
+verified: torch's checkpoint is a zip whose members carry CRC-32s, all checked before loading
+(:func:`zip_damage`), so a flipped byte is always found and the previous checkpoint used.
+
+Temporary files of writers that were killed (``.step-<n>.pt.<pid>-<hex>.tmp``) are removed by
+the next save and by :func:`newest_loadable` (a resume), once their process is gone.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +71,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
     back and record its SHA-256 and size in the folder's manifest. Older checkpoints are not
     touched, so until this returns the previous one is still the newest verified one."""
     path = Path(path)
+    atomic.clean_stale_temps(path.parent)
     atomic.write_with(path, lambda f: torch.save(state, f))
     sha, size = file_digest(path)
     entries = read_manifest(path.parent)
@@ -100,12 +108,26 @@ def _load_raw(path: Path, map_location: str | torch.device) -> Any:
         ) from None
 
 
+def zip_damage(path: Path) -> str | None:
+    """Why the zip container of a torch checkpoint is damaged (a member whose CRC-32 does not
+    match, a truncated or unreadable archive), or None when every member checks out."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except zipfile.BadZipFile as e:
+        return f"not a readable zip archive: {e}"
+    except (OSError, EOFError, RuntimeError, ValueError) as e:
+        return f"cannot be read: {type(e).__name__}: {e}"
+    return None if bad is None else f"the CRC-32 of its member {bad} does not match"
+
+
 def verify(path: Path) -> str | None:
-    """Why ``path`` does not match its manifest entry (size, SHA-256), or None when it does or
-    has no entry (a checkpoint of an older version, or one whose manifest update was cut off)."""
+    """Why ``path`` does not match its manifest entry (size, SHA-256), or, with no entry (a
+    checkpoint of an older version, a lost manifest, or one whose update was cut off), why its
+    zip members fail their CRC-32 check; None when it verifies."""
     entry = read_manifest(path.parent).get(path.name)
     if entry is None:
-        return None
+        return zip_damage(path)
     try:
         sha, size = file_digest(path)
     except OSError as e:
@@ -152,6 +174,7 @@ def newest_loadable(
     """The newest checkpoint that verifies and loads: (step, path, state), or None when the
     folder has none. Damaged ones are skipped, saying so through ``warn``; a refused one stops
     everything (:class:`CheckpointRefused`); when none loads, the newest one's error is raised."""
+    atomic.clean_stale_temps(folder)
     cks = list_checkpoints(folder)
     damaged: list[tuple[Path, CheckpointError]] = []
     for step, path in reversed(cks):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import ncsn_core.data as data_mod
+import ncsn_core.data_files as data_mod
 from ncsn_core.data import DataError, celeba, cifar10, digits, fashion_mnist, mixture2d, mnist, read_idx
 
 NO_AUG = {"flip": False, "dequantize": "none"}

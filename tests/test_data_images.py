@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-import ncsn_core.data as data_mod
+import ncsn_core.data_images as data_mod
 from ncsn_core.data import DataError, images, lsun, read_lmdb_images, resize_center_crop
 
 NO_AUG = {"flip": False, "dequantize": "none"}

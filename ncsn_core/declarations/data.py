@@ -10,7 +10,11 @@ from ncsn_core.params import Bool, Choice, DataFacts, Float, Int, ListOf, Param,
 _IMPL = "ncsn_core.data:"
 _FLIP = Param("flip", Bool(), False, "random horizontal flips during training")
 _DEQ = Param("dequantize", Choice(("none", "uniform")), "uniform", "uniform dequantisation x·255/256 + U/256")
-_SIZE28 = Param("image_size", Int(min=4), 28, "resize to this size")
+# Sizes that allocate memory are bounded here, so `repro check` refuses 10 ** 11 with the
+# number and its position instead of a run failing on an 800 GB allocation.
+MAX_IMAGE_SIZE = 2048  # pixels per side (FFHQ is 1024; NCSNv2 trains at most 256)
+MAX_POINTS = 10_000_000  # toy training points (2 float32 each: 80 MB)
+_SIZE28 = Param("image_size", Int(min=4, max=MAX_IMAGE_SIZE), 28, "resize to this size")
 _ROOT_DOC = "dataset folder; downloaded there when missing and download = true"
 _LIMIT = Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)")
 # The scene categories of LSUN's official export (each has <category>_train_lmdb and _val_lmdb).
@@ -50,7 +54,7 @@ DECLARATIONS = (
             Param("means", ListOf(Float()), (-5.0, -5.0, 5.0, 5.0), "component means, flattened (x₁, y₁, x₂, y₂, ...)"),
             Param("std", Float(min=0.0, exclusive_min=True), 1.0, "isotropic standard deviation of every component"),
             Param("stds", ListOf(Float(min=0.0, exclusive_min=True)), (), "per-component per-axis stds, flattened; overrides std"),
-            Param("n_train", Int(min=1), 100_000, "size of the fixed training set drawn from the mixture"),
+            Param("n_train", Int(min=1, max=MAX_POINTS), 100_000, "size of the fixed training set drawn from the mixture"),
             Param("seed", Int(min=0), 0, "seed of the training-set draw"),
             Param("perturbed", Choice(("convolution", "component_std")), "convolution", "the exact score at level σ: convolution, q_σ = p * N(0, σ²I) (components N(μ_k, s_k² + σ²)); component_std, σ replaces the components' std (N(μ_k, σ²I)), as the official toy runner (models/gmm.py GMMDistAnneal)"),
         ],
@@ -79,14 +83,14 @@ DECLARATIONS = (
     ),
     declare("data", "cifar10", _IMPL + "cifar10",
         params=[*_downloadable("cifar10"), _FLIP_ON, _DEQ,
-            Param("image_size", Int(min=4), 32, "resize to this size (32: as stored, no resizing)"),
+            Param("image_size", Int(min=4, max=MAX_IMAGE_SIZE), 32, "resize to this size (32: as stored, no resizing)"),
         ],
         doc="CIFAR-10 32×32 (cifar-10-batches-py/ under root, read directly; or downloaded by torchvision)",
         facts=DataFacts(_square(3), labels=True),
     ),
     declare("data", "celeba", _IMPL + "celeba",
         params=[*_downloadable("celeba"), _FLIP_ON, _DEQ,
-            Param("image_size", Int(min=4), 32, "center-crop 140, then resize to this (NCSN: 32; NCSNv2: 64)"),
+            Param("image_size", Int(min=4, max=MAX_IMAGE_SIZE), 32, "center-crop 140, then resize to this (NCSN: 32; NCSNv2: 64)"),
             Param("limit", Int(min=0), 0, "use only the first N training images (0 = all)"),
         ],
         doc="CelebA, center-cropped to 140×140 and resized (NCSN §5); local files or a torchvision download",
@@ -96,7 +100,7 @@ DECLARATIONS = (
         params=[
             Param("root", Str(), "data/lsun", "folder holding the official LMDB export CATEGORY_train_lmdb/ (and CATEGORY_val_lmdb/)"),
             Param("category", Choice(LSUN_CATEGORIES), "church_outdoor", "LSUN scene category"),
-            Param("image_size", Int(min=4), 96, "shorter side resized to this, then center-cropped (NCSNv2: church 96, bedroom/tower 128)"),
+            Param("image_size", Int(min=4, max=MAX_IMAGE_SIZE), 96, "shorter side resized to this, then center-cropped (NCSNv2: church 96, bedroom/tower 128)"),
             Param("flip", Bool(), True, "random horizontal flips"),
             _DEQ,
             _LIMIT,
@@ -110,7 +114,7 @@ DECLARATIONS = (
     declare("data", "images", _IMPL + "images",
         params=[
             Param("path", Str(), "data/ffhq/images1024x1024", "a folder of .png/.jpg/.jpeg/.webp files (searched recursively) or a .zip of them"),
-            Param("image_size", Int(min=4), 256, "shorter side resized to this, then center-cropped (NCSNv2 FFHQ: 256)"),
+            Param("image_size", Int(min=4, max=MAX_IMAGE_SIZE), 256, "shorter side resized to this, then center-cropped (NCSNv2 FFHQ: 256)"),
             Param("flip", Bool(), True, "random horizontal flips"),
             _DEQ,
             _LIMIT,

@@ -2,8 +2,13 @@
 
 - it silently ignores options it does not know: every option passed is checked against
   ``torch_fidelity.defaults.DEFAULTS`` first (:func:`checked_kwargs`);
-- each feature extractor gets its weights file explicitly (``feature_extractor_weights_path``),
-  so nothing is downloaded behind our back and the file's hash can be recorded;
+- each feature extractor gets its weights file explicitly, so nothing is downloaded behind our
+  back and the file's hash can be recorded; torch-fidelity would unpickle that path with
+  ``weights_only=False`` (a payload in the file would run), so the extractor it builds is our
+  subclass registered in place of ``inception-v3-compat`` (:func:`verified_extractor`), which
+  reads the file with
+  :func:`~ncsn_core.evaluation.weights.load_inception_state` (weights-only, hash-checked) and
+  hands torch-fidelity's constructor an in-memory copy of the verified tensors, never the path;
 - its feature caches are keyed by the names we give and the extractor's name only (not the
   weights, not the sample count, not the content): the reference set's name carries the
   dataset identity, the split, its size and the weights' hash. The samples' features are never
@@ -29,7 +34,7 @@ import torch
 
 from ncsn_core.errors import EvaluationError
 from ncsn_core.evaluation.context import EvalContext
-from ncsn_core.evaluation.weights import fidelity_version, preflight, sha256_file
+from ncsn_core.evaluation.weights import fidelity_version, load_inception_state, preflight, sha256_file
 from ncsn_core.values import Call
 
 FEATURE_EXTRACTOR = "inception-v3-compat"
@@ -58,6 +63,35 @@ class Uint8Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.x[i]
+
+
+def verified_extractor() -> str:
+    """Put (once) in torch-fidelity's registry, under :data:`FEATURE_EXTRACTOR`, its own
+    Inception-v3 subclassed to load a weights file through :func:`load_inception_state`: the
+    same network and features, fed an in-memory copy of the verified tensors instead of the
+    path (which torch-fidelity 0.4 unpickles with ``weights_only=False``). Returns the name."""
+    import io
+
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if getattr(FEATURE_EXTRACTORS_REGISTRY.get(FEATURE_EXTRACTOR), "repro_verified", False):
+        return FEATURE_EXTRACTOR
+
+    class VerifiedInceptionV3(FeatureExtractorInceptionV3):  # type: ignore[misc]
+        repro_verified = True
+
+        def __init__(self, name: str, features_list: list[str], **kwargs: Any) -> None:
+            path = kwargs.pop("feature_extractor_weights_path", None)
+            if path is not None:  # None: torch-fidelity's own download from its fixed URL
+                buf = io.BytesIO()
+                torch.save(load_inception_state(Path(path)), buf)  # tensors only, written by us
+                buf.seek(0)
+                path = buf
+            super().__init__(name, features_list, feature_extractor_weights_path=path, **kwargs)
+
+    FEATURE_EXTRACTORS_REGISTRY[FEATURE_EXTRACTOR] = VerifiedInceptionV3
+    return FEATURE_EXTRACTOR
 
 
 def checked_kwargs(**kw: Any) -> dict[str, Any]:
@@ -173,7 +207,7 @@ def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[
     res = calculate(
         ds,
         Uint8Images(ref) if binary else None,
-        feature_extractor=FEATURE_EXTRACTOR,
+        feature_extractor=verified_extractor(),
         weights=weights,
         input1_cache_name=None,  # see the module docstring: samples are never cached
         input2_cache_name=cache_name("ref", data.identity, split, f"n{m}", f"w{whash[:12]}"),

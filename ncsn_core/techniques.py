@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ncsn_core import io as atomic
+from ncsn_core.data_source import require_spread
 from ncsn_core.params import AutoContext, AutoValue
 
 # C of Technique 2 that reproduces every official number of levels (the poster says ≈ 0.5).
@@ -236,6 +237,7 @@ def auto_sigma_max(ctx: AutoContext) -> AutoValue:
     sub = int(ctx.params.get("subsample", 0) or 0)
     sub = sub if 0 < sub < n else 0
     d, cached = cached_max_pairwise_distance(x, data.identity, ctx.cache_dir, subsample=sub)
+    d = require_spread(d, data)  # identical points: a named error, not "must be > 0"
     how = "exact" if not sub else f"on a random subset of {sub} (seed 0): a lower bound"
     return AutoValue(
         round(d, 6),

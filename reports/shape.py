@@ -508,7 +508,7 @@ def build(
         not_run = (
             f"Not run: {n_exp} experiment(s) with {n_pub} published result(s) to reproduce"
             + (f", and {n_unpub} without a published number" if n_unpub else "")
-            + " (`repro report --all` lists them in full)."
+            + " (repro report --all lists them in full)."
         )
     return {
         "runs_dir": runs_dir,

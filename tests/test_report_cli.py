@@ -123,7 +123,10 @@ def test_markdown_answers_questions(lab: Path, papers: Path) -> None:
     r = _section(md, "released")
     assert "released checkpoint" in r and "within 10%" in r and "not comparable" not in r
     # the experiments not run: one line with their count, not the catalogue
-    assert "Not run: 1 experiment(s) with 1 published result(s) to reproduce, and 1 without a published number" in md
+    assert (
+        "Not run: 1 experiment(s) with 1 published result(s) to reproduce, and 1 without a published number"
+        in md
+    )
     assert "never_run" not in md and "no_number" not in md and "| Table 9" not in md
     full = cli("report", str(lab), "-f", "md", "--papers", str(papers), "--all")
     assert "| Table 9" in _section(full, "never_run") and "not run" in _section(full, "never_run")

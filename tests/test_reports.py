@@ -168,7 +168,11 @@ def test_markdown(runs: Path) -> None:
     assert "inception_score" in text and "not run" not in text.split("## Sweeps")[0].split("complete")[1][:10]
     sw = text.split("### sw")[1]
     # one seed each, no per-sample values: the lower FID is not a distinguishable best
-    assert "| 20 " in sw and " **(best)**" not in sw.split("one row per")[1] and "fid: no distinguishable best" in sw
+    assert (
+        "| 20 " in sw
+        and " **(best)**" not in sw.split("one row per")[1]
+        and "fid: no distinguishable best" in sw
+    )
 
 
 def test_not_run_rows_never_disappear(runs: Path) -> None:

@@ -40,6 +40,16 @@ def _plt() -> Any:
     return plt
 
 
+def _title(ax: Any, text: str, fontsize: int = 10) -> None:
+    """The plot's title wrapped to the figure's width (a long run label is not clipped)."""
+    import textwrap
+
+    fig = ax.get_figure()
+    # the axes take about 70% of the figure's width (a legend beside them takes the rest)
+    chars = max(20, int(fig.get_figwidth() * 0.7 * 72 / (fontsize * 0.55)))
+    ax.set_title("\n".join(textwrap.wrap(text, chars)) or text, fontsize=fontsize)
+
+
 def _fig_b64(fig: Any) -> str:
     buf = io.BytesIO()
     fig.tight_layout()
@@ -84,7 +94,7 @@ def loss_curve_b64(log: list[dict[str, Any]], title: str) -> str | None:
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
         ax.tick_params(axis="y", which="minor", labelsize=7)
-    ax.set_title(title, fontsize=10)
+    _title(ax, title)
     ax.legend(
         fontsize=8,
         loc="center left",
@@ -110,7 +120,7 @@ def selection_plot_b64(sel: dict[str, Any] | None, title: str) -> str | None:
             ax.legend(fontsize=8)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{doc['metric']} ({doc['direction']} is better)")
-    ax.set_title(title, fontsize=10)
+    _title(ax, title)
     ax.grid(alpha=0.3)
     return _fig_b64(fig)
 
@@ -133,7 +143,7 @@ def sweep_plot_b64(recs: list[RunRecord], key: str, metric: str, title: str) -> 
     ax.set_ylabel(f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)")
     if all(p[0] > 0 for p in pts) and max(p[0] for p in pts) / min(p[0] for p in pts) > 20:
         ax.set_xscale("log")
-    ax.set_title(title, fontsize=10)
+    _title(ax, title)
     ax.grid(alpha=0.3)
     return _fig_b64(fig)
 
@@ -143,17 +153,24 @@ def figures(records: list[RunRecord]) -> list[dict[str, Any]]:
     seed with them, headed by the run's label (experiment and the settings that differ); per
     sweep over a numeric setting: each metric against it."""
     out = []
+    drawn: dict[Path, str] = {}  # a train folder → the title its loss curve is drawn under
     for r in sorted(records, key=lambda r: (r.paper, r.experiment, _sweep_sort_key(r.swept))):
         for s in r.seeds:
             if s.grid or s.strip or s.log or s.selection:
+                title = r.label + (f", seed {s.seed}" if len(r.seeds) > 1 else "") + f" ({s.status})"
+                shared = drawn.get(s.train) if s.train is not None and s.log else None
+                if s.train is not None and s.log and shared is None:
+                    drawn[s.train] = title
                 out.append(
                     {
-                        "title": r.label
-                        + (f", seed {s.seed}" if len(r.seeds) > 1 else "")
-                        + f" ({s.status})",
+                        "title": title,
                         "grid": _png_b64(s.grid),
                         "strip": _png_b64(s.strip),
-                        "loss": loss_curve_b64(s.log, f"{r.label}: training loss per noise level"),
+                        # a training shared by several runs: its curve once, under the first
+                        "loss": None
+                        if shared
+                        else loss_curve_b64(s.log, f"{r.label}: training loss per noise level"),
+                        "loss_shared": shared,
                         "selection": selection_plot_b64(
                             s.selection,
                             f"{r.label}: checkpoint selection by {(s.selection or {}).get('metric')}",

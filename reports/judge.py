@@ -194,7 +194,73 @@ def floor_stat(r: RunRecord, metric: str) -> tuple[float, float | None, int] | N
     return stats.mean_sd(draws)
 
 
+def floor_text(r: RunRecord, metric: str) -> str | None:
+    """The floor in one cell: "7.2 ± 0.31 (5 draws of real images at the run's sample count)",
+    "0.08 (real test vs train split)", or None without one."""
+    st = floor_stat(r, metric)
+    if st is None:
+        return None
+    mean, sd, n = st
+    matched = any(
+        isinstance(x, dict) and metric in x
+        for x in (s.protocol.get("domain_floor") for s in r.complete_seeds)
+    )
+    text = fmt_num(mean) + (f" ± {fmt_num(sd, 3)}" if sd is not None else "")
+    where = "real images at the run's sample count" if matched else "real test vs train split"
+    return text + (f" ({n} draws of {where})" if n > 1 else f" ({where})")
+
+
 def floor_of(r: RunRecord, metric: str) -> float | None:
     """The floor's mean (:func:`floor_stat`), or None without one."""
     st = floor_stat(r, metric)
     return st[0] if st is not None else None
+
+
+# ----------------------------------------------------------------------------- run vs run
+def _metric_backend(r: RunRecord, metric: str) -> list[str]:
+    """What computed the metric: the domain classifier's hash for domain metrics, else the
+    implementation and the Inception weights' hash."""
+    if metric.endswith("_domain"):
+        return [str(v)[:12] for v in _values(r, "domain_classifier", "sha256")]
+    out = [str(v) for v in _values(r, "implementation")]
+    if metric in INCEPTION_METRICS:
+        out += [str(v)[:12] for v in _values(r, "inception_weights_sha256")]
+    return out
+
+
+def _reference(r: RunRecord) -> list[str]:
+    return [str(v) for v in _values(r, "reference")] or [str(v) for v in _values(r, "reference_split")]
+
+
+def run_protocol_reasons(a: RunRecord, b: RunRecord, metric: str) -> list[str]:
+    """Why two runs' values of ``metric`` are not comparable (empty: comparable): a different
+    sample count, reference set, checkpoint choice or metric backend (the classifier or the
+    Inception weights and the code that computed it). The same rule as against a paper."""
+    if not a.complete_seeds or not b.complete_seeds:
+        return []
+    reasons: list[str] = []
+    na = sorted({n for n in (_int(v) for v in _values(a, "samples")) if n is not None})
+    nb = sorted({n for n in (_int(v) for v in _values(b, "samples")) if n is not None})
+    if na and nb and na != nb:
+        text = f"{' / '.join(f'{n:,}' for n in nb)} samples vs {' / '.join(f'{n:,}' for n in na)}"
+        if metric in FID_LIKE or metric.startswith(("fid", "kid")):
+            text += " (FID and KID are biased upwards at small sample counts)"
+        reasons.append(text)
+    ra, rb = _reference(a), _reference(b)
+    if ra and rb and sorted(ra) != sorted(rb):
+        reasons.append(f"reference {' / '.join(rb)} vs {' / '.join(ra)}")
+    if a.checkpoint != b.checkpoint:
+        reasons.append(f"checkpoint {b.checkpoint} vs {a.checkpoint}")
+    ba, bb = _metric_backend(a, metric), _metric_backend(b, metric)
+    if ba and bb and sorted(ba) != sorted(bb):
+        reasons.append(f"metric backend {' / '.join(bb)} vs {' / '.join(ba)}")
+    return reasons
+
+
+def compare_runs(a: RunRecord, b: RunRecord, metric: str, alpha: float = stats.ALPHA) -> stats.Comparison:
+    """:func:`compare`, unless the two runs' evaluation protocols differ: then the comparison's
+    verdict is "not comparable: <reason>" and no test runs."""
+    reasons = run_protocol_reasons(a, b, metric)
+    if reasons:
+        return stats.Comparison("not comparable: " + "; ".join(reasons), alpha=alpha)
+    return compare(a, b, metric, alpha)

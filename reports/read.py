@@ -46,6 +46,9 @@ class SeedResult:
     # Per-sample values of a metric (metrics.json ``per_sample``: {metric: [...]}), when the
     # evaluation records them: a bootstrap over samples for one seed.
     per_sample: dict[str, list[float]] = attrs.Factory(dict)
+    # The train stage folder the seed's samples came from (its own, or one it shares with other
+    # runs: a training reused by several sample settings is drawn once).
+    train: Path | None = None
 
 
 @attrs.define
@@ -64,6 +67,9 @@ class RunRecord:
     source: str = ""  # source.exp's text (which file the run came from)
     overrides: tuple[str, ...] = ()  # the --set values it was made with (overrides.json)
     label: str = ""  # the experiment and the settings that tell its runs apart (set by build)
+    # The file's own run (not swept) taken into its experiment's sweep as the point of the file's
+    # values (set by reports.shape.sweep_points, which fills ``sweep`` with them).
+    sweep_own: bool = False
 
     @property
     def flat(self) -> dict[str, str]:
@@ -248,6 +254,7 @@ def read_seed(
                     train = cand
                     break
     if train.is_dir():
+        res.train = train.resolve()
         res.status = "trained" if layout.is_complete(train) else "training"
         res.log = _read_log(train / layout.LOG)
         tr = _read_json(train / layout.RESULTS)

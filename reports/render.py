@@ -15,7 +15,7 @@ from ncsn_core import io as atomic
 from reports.figures import _png_b64, figures
 from reports.judge import DEFAULT_TOLERANCE
 from reports.read import RunRecord, add_expected, collect
-from reports.shape import build
+from reports.shape import RAN_COLUMNS, build
 from reports.tables import _numbered, method_notes, method_table
 from reports.terminal import render_text
 
@@ -133,6 +133,15 @@ def md_selection(sel: dict[str, Any]) -> str:
     return _md(rows, ["step", f"{sel['metric']} ({sel['direction']} is better)", "samples", "seconds"])
 
 
+def md_ran(f: dict[str, Any]) -> str:
+    """One file's runs (the report's first table): a row per run and metric."""
+    rows = [
+        [r["run"] + (f" ({r['set']})" if r["set"] else "")] + [r[k] for k, _ in RAN_COLUMNS[1:]]
+        for r in f["rows"]
+    ]
+    return _md(rows, [h for _, h in RAN_COLUMNS])
+
+
 def md_runs(runs: list[dict[str, Any]]) -> str:
     rows = []
     for r in runs:
@@ -142,6 +151,45 @@ def md_runs(runs: list[dict[str, Any]]) -> str:
              " / ".join(str(i) for i in r["iterations"]) or "–", nums]
         )  # fmt: skip
     return _md(rows, ["run", "hash", "status", "iterations", "numbers (mean ± std over seeds)"])
+
+
+def _ran_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [r["run"] + (f" ({r['set']})" if r["set"] else "")] + [r[k] for k, _ in RAN_COLUMNS[1:]] for r in rows
+    ]
+
+
+def _map_rows(rows: list[dict[str, Any]], keys: list[str]) -> list[list[Any]]:
+    return [[r[k] for k in keys] for r in rows]
+
+
+def _sweep_cells(rows: list[list[dict[str, Any]]]) -> list[list[str]]:
+    return [[c["text"] + (" ★" if c.get("best") else "") for c in row] for row in rows]
+
+
+def _selection_cells(sel: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            f"{r['step']:,}",
+            r["text"] + (" (chosen)" if r["best"] else ""),
+            str(r["samples"]),
+            str(r["seconds"]),
+        ]
+        for r in sel["rows"]
+    ]
+
+
+def _runs_cells(runs: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            r["label"],
+            r["hash"][:12],
+            r["seed_status"] + ("; " + "; ".join(r["problems"]) if r["problems"] else ""),
+            " / ".join(str(i) for i in r["iterations"]) or "–",
+            "; ".join(f"{m} {c['text']}" for m, c in r["metrics"].items()) or "–",
+        ]
+        for r in runs
+    ]
 
 
 def _env() -> jinja2.Environment:
@@ -158,6 +206,13 @@ def _env() -> jinja2.Environment:
     env.filters["ablation"] = md_ablation
     env.filters["methods"] = md_methods
     env.filters["runs"] = md_runs
+    env.filters["ran"] = md_ran
+    env.filters["ran_cells"] = _ran_cells
+    env.filters["map_rows"] = _map_rows
+    env.filters["sweep_cells"] = _sweep_cells
+    env.filters["selection_cells"] = _selection_cells
+    env.filters["runs_cells"] = _runs_cells
+    env.filters["enumerate_notes"] = lambda ns: [f"[{i}] not comparable: {n}" for i, n in enumerate(ns, 1)]
     env.filters["selection"] = md_selection
     env.filters["numbered"] = _numbered
     env.filters["method_table"] = method_table
@@ -186,6 +241,7 @@ def render(
     ctx = {
         **doc,
         "columns": COMPARISON_COLUMNS,
+        "ran_columns": RAN_COLUMNS,
         "tolerance_pct": f"{tolerance:.0%}",
         "all_runs": [r for p in doc["papers"] for e in p["experiments"] for r in e["runs"] if r["path"]],
     }

@@ -19,7 +19,7 @@ from typing import Any
 
 from ncsn_core import layout
 from reports import settings
-from reports.judge import compare
+from reports.judge import compare_runs
 from reports.read import RunRecord, _metric_names, collect
 from reports.shape import _labels, _metric_cell
 from reports.tables import fmt_num
@@ -220,7 +220,7 @@ def diff_doc(
                     "b": _metric_cell(b_run, m),
                     "delta": (sb[0] - sa[0]) if sa and sb else None,
                     "delta_text": f"{sb[0] - sa[0]:+.4g}" if sa and sb else "–",
-                    "significance": (c := compare(a_run, b_run, m)).text,
+                    "significance": (c := compare_runs(a_run, b_run, m)).text,
                     "test": c.as_dict(),
                 }
             )

@@ -17,8 +17,10 @@ from reports.judge import (
     _published_value,
     _spread,
     compare,
+    compare_runs,
     floor_of,
     floor_stat,
+    floor_text,
     fmt_stat,
     protocol_reasons,
     protocol_text,
@@ -107,7 +109,7 @@ def _metric_cell(r: RunRecord, metric: str) -> dict[str, Any]:
 def _ablation_metric(parent: RunRecord, r: RunRecord, m: str) -> dict[str, Any]:
     """One metric of an ablation: the parent's value, this run's, Δ and the test of the two."""
     sp, sr = parent.stat(m), r.stat(m)
-    test = compare(parent, r, m)
+    test = compare_runs(parent, r, m)
     return {
         "metric": m,
         "direction": _arrow(m),
@@ -115,19 +117,27 @@ def _ablation_metric(parent: RunRecord, r: RunRecord, m: str) -> dict[str, Any]:
         "value": _metric_cell(r, m)["text"],
         "delta": f"{sr[0] - sp[0]:+.4g}" if sr and sp else "–",
         "significance": test.text,
+        "comparable": not test.verdict.startswith("not comparable"),
         "test": test.as_dict(),
     }
 
 
 def _parent_of(r: RunRecord, records: list[RunRecord]) -> RunRecord | None:
-    """The parent experiment's run closest to this one (fewest differing settings)."""
+    """The run the ablation's ``extends`` names: the parent experiment's run made with the same
+    ``--set`` values as this one (overrides.json; none: the file's own values), not a point of a
+    ``--set`` sweep; among those (or, when none, among all) the closest (fewest differing
+    settings, then most complete seeds)."""
     if r.parent is None:
         return None
     cands = [p for p in records if p.experiment == r.parent and p.ran]
     if not cands:
         return None
     mine = r.flat
-    return min(cands, key=lambda p: (len(settings.diff(p.flat, mine)), -len(p.complete_seeds)))
+    own = sorted(r.overrides)
+    return min(
+        cands,
+        key=lambda p: (sorted(p.overrides) != own, len(settings.diff(p.flat, mine)), -len(p.complete_seeds)),
+    )
 
 
 def _paper_changes(changes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
@@ -202,33 +212,96 @@ def comparison_rows(
     return rows
 
 
+def sweep_points(recs: list[RunRecord]) -> list[RunRecord]:
+    """The runs of one experiment that make its sweep: every swept point (of the file's sweeps
+    and of ``--set key=v1,v2``), and the file's own run (not swept) as the point of its own
+    values, when it differs from the swept runs in the swept settings only. Each point once."""
+    swept = [r for r in recs if r.swept]
+    if not swept:
+        return []
+    keys = sorted({k for r in swept for k in r.swept})
+    for r in recs:
+        if r.swept or not r.ran:
+            continue
+        if all(set(k for k, _, _ in settings.diff(r.flat, o.flat)) <= set(keys) for o in swept[:1]):
+            r.sweep = {**r.sweep, **{k: r.flat.get(k, "–") for k in keys}}
+            r.sweep_own = True
+            swept.append(r)
+    by_point: dict[tuple[tuple[int, float, str], ...], RunRecord] = {}
+    for r in swept:
+        key = tuple(_value_key(r.swept.get(k, "–")) for k in keys)
+        key = tuple((a, b, "" if a == 0 else c) for a, b, c in key)  # 1e-4 and 0.0001: one point
+        old = by_point.get(key)
+        if old is None or len(r.complete_seeds) > len(old.complete_seeds):
+            by_point[key] = r
+    return list(by_point.values())
+
+
+def best_point(m: str, rs: list[RunRecord]) -> dict[str, Any]:
+    """The point with the best mean of ``m``, and whether it is distinguishable: better than
+    every other point by the test of :func:`reports.judge.compare_runs` (significant at its
+    level, same protocol). ``tests``: each other point's label → its test against the top."""
+    with_value = [(r, st[0]) for r in rs if (st := r.stat(m)) is not None]
+    if len(with_value) < 2:
+        return {"best": None, "top": None, "text": "", "tests": {}}
+    ordered = sorted(with_value, key=lambda rv: rv[1], reverse=not lower_is_better(m))
+    top = ordered[0][0]
+    tests = {id(r): compare_runs(top, r, m) for r, _ in ordered[1:]}
+    weakest = next((c for c in tests.values() if not c.significant), None)
+    if weakest is None:
+        return {
+            "best": top,
+            "top": top,
+            "text": f"best: {top.label} (better than every other point)",
+            "tests": tests,
+        }
+    runner = next(r for r, _ in ordered[1:] if tests[id(r)] is weakest)
+    return {
+        "best": None,
+        "top": top,
+        "text": f"no distinguishable best: {runner.label} against {top.label}: {weakest.text}",
+        "tests": tests,
+    }
+
+
 def sweep_table(recs: list[RunRecord]) -> dict[str, Any] | None:
     """A sweep pivoted: 2 swept settings → rows × columns, one table per metric; 1 → a row per
-    value, a column per metric; more → a row per point. Best by the metric's direction."""
+    value, a column per metric; more → a row per point. Each value with its uncertainty (over
+    seeds, or a bootstrap interval over one seed's samples); the best marked only when it is
+    distinguishable from every other point; else "no distinguishable best", and why."""
     keys = sorted({k for r in recs for k in r.swept})
     if not keys:
         return None
     metrics = _metric_names(recs)
+    bests = {m: best_point(m, recs) for m in metrics}
 
-    def best_of(m: str, rs: list[RunRecord]) -> float | None:
-        vals = [st[0] for r in rs if (st := r.stat(m)) is not None]
-        if len(vals) < 2:
-            return None
-        return min(vals) if lower_is_better(m) else max(vals)
-
-    def cell(r: RunRecord | None, m: str, best: float | None) -> dict[str, Any]:
+    def cell(r: RunRecord | None, m: str) -> dict[str, Any]:
         if r is None:
             return {"text": "not run", "best": False, "mean": None, "std": None}
         st = r.stat(m)
         if st is None:
             text = "not run" if not r.ran else ("–" if r.complete_seeds else "incomplete")
             return {"text": text, "best": False, "mean": None, "std": None}
+        c = _metric_cell(r, m)
         return {
-            "text": fmt_stat(st, r.within_run_std(m)),
-            "best": st[0] == best,
+            "text": c["text"],
+            "best": bests[m]["best"] is r,
             "mean": st[0],
-            "std": _spread(r, m),
+            "std": c["std"],
+            "ci": c["ci"],
         }
+
+    def versus(r: RunRecord, m: str) -> dict[str, Any]:
+        b = bests[m]
+        if b["top"] is None or r.stat(m) is None:
+            return {"text": "–", "best": False}
+        if r is b["top"]:
+            return {"text": "top value" + (" (best)" if b["best"] is r else ""), "best": False}
+        return {"text": b["tests"][id(r)].text, "best": False}
+
+    def point_text(r: RunRecord, k: str) -> str:
+        v = r.swept.get(k, "–")
+        return v + (" (the file's value)" if r.sweep_own else "")
 
     tables = []
     if len(keys) == 2:
@@ -237,32 +310,36 @@ def sweep_table(recs: list[RunRecord]) -> dict[str, Any] | None:
         cols_v = sorted({r.swept.get(ck, "–") for r in recs}, key=_value_key)
         at = {(r.swept.get(rk, "–"), r.swept.get(ck, "–")): r for r in recs}
         for m in metrics:
-            best = best_of(m, recs)
             tables.append(
                 {
                     "title": f"{m} {_arrow(m)} (rows: {rk}; columns: {ck})",
                     "metric": m,
                     "headers": [f"{rk} \\ {ck}"] + cols_v,
                     "rows": [
-                        [{"text": rv, "best": False}] + [cell(at.get((rv, cv)), m, best) for cv in cols_v]
+                        [{"text": rv, "best": False}] + [cell(at.get((rv, cv)), m) for cv in cols_v]
                         for rv in rows_v
                     ],
+                    "notes": [bests[m]["text"]] if bests[m]["text"] else [],
                 }
             )
     else:
-        best = {m: best_of(m, recs) for m in metrics}
         rows = []
         for r in sorted(recs, key=lambda r: _sweep_sort_key(r.swept)):
-            row = [{"text": r.swept.get(k, "–"), "best": False} for k in keys]
-            row += [cell(r, m, best[m]) for m in metrics]
+            row = [{"text": point_text(r, k), "best": False} for k in keys]
+            for m in metrics:
+                row += [cell(r, m), versus(r, m)]
             row.append({"text": r.state_summary(), "best": False})
             rows.append(row)
+        headers = list(keys)
+        for m in metrics:
+            headers += [f"{m} {_arrow(m)}", f"{m}: against the top value"]
         tables.append(
             {
                 "title": "one row per " + (keys[0] if len(keys) == 1 else "sweep point"),
                 "metric": None,
-                "headers": keys + [f"{m} {_arrow(m)}" for m in metrics] + ["seeds"],
+                "headers": headers + ["seeds"],
                 "rows": rows,
+                "notes": [f"{m}: {bests[m]['text']}" for m in metrics if bests[m]["text"]],
             }
         )
     return {"keys": keys, "metrics": metrics, "tables": tables}
@@ -409,9 +486,9 @@ def build(
                         }
                 entry["rows"] += comparison_rows(r, tolerance, ablation_of, changes)
                 entry["runs"].append(_run_doc(r))
-            swept = [r for r in shown if r.swept]
-            if swept:
-                entry["sweep"] = sweep_table(swept)
+            points = sweep_points(shown)
+            if points:
+                entry["sweep"] = sweep_table(points)
             if not recs[0].published and not any(r.published for r in shown):
                 entry["no_published"] = True
             experiments.append(entry)
@@ -423,14 +500,101 @@ def build(
                 "unpublished": unpublished,
             }
         )
+    n_exp = sum(len(p["to_reproduce"]) and len({t["experiment"] for t in p["to_reproduce"]}) for p in papers)
+    n_pub = sum(len(p["to_reproduce"]) for p in papers)
+    n_unpub = sum(len(p["unpublished"]) for p in papers)
+    not_run = ""
+    if n_exp or n_unpub:
+        not_run = (
+            f"Not run: {n_exp} experiment(s) with {n_pub} published result(s) to reproduce"
+            + (f", and {n_unpub} without a published number" if n_unpub else "")
+            + " (repro report --all lists them in full)."
+        )
     return {
         "runs_dir": runs_dir,
         **_summary(records, runs_dir),
         "tolerance": tolerance,
+        "ran": ran_doc([r for r in records if r.ran or r.path != Path()], tolerance),
+        "not_run": not_run,
         "papers": papers,
         "methods": method_groups(records),
         "significance_rule": stats.rule(),
     }
+
+
+def _file_title(source: str, experiments: list[str]) -> str:
+    """A run's file in words: its first comment line, else the experiments it was run from."""
+    for line in source.splitlines():
+        t = line.strip()
+        if t.startswith("#") and t.lstrip("# "):
+            t = t.lstrip("# ").rstrip()
+            return t if len(t) <= 90 else t[:87].rsplit(" ", 1)[0] + " …"
+        if t:
+            break
+    return "file of " + ", ".join(experiments) if source else "runs without a source.exp"
+
+
+def _published_for(r: RunRecord, m: str, tolerance: float) -> list[str]:
+    """The paper's numbers of the metric, each with where it is published and the run's verdict."""
+    out = []
+    for row in comparison_rows(r, tolerance):
+        if row["metric"] == m and row["published_value"] is not None:
+            why = f": {'; '.join(row['reasons'])}" if row["reasons"] else ""
+            out.append(f"{row['published']} ({row['label']}): {row['verdict']}{why}")
+    return out
+
+
+def ran_doc(records: list[RunRecord], tolerance: float = DEFAULT_TOLERANCE) -> list[dict[str, Any]]:
+    """What was run, first: the runs grouped by the file they came from (source.exp) and
+    experiment; per run and metric its value with its uncertainty, the scale (the floor: the
+    metric on real data at the same sample count; the paper's number where it has one), and
+    against its parent's run when it is an ablation (the test, or why not comparable)."""
+    files: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if r.ran or r.path != Path():
+            files.setdefault(r.source, []).append(r)
+    out = []
+    for source, recs in files.items():
+        recs = sorted(
+            recs, key=lambda r: (r.parent is not None, r.experiment, _sweep_sort_key(r.swept), r.label)
+        )
+        exps = list(dict.fromkeys(r.experiment for r in recs))
+        rows = []
+        for r in recs:
+            parent = _parent_of(r, records)
+            metrics = _metric_names([r]) or [""]
+            for i, m in enumerate(metrics):
+                row: dict[str, Any] = {
+                    "run": r.label if i == 0 else "",
+                    "set": " ".join(f"--set {v}" for v in r.overrides) if i == 0 else "",
+                    "status": r.state_summary() if i == 0 else "",
+                    "metric": f"{m} {_arrow(m)}" if m else "–",
+                    "value": _metric_cell(r, m)["text"] if m else "–",
+                    "floor": (floor_text(r, m) if m else None) or "–",
+                    "published": "; ".join(_published_for(r, m, tolerance)) if m else "",
+                    "versus": "",
+                }
+                row["published"] = row["published"] or "–"
+                if parent is not None and m and parent.stat(m) is not None and r.stat(m) is not None:
+                    c = compare_runs(parent, r, m)
+                    d = r.stat(m)[0] - parent.stat(m)[0]  # type: ignore[index]
+                    row["versus"] = f"vs parent {parent.label}: Δ {d:+.4g}, {c.text}"
+                elif r.parent is not None and i == 0:
+                    row["versus"] = f"parent {r.parent}: not run" if parent is None else ""
+                rows.append(row)
+        out.append({"file": _file_title(source, exps), "experiments": exps, "rows": rows})
+    return out
+
+
+RAN_COLUMNS = [
+    ("run", "run"),
+    ("status", "seeds"),
+    ("metric", "metric"),
+    ("value", "value (± sd over seeds, or CI over samples)"),
+    ("floor", "floor (real data)"),
+    ("published", "published"),
+    ("versus", "against its parent"),
+]
 
 
 def _run_doc(r: RunRecord) -> dict[str, Any]:

@@ -166,14 +166,21 @@ def test_markdown(runs: Path) -> None:
     assert "within published uncertainty" in text
     assert "incomplete (1 training)" in text  # the partial run keeps its published rows, with its state
     assert "inception_score" in text and "not run" not in text.split("## Sweeps")[0].split("complete")[1][:10]
-    assert "### sw" in text and "20 *" in text  # lower FID is best
+    sw = text.split("### sw")[1]
+    # one seed each, no per-sample values: the lower FID is not a distinguishable best
+    assert (
+        "| 20 " in sw
+        and " **(best)**" not in sw.split("one row per")[1]
+        and "fid: no distinguishable best" in sw
+    )
 
 
 def test_not_run_rows_never_disappear(runs: Path) -> None:
-    # By default a compact "to reproduce" line per published block; with --all the rows in full.
+    # By default one line with a count; with --all the rows in full.
     expected = [{"experiment": "never", "paper": "P", "hash": "zzz", "published": PUB, "sweep": {}}]
     text = render(add_expected(collect(runs), expected), "md")
-    assert "- never: Table 1: fid 25, inception_score 8.87" in text.split("**To reproduce**")[1]
+    assert "Not run: 1 experiment(s) with 1 published result(s) to reproduce" in text
+    assert "### never" not in text and "never:" not in text
     full = render(add_expected(collect(runs), expected), "md", show_all=True)
     section = full.split("### never")[1].split("###")[0]
     rows = [line for line in section.splitlines() if line.startswith("| Table 1")]

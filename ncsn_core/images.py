@@ -99,3 +99,15 @@ def save_inpainting(samples: torch.Tensor, used: dict[str, Any], path: Path) -> 
     k = int(used["repeats"])
     tiles = inpainting_rows(samples, used["reference"], used["mask"], k)
     atomic.write_with(path, _png_of_images(tiles, nrow=k + 2))
+
+
+def save_interpolation(x: torch.Tensor, data: Any, path: Path) -> None:
+    """``interpolation.png`` (NCSNv2's interpolation figure): ``x`` is [rows, columns, ...]; one
+    row of the figure per row of ``x``, ``columns`` images across (the official code's
+    make_grid(samples, nrow=n_interpolations)). 2-D points: every row's points in one plot."""
+    rows, columns = x.shape[0], x.shape[1]
+    flat = x.reshape(rows * columns, *x.shape[2:])
+    if getattr(data, "kind", "image") == "points":
+        atomic.write_with(path, _png_of_points(flat, None, "interpolation"))
+        return
+    atomic.write_with(path, _png_of_images(flat, nrow=columns))

@@ -18,8 +18,9 @@ from ncsn_core.values import Call
 
 # The run's stages, in order; each stage's hash covers its blocks and the previous stage's hash.
 # `select` (checkpoint selection) is optional: without a select block it is in no hash, and the
-# sample stage's hash is what it was before the stage existed.
-STAGES = ("train", "select", "sample", "evaluate")
+# sample stage's hash is what it was before the stage existed. `interpolate` (NCSNv2's
+# interpolation figure) is optional the same way; its hash covers the train stage's and its block.
+STAGES = ("train", "select", "sample", "evaluate", "interpolate")
 
 
 @attrs.frozen
@@ -291,6 +292,34 @@ BLOCKS: tuple[BlockKind, ...] = (
         ),
         needs=("sample",),
         stage="evaluate",
+    ),
+    BlockKind(
+        "interpolate",
+        "NCSNv2's interpolation figure (the official code's sampling.interpolation): annealed "
+        "Langevin dynamics whose chains in a row share the initial state and use the spherical "
+        "interpolation cos θ·z_p + sin θ·z_q of two per-step noises, θ = 0 … π/2 along the row",
+        fields=(
+            Param("rows", Int(min=1), 8, "rows: initial states (the official code: sampling.batch_size)"),
+            Param("columns", Int(min=2), 15, "samples per row (the official code: n_interpolations)"),
+            Param("init", ComponentOf("init"), Call("uniform", ()), "the rows' initial states"),
+            Param("steps_per_level", Int(min=1), 5, "T, Langevin steps per noise level (n_steps_each)"),
+            Param(
+                "step_size",
+                Float(min=0.0, exclusive_min=True),
+                2e-5,
+                "ε of Alg. 1 (the official step_lr = ε/2)",
+            ),
+            Param("use_ema", Bool(), True, "use the EMA weights when training kept them"),
+            Param(
+                "checkpoint",
+                Either((Int(min=0), Choice(("last",)))),
+                "last",
+                'which checkpoint: "last" or a training step (the official code: sampling.ckpt_id)',
+            ),
+        ),
+        needs=("network",),
+        stage="interpolate",
+        omit_when_absent=True,
     ),
     BlockKind(
         "launcher",

@@ -70,6 +70,7 @@ class RunSpec:
     sample: ComponentSpec | None = None
     stages: tuple[ComponentSpec, ...] = ()
     evaluate: ComponentSpec | None = None
+    interpolate: ComponentSpec | None = None  # NCSNv2's interpolation figure (optional)
     # Where and how to launch (schema.LAUNCHER_FIELDS): in no hash, shown by compile and spec.json.
     launcher: ComponentSpec | None = attrs.field(default=None, eq=False, hash=False)
     published: tuple[PublishedSpec, ...] = ()
@@ -148,6 +149,10 @@ class RunSpec:
     def eval_part(self) -> dict[str, Any]:
         return {"sample": self.sample_hash(), **self._part(*schema.stage_fields("evaluate"))}
 
+    def interpolate_part(self) -> dict[str, Any]:
+        """The interpolation figure's inputs: the trained model and its own block."""
+        return {"train": self.train_hash(), **self._part(*schema.stage_fields("interpolate"))}
+
     def train_hash(self) -> str:
         return digest(self.train_part())
 
@@ -159,6 +164,9 @@ class RunSpec:
 
     def eval_hash(self) -> str:
         return digest(self.eval_part())
+
+    def interpolate_hash(self) -> str:
+        return digest(self.interpolate_part())
 
     def hash(self) -> str:
         """The run's identity: everything but the seed, the name and published numbers."""
@@ -178,6 +186,7 @@ class RunSpec:
             **({"select_hash": self.select_hash()} if self.select is not None else {}),
             "sample_hash": self.sample_hash(),
             "eval_hash": self.eval_hash(),
+            **({"interpolate_hash": self.interpolate_hash()} if self.interpolate is not None else {}),
             **self._part(*self._fields(), speed=True),
             **({} if self.launcher is None else {"launcher": self.launcher.to_json()}),
             "published": [p.to_json() for p in self.published],

@@ -22,7 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_one_stage_module_per_schema_stage_in_the_schemas_order() -> None:
     assert [s.name for s in runner.STAGES] == list(schema.STAGES)
-    assert {s.kind for s in runner.STAGES} == {layout.TRAIN, layout.SELECT, layout.SAMPLE, layout.EVAL}
+    assert {s.kind for s in runner.STAGES} == {
+        layout.TRAIN,
+        layout.SELECT,
+        layout.SAMPLE,
+        layout.EVAL,
+        "interpolate",
+    }
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ entry below and its name in the schema.
 
 from __future__ import annotations
 
-from ncsn_core.stages import evaluate, sample, select, train
+from ncsn_core.stages import evaluate, interpolate, sample, select, train
 from ncsn_core.stages.base import Stage
 
-BY_NAME: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in (train, select, sample, evaluate)}
+BY_NAME: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in (train, select, sample, evaluate, interpolate)}

@@ -67,12 +67,12 @@ def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[
     n = int(samples.shape[0])
     out: dict[str, Any] = {"fid_pixel_pca": floors.fid_features(z, ref_stats)}
     if n >= 2:
-        ci = floors.bootstrap(lambda i: floors.fid_features(z[i], ref_stats), n)
+        ci = floors.bootstrap(lambda i: floors.fid_features(z[i], ref_stats), n, out["fid_pixel_pca"])
         out.update({f"fid_pixel_pca_{key}": v for key, v in ci.items()})
     info: dict[str, Any] = {
         "components": int(dirs.shape[1]),
         "fitted_on": f"{data.name}:train ({int(data.train.shape[0])} images, pixels in [0, 1])",
-        "bootstrap": f"{floors.BOOTSTRAP} resamples of the {n} samples (seed {floors.BOOTSTRAP_SEED}), 95% percentile",
+        "bootstrap": f"{floors.BOOTSTRAP} resamples of the {n} samples (seed {floors.BOOTSTRAP_SEED}), value ± 1.96 sd",
     }
     if other is not None and other.shape[0] >= n:
         zo = project(other, mean, dirs)

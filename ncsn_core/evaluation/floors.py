@@ -83,8 +83,8 @@ def bootstrap(
     number moves with the samples alone) and a normal interval ``estimate ± 1.96 boot_sd``
     (``ci_low``, ``ci_high``). Not the percentile interval: a resample repeats about a third
     of the points, which biases a Fréchet distance upwards (on 100 digits the resamples' FIDs
-    all lay above the estimate), while the spread is still the sampling spread (checked
-    against the spread of the floor's independent draws in tests/test_eval_floors.py)."""
+    all lay above the estimate). The spread is conservative: about twice the sd of independent
+    real draws on Fashion-MNIST (docs/evaluation.md; tests/test_eval_floors.py bounds it by 3×)."""
     g = torch.Generator().manual_seed(seed)
     vals = np.array([statistic(torch.randint(0, n, (n,), generator=g)) for _ in range(resamples)])
     sd = float(vals.std(ddof=1))

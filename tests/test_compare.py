@@ -14,7 +14,7 @@ import torch
 
 from dsl.compiler import compile_file
 from ncsn_core.data import DataSource, digits
-from ncsn_core.evaluation import evaluate
+from ncsn_core.evaluation import evaluate, floors
 from ncsn_core.runner import run_spec
 from ncsn_core.values import Call
 
@@ -47,15 +47,19 @@ def data() -> DataSource:
     return digits(flip=False, dequantize="none")
 
 
-def test_domain_kid_and_precision_recall_separate_real_from_noise(data: DataSource, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder per module: the domain classifier is trained once."""
+    return tmp_path_factory.mktemp("compare-cache")
+
+
+def test_domain_kid_and_precision_recall_separate_real_from_noise(data: DataSource, cache: Path) -> None:
     """kid_domain / precision_recall_domain come from the same torch-fidelity call as
     fid_domain; real held-out images score near the matched floor, uniform noise far from it."""
     settings = {"reference": "train", "samples": 297}
     real_x = data.as_float("test")
-    real = evaluate(DOMAIN, real_x, data, settings=settings, run_key="r", cache_dir=tmp_path)
-    noise = evaluate(
-        DOMAIN, torch.rand_like(real_x), data, settings=settings, run_key="n", cache_dir=tmp_path
-    )
+    real = evaluate(DOMAIN, real_x, data, settings=settings, run_key="r", cache_dir=cache)
+    noise = evaluate(DOMAIN, torch.rand_like(real_x), data, settings=settings, run_key="n", cache_dir=cache)
     for out in (real, noise):
         for k in (
             "fid_domain",
@@ -80,14 +84,27 @@ def test_domain_kid_and_precision_recall_separate_real_from_noise(data: DataSour
     assert set(floor) >= {"fid_domain", "kid_domain", "precision_domain", "recall_domain", "is_domain"}
 
 
-def test_domain_floor_uses_a_fixed_subset_of_the_other_split(data: DataSource, tmp_path: Path) -> None:
+def test_domain_floor_uses_a_fixed_subset_of_the_other_split(data: DataSource, cache: Path) -> None:
     x = data.as_float("test")[:50]
     settings = {"reference": "test", "samples": 50}
-    a = evaluate((Call("kid_domain"),), x, data, settings=settings, run_key="a", cache_dir=tmp_path)
-    b = evaluate((Call("kid_domain"),), x.flip(-1), data, settings=settings, run_key="b", cache_dir=tmp_path)
+    a = evaluate((Call("kid_domain"),), x, data, settings=settings, run_key="a", cache_dir=cache)
+    b = evaluate((Call("kid_domain"),), x.flip(-1), data, settings=settings, run_key="b", cache_dir=cache)
     fa, fb = a["protocol"]["domain_floor"], b["protocol"]["domain_floor"]
     assert fa == fb and fa["what"] == "50 real train images (random, seed 0) against the test split"
-    assert set(fa) == {"what", "kid_domain", "kid_domain_std"}
+    assert set(fa) == {"what", "kid_domain", "kid_domain_std", "draws", "draw_seeds", "mean", "sd"}
+    # Draw 0 is the single floor earlier versions recorded; the summary covers every draw.
+    assert fa["draws"] == floors.FLOOR_DRAWS and fa["draw_seeds"][0] == floors.FLOOR_SEED
+    assert a["kid_domain_floor_n"] == floors.FLOOR_DRAWS and a["kid_domain_floor_sd"] > 0
+    assert fa["mean"]["kid_domain"] == a["kid_domain_floor_mean"] and "kid_domain_std" not in fa["mean"]
+    # The draws are computed once per (classifier, data, split, n, metrics) and read back after.
+    (floor_file,) = [
+        f
+        for f in cache.glob("domain-floor-*.json")
+        if set(json.loads(f.read_text())[0]) == {"kid_domain", "kid_domain_std"}
+    ]
+    floor_file.write_text(json.dumps([{"kid_domain": 1.0, "kid_domain_std": 0.0}] * floors.FLOOR_DRAWS))
+    c = evaluate((Call("kid_domain"),), x, data, settings=settings, run_key="c", cache_dir=cache)
+    assert c["kid_domain_floor_mean"] == 1.0 and c["kid_domain_floor_sd"] == 0.0
 
 
 def test_compare_file_has_equal_budgets() -> None:

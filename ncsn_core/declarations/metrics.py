@@ -11,6 +11,7 @@ from ncsn_core.params import Float, Int, MetricFacts, MetricOutput, Param, decla
 _FIDELITY = "ncsn_core.evaluation.fidelity:compute"
 _DOMAIN = "ncsn_core.evaluation.domain:compute"
 _TOY = "ncsn_core.evaluation.toy:compute"
+_PCA = "ncsn_core.evaluation.pca:compute"
 _SPLITS = Param("splits", Int(min=1), 10, "splits for mean ± std")
 
 
@@ -40,7 +41,8 @@ DECLARATIONS = (
     ),
     declare("metric", "fid_domain", _DOMAIN,
         doc="Fréchet distance in the features of a classifier trained on the dataset (digits, MNIST-like); "
-        "its floor, train vs test, is in the protocol",
+        "its floor, train vs test, is in the protocol; its matched floor (mean ± sd over 20 draws of real "
+        "images) and a bootstrap interval over the samples are in metrics.json",
         facts=_facts(("fid_domain", "lower"), needs="labels"),
     ),
     declare("metric", "is_domain", _DOMAIN,
@@ -61,6 +63,24 @@ DECLARATIONS = (
             ("f_score_domain", "higher"),
             needs="labels",
         ),
+    ),
+    declare("metric", "class_coverage", _DOMAIN,
+        params=[Param("min_share", Float(min=0.0), 0.5, "a class counts when it gets this fraction of its share in the reference split")],
+        doc="per-class coverage under the domain classifier: the fraction of the data's classes the samples "
+        "fall in (class_coverage), the total variation between the class histograms (class_tv) and the "
+        "mean max-probability (class_confidence); their matched floors are in metrics.json",
+        facts=_facts(
+            ("class_coverage", "higher"),
+            ("class_tv", "lower"),
+            ("class_confidence", "higher"),
+            needs="labels",
+        ),
+    ),
+    declare("metric", "fid_pixel_pca", _PCA,
+        params=[Param("components", Int(min=1), 64, "principal components of the training pixels kept")],
+        doc="classifier-free Fréchet distance on the top principal components of the pixels (PCA of the "
+        "training split); floor mean ± sd over 20 draws of real images and a bootstrap interval recorded",
+        facts=_facts(("fid_pixel_pca", "lower")),
     ),
     declare("metric", "mode_weights", _TOY,
         doc="fraction of samples nearest each mixture mean (NCSN Fig. 3); mode_weight_error = max |Δ|",

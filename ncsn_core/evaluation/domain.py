@@ -32,6 +32,7 @@ from torch import nn
 from ncsn_core import io as atomic
 from ncsn_core import progress
 from ncsn_core.errors import EvaluationError
+from ncsn_core.evaluation import floors
 from ncsn_core.evaluation.context import EvalContext
 from ncsn_core.evaluation.fidelity import KID_SUBSETS, Uint8Images, cache_name, calculate, content_hash
 from ncsn_core.evaluation.fits import check_fits
@@ -40,14 +41,23 @@ from ncsn_core.spec import digest
 from ncsn_core.values import Call
 
 EXTRACTOR = "repro-domain-classifier"
-ARCH = "cnn32-64-64/elu/avgpool/v1"
+ARCH = "cnn32-64-64/elu/avgpool4/fc128/v2"
 # Everything that changes the trained classifier goes into its hash.
-TRAINING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 128, "seed": 0, "input": "uint8/255"}
+TRAINING = {
+    "optimizer": "adam",
+    "lr": 2e-3,
+    "schedule": "onecycle",
+    "batch_size": 128,
+    "seed": 0,
+    "input": "uint8/255",
+}
 
 
 class DomainClassifier(nn.Module):
-    """Three 3×3 convolutions (32, 64, 64 channels, two stride-2), ELU, global average pool:
-    64 features; a linear head gives the class logits. Any image size."""
+    """Three 3×3 convolutions (32, 64, 64 channels, two stride-2), ELU, average-pooled to a 4×4
+    grid (kept: where things are matters for clothes), a 128-unit ELU layer: 128 features; a
+    linear head gives the class logits. Any image size (8×8 digits to 28×28 Fashion-MNIST).
+    v1 pooled globally to 64 features and reached 79.8% on Fashion-MNIST in 2 epochs."""
 
     def __init__(self, channels: int, classes: int) -> None:
         super().__init__()
@@ -58,10 +68,12 @@ class DomainClassifier(nn.Module):
             nn.ELU(),
             nn.Conv2d(64, 64, 3, stride=2, padding=1),
             nn.ELU(),
-            nn.AdaptiveAvgPool2d(1),
+            nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
+            nn.Linear(64 * 16, 128),
+            nn.ELU(),
         )
-        self.head = nn.Linear(64, classes)
+        self.head = nn.Linear(128, classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
@@ -126,8 +138,9 @@ def register_with_torch_fidelity() -> None:
 
 
 def default_epochs(n_train: int) -> int:
-    """About 30k examples seen, between 2 and 30 epochs (digits: 20, MNIST: 2)."""
-    return max(2, min(30, 30_000 // max(n_train, 1)))
+    """About 480k examples seen, between 4 and 20 epochs (Fashion-MNIST and MNIST: 8, digits:
+    20). v1 saw 30k (2 epochs of Fashion-MNIST: 79.8% test accuracy)."""
+    return max(4, min(20, 480_000 // max(n_train, 1)))
 
 
 def classifier_key(data: Any, epochs: int) -> str:
@@ -141,6 +154,8 @@ def _train(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int) -> Domai
     model = DomainClassifier(x.shape[1], classes)
     opt = torch.optim.Adam(model.parameters(), lr=float(TRAINING["lr"]))
     bs = int(TRAINING["batch_size"])
+    steps = epochs * -(-x.shape[0] // bs)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(TRAINING["lr"]), total_steps=steps)
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=g)
         for i in range(0, x.shape[0], bs):
@@ -150,6 +165,7 @@ def _train(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int) -> Domai
             opt.zero_grad()
             loss.backward()
             opt.step()
+            schedule.step()
     return model.eval()
 
 
@@ -226,12 +242,51 @@ def load_classifier(
     return path, info
 
 
-FLOOR_SEED = 0  # which real images make the matched floor (fixed: the floor is part of the protocol)
+_NETS: dict[str, DomainClassifier] = {}  # classifier file → loaded network, per process
 
 
-def _subset(size: int, n: int, seed: int) -> torch.Tensor:
-    """A fixed random choice of min(n, size) indices out of range(size)."""
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[: min(n, size)]
+def _net(path: Path) -> DomainClassifier:
+    key = str(path)
+    if key not in _NETS:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+        net = DomainClassifier(int(st["config"]["channels"]), int(st["config"]["classes"]))
+        net.load_state_dict(st["model"])
+        _NETS[key] = net.eval()
+    return _NETS[key]
+
+
+@torch.no_grad()
+def features_and_logits(path: Path, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's 128 features and logits of uint8 images, as torch-fidelity sees them
+    (x / 255 in float32, results in float64)."""
+    net = _net(path)
+    x = x[:, : net.features[0].in_channels]  # 1-channel data may arrive repeated to 3
+    fs, ls = [], []
+    for i in range(0, x.shape[0], 1000):
+        f, logit = net(x[i : i + 1000].float() / 255.0)
+        fs.append(f.double())
+        ls.append(logit.double())
+    return torch.cat(fs), torch.cat(ls)
+
+
+def class_histogram(logits: torch.Tensor, classes: int) -> torch.Tensor:
+    """The fraction of images the classifier assigns to each class (argmax)."""
+    return torch.bincount(logits.argmax(1), minlength=classes).double() / max(logits.shape[0], 1)
+
+
+def coverage(logits: torch.Tensor, ref_hist: torch.Tensor, min_share: float) -> dict[str, float]:
+    """``class_coverage``: the fraction of classes that get at least ``min_share`` of their
+    share in the reference split (0.5: a class the data gives 10% counts when ≥ 5% of the
+    images fall in it); ``class_tv``: the total-variation distance between the two class
+    histograms; ``class_confidence``: the mean max-probability (how sure the classifier is)."""
+    hist = class_histogram(logits, ref_hist.shape[0])
+    present = ref_hist > 0
+    covered = (hist[present] >= min_share * ref_hist[present]).double().mean()
+    return {
+        "class_coverage": float(covered),
+        "class_tv": float(0.5 * (hist - ref_hist).abs().sum()),
+        "class_confidence": float(logits.softmax(1).max(1).values.mean()),
+    }
 
 
 def _outputs(res: dict[str, Any], flags: dict[str, Any]) -> dict[str, float]:
@@ -252,9 +307,12 @@ def _outputs(res: dict[str, Any], flags: dict[str, Any]) -> dict[str, float]:
 
 
 def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[str, float]:
-    """``fid_domain``, ``is_domain``, ``kid_domain`` (one torch-fidelity call) and
-    ``precision_recall_domain`` (a second, equal-sized sets) with the domain classifier, plus
-    the matched floor (module docstring)."""
+    """``fid_domain``, ``is_domain``, ``kid_domain`` (one torch-fidelity call),
+    ``precision_recall_domain`` (a second, equal-sized sets) and ``class_coverage`` with the
+    domain classifier; the matched floor as mean ± sd over :data:`~.floors.FLOOR_DRAWS` draws
+    of real images (``<key>_floor_mean``, ``_floor_sd``, ``_floor_n``; draw 0 stays in the
+    protocol's ``domain_floor``, as before); for FID (domain) a bootstrap interval over the
+    samples (``fid_domain_ci_low``, ``_ci_high``, ``_boot_sd``)."""
     data, settings, run_key, cache_dir, device, protocol = ctx.unpack()
     path, info = load_classifier(data, cache_dir, settings=settings)
     names = {c.name: dict(c.params) for c in calls}
@@ -278,6 +336,8 @@ def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[
         "kid": "kid_domain" in names,
     }
     prc = "precision_recall_domain" in names
+    cov = "class_coverage" in names
+    min_share = float(names.get("class_coverage", {}).get("min_share", 0.5))
     if flags["isc"]:
         flags["isc_splits"] = splits
     if flags["kid"]:
@@ -290,8 +350,9 @@ def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[
         "device": "cpu",  # a few-layer CNN on small images: the CPU is fast enough and deterministic
     }
     ref_name = cache_name("domain", info["hash"], data.identity, split)
-    pick_ref = _subset(m, n, FLOOR_SEED + 1)
-    prc_ref_name = cache_name("domain", info["hash"], data.identity, split, f"prc{n}s{FLOOR_SEED + 1}")
+    pick_ref = floors.subset(m, n, floors.FLOOR_SEED + 1)
+    prc_ref_name = cache_name("domain", info["hash"], data.identity, split, f"prc{n}s{floors.FLOOR_SEED + 1}")
+    ref_hist = class_histogram(features_and_logits(path, ref)[1], int(info["classes"])) if cov else None
 
     def measure(x: torch.Tensor, x_cache: str | None) -> dict[str, float]:
         res: dict[str, Any] = {}
@@ -318,7 +379,11 @@ def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[
                     **common,
                 )
             )
-        return _outputs(res, {**flags, "prc": prc})
+        out = _outputs(res, {**flags, "prc": prc})
+        if cov:
+            assert ref_hist is not None
+            out.update(coverage(features_and_logits(path, Uint8Images(x).x)[1], ref_hist, min_share))
+        return out
 
     out = measure(samples, None)  # samples are never cached (see fidelity.py)
     protocol["domain_classifier"] = info
@@ -329,19 +394,61 @@ def compute(calls: list[Call], samples: torch.Tensor, ctx: EvalContext) -> dict[
         protocol.update(kid_domain_subsets=KID_SUBSETS, kid_domain_subset_size=kid_size)
     if prc:
         protocol["precision_recall_domain_reference"] = (
-            f"{n} images of the {split} split (random, seed {FLOOR_SEED + 1}); k = 3"
+            f"{n} images of the {split} split (random, seed {floors.FLOOR_SEED + 1}); k = 3"
+        )
+    if cov:
+        assert ref_hist is not None
+        protocol["class_coverage"] = {
+            "min_share": min_share,
+            "reference_histogram": [round(float(v), 6) for v in ref_hist],
+            "samples_histogram": [
+                round(float(v), 6)
+                for v in class_histogram(features_and_logits(path, ds.x)[1], int(info["classes"]))
+            ],
+        }
+    if flags["fid"] and n >= 2:
+        # How much FID (domain) moves with the samples alone: resample them, same reference.
+        fs = features_and_logits(path, ds.x)[0]
+        ref_stats = floors.gaussian_stats(features_and_logits(path, ref)[0])
+        ci = floors.bootstrap(lambda i: floors.fid_features(fs[i], ref_stats), n, out["fid_domain"])
+        out.update({f"fid_domain_{k}": v for k, v in ci.items()})
+        protocol["fid_domain_bootstrap"] = (
+            f"{floors.BOOTSTRAP} resamples of the {n} samples (seed {floors.BOOTSTRAP_SEED}), "
+            "interval fid_domain ± 1.96 sd, features as torch-fidelity's"
         )
     if other is not None and other.shape[0] >= n:
-        # The matched floor: n real images of the other split (a fixed random subset) in place
-        # of the samples; the same metrics, the same reference and settings.
-        pick = _subset(other.shape[0], n, FLOOR_SEED)
-        floor = measure(
-            other[pick],
-            cache_name("domain", info["hash"], data.identity, other_split, f"floor{n}s{FLOOR_SEED}"),
+        # The matched floor: n real images of the other split in place of the samples, the
+        # same metrics, reference and settings; FLOOR_DRAWS independent draws (one draw is
+        # not the floor: at 128 Fashion-MNIST images FID (domain) ranged 5.0-14.7).
+        # The draws depend only on the classifier, the data, the split, n and the metrics:
+        # computed once and kept in the cache (a comparison evaluates dozens of arms at one n).
+        floor_file = cache_dir / (
+            "domain-floor-"
+            + digest([info["hash"], data.identity, split, n, sorted(names.items()), floors.FLOOR_DRAWS])
+            + ".json"
         )
+        draws = json.loads(floor_file.read_text()) if floor_file.exists() else []
+        if len(draws) != floors.FLOOR_DRAWS:
+            draws = []
+            for d in range(floors.FLOOR_DRAWS):
+                seed = floors.draw_seed(d)
+                pick = floors.subset(other.shape[0], n, seed)
+                draws.append(
+                    measure(
+                        other[pick],
+                        cache_name("domain", info["hash"], data.identity, other_split, f"floor{n}s{seed}"),
+                    )
+                )
+            atomic.write_json(floor_file, draws)
+        summary = floors.summarize(draws)
+        out.update(summary)
         protocol["domain_floor"] = {
-            "what": f"{n} real {other_split} images (random, seed {FLOOR_SEED}) against the {split} split",
-            **floor,
+            "what": f"{n} real {other_split} images (random, seed {floors.FLOOR_SEED}) against the {split} split",
+            **draws[0],  # the single draw earlier versions recorded (old readers use it)
+            "draws": len(draws),
+            "draw_seeds": [floors.draw_seed(d) for d in range(len(draws))],
+            "mean": {k[: -len("_floor_mean")]: v for k, v in summary.items() if k.endswith("_floor_mean")},
+            "sd": {k[: -len("_floor_sd")]: v for k, v in summary.items() if k.endswith("_floor_sd")},
         }
     return out
 

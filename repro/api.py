@@ -493,8 +493,13 @@ def ls(
     files: dict[str, str] = {}
     needed: set[tuple[Path, tuple[str, ...]]] = set()  # (file, the --set values of a run made from it)
     runs = collect(runs_dir)
+    from repro.invocations import files_by_run
+
+    invoked = files_by_run(runs_dir)  # runs/.invocations/: the file each `repro run` ran
     for r in runs:
         f = find_source(r, folders)
+        if f is None:
+            f = _invoked_file(r, runs_dir, invoked)
         if f is not None:
             files[str(r.path)] = str(f)
             needed.add((f, r.overrides))
@@ -511,6 +516,7 @@ def ls(
                 with_sets = f" with --set {' '.join(sets)}" if sets else ""
                 log(f"note: {f}{with_sets} does not compile now ({e.diagnostics[0].message})")
     rows = ls_rows(runs_dir, compiled, files)
+    _point_labels(rows, {str(r.path): r.spec.get("sweep") for r in runs})
     if file is not None:
         names = {n if isinstance(n, str) else n[0] for n, specs in compiled.items() if specs}
         rows = [r for r in rows if r["experiment"] in names]
@@ -519,6 +525,43 @@ def ls(
     if status is not None:
         rows = [r for r in rows if r["status"] == status]
     return rows
+
+
+def _invoked_file(r: Any, runs_dir: Path, invoked: dict[str, str]) -> Path | None:
+    """The .exp file an invocation record says made run ``r``, when its text is still the run's."""
+    try:
+        rel = str(Path(r.path).relative_to(runs_dir))
+    except ValueError:
+        return None
+    f = invoked.get(rel)
+    if not f or not Path(f).is_file():
+        return None
+    try:
+        return Path(f) if Path(f).read_text(encoding="utf-8") == r.source else None
+    except OSError:
+        return None
+
+
+def _sweep_items(sweep: Any) -> list[tuple[str, str]]:
+    """A spec.json's ``sweep`` (a dict, or a list of pairs) as (key, value text) pairs."""
+    if isinstance(sweep, dict):
+        return [(str(k), str(v)) for k, v in sweep.items()]
+    if isinstance(sweep, (list, tuple)):
+        return [(str(p[0]), str(p[1])) for p in sweep if isinstance(p, (list, tuple)) and len(p) == 2]
+    return []
+
+
+def _point_labels(rows: list[dict], sweeps: dict[str, Any]) -> None:
+    """Each row's label: `name[key=value,…]` from its sweep point and its --set values
+    (overrides.json); runs that still share a label get their hash's first 8 characters."""
+    for r in rows:
+        r["label"] = point_label(r["experiment"], _sweep_items(sweeps.get(r["path"])), r["set"])
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r["label"]] = seen.get(r["label"], 0) + 1
+    for r in rows:
+        if seen[r["label"]] > 1 and r["hash"]:
+            r["label"] += f" ({r['hash'][:8]})"
 
 
 def _diff_side(arg: str, runs_dir: Path, sets: Sequence[str]) -> tuple[str, Any, Any, Any]:
@@ -554,11 +597,16 @@ def diff(
     """The settings that differ between two runs or experiments (each a run folder or
     ``FILE.exp[:experiment]``), where each value came from, and the metric deltas (B − A) when
     both have a run folder (compiled files' runs are looked up under ``runs_dir``). ``runs``,
-    when given, receives each side's run record (None: no run folder)."""
+    when given, receives each side's run record (None: no run folder). Each side's
+    ``label`` is `name[key=value,…]` (its sweep point and --set values)."""
     from reports.runs import diff_doc
 
     an, aspec, awhere, arun = _diff_side(a, Path(runs_dir), sets)
     bn, bspec, bwhere, brun = _diff_side(b, Path(runs_dir), sets)
     if runs is not None:
         runs[:] = [arun, brun]
-    return diff_doc(an, aspec, bn, bspec, awhere, bwhere, arun, brun)
+    doc = diff_doc(an, aspec, bn, bspec, awhere, bwhere, arun, brun)
+    for side, spec, where, rec in (("a", aspec, awhere, arun), ("b", bspec, bwhere, brun)):
+        made = sets if where is not None else (getattr(rec, "overrides", ()) or ())
+        doc[side]["label"] = point_label(str(spec.get("experiment")), _sweep_items(spec.get("sweep")), made)
+    return doc

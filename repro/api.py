@@ -498,7 +498,7 @@ def ls(
     invoked = files_by_run(runs_dir)  # runs/.invocations/: the file each `repro run` ran
     for r in runs:
         f = find_source(r, folders)
-        if f is None:
+        if f is None and file is None:  # --file: compared with that file only
             f = _invoked_file(r, runs_dir, invoked)
         if f is not None:
             files[str(r.path)] = str(f)

@@ -8,6 +8,7 @@ from typing import Any
 
 from dsl.check import check
 from dsl.resolve import load, resolve
+from dsl.sets import require_multirun
 from ncsn_core.spec import RunSpec
 
 
@@ -20,9 +21,13 @@ def compile_file(
     data_cache: dict[str, Any] | None = None,
     warnings: list[Any] | None = None,
     max_runs: int | None = None,
+    multirun: bool = True,
 ) -> list[RunSpec]:
     """Compile every experiment defined in ``path`` (or the named ones), one RunSpec per
-    sweep point. Raises :class:`dsl.errors.DiagnosticError` listing every mistake."""
+    sweep point. Raises :class:`dsl.errors.DiagnosticError` listing every mistake.
+    ``multirun=False``: a ``--set`` with several values is an error naming ``--multirun``
+    (the command line and repro.api ask for it; a file's own ``sweep`` is always allowed)."""
+    require_multirun(sets, multirun)
     program = load(path)
     resolved = resolve(program, experiments, sets, max_runs=max_runs)
     return check(resolved, compute_auto=compute_auto, data_cache=data_cache, warnings=warnings)

@@ -1,6 +1,8 @@
-"""`--set key=value[,value...]` arguments: parsed in a pseudo-file each (quoted by diagnostics), commas outside brackets sweeping."""
+"""`--set key=value[,value...]` arguments: parsed in a pseudo-file each (quoted by diagnostics), commas outside brackets sweeping (only with --multirun, as Hydra)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import attrs
 
@@ -60,6 +62,36 @@ def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], list[Value], Pos]:
             raise DiagnosticError([Diagnostic(v.pos, f"number too large: {why}")])
         values.append(v)
     return path, values, kpos
+
+
+def require_multirun(sets: Sequence[str], multirun: bool) -> None:
+    """Without ``--multirun`` (``-m``), a ``--set`` with several values is an error that says
+    so (as Hydra: a comma outside brackets is a sweep only when a multirun is asked for).
+    A ``--set`` that does not parse is left to the resolver, which reports it in full."""
+    if multirun:
+        return
+    diags = []
+    for i, arg in enumerate(sets):
+        try:
+            path, values, _ = parse_set(arg, i)
+        except DiagnosticError:
+            continue
+        if len(values) > 1:
+            key = ".".join(path)
+            at = values[1].pos
+            comma = Pos(at.file, 1, max(1, at.col - 1), 1, at.col)
+            diags.append(
+                Diagnostic(
+                    comma,
+                    f"--set {key}: several values ({len(values)}) make a sweep, which needs --multirun",
+                    (
+                        f"run one per value with --multirun (-m): repro run FILE -m --set {arg}; "
+                        "a list is one value in brackets: [1, 2]",
+                    ),
+                )
+            )
+    if diags:
+        raise DiagnosticError(diags)
 
 
 def _split_top(text: str) -> list[tuple[int, int]]:

@@ -37,10 +37,13 @@ def check(
     experiments: Sequence[str] | None = None,
     max_runs: int = DEFAULT_MAX_RUNS,
     warnings: list | None = None,
+    multirun: bool = True,
 ) -> list:
     """Validate .exp files (syntax, names, types, ranges) without running anything or computing
     ``auto`` values. Returns the RunSpecs of every file; raises one DiagnosticError listing
-    the mistakes of all files. Warnings are appended to ``warnings`` when given."""
+    the mistakes of all files. Warnings are appended to ``warnings`` when given. A ``--set``
+    with several values (``train.iterations=10,20``) checks every point unless
+    ``multirun=False``."""
     from dsl.compiler import compile_file
     from dsl.errors import DiagnosticError
 
@@ -55,6 +58,7 @@ def check(
                 compute_auto=False,
                 warnings=warnings,
                 max_runs=max_runs,
+                multirun=multirun,
             )
         except DiagnosticError as e:
             diags.extend(e.diagnostics)
@@ -84,10 +88,12 @@ def compile(  # noqa: A001 - the command's name
     compute_auto: bool = True,
     max_runs: int = DEFAULT_MAX_RUNS,
     warnings: list | None = None,
+    multirun: bool = False,
 ) -> list:
     """The RunSpecs of ``file``: canonical values (``spec.canonical()``), stage hashes, what
     each ``auto`` became (``compute_auto=False``: none computed, no torch imported). On a
-    mistake the DiagnosticError's ``specs`` holds the experiments that did compile."""
+    mistake the DiagnosticError's ``specs`` holds the experiments that did compile. A
+    ``--set`` with several values sweeps only with ``multirun=True`` (``repro ... -m``)."""
     from dsl.compiler import compile_file
 
     return compile_file(
@@ -97,6 +103,7 @@ def compile(  # noqa: A001 - the command's name
         compute_auto=compute_auto,
         warnings=warnings,
         max_runs=max_runs,
+        multirun=multirun,
     )
 
 
@@ -130,14 +137,19 @@ def run(
     max_runs: int = DEFAULT_MAX_RUNS,
     warnings: list | None = None,
     log: Callable[[str], None] | None = None,
+    multirun: bool = False,
 ) -> list[tuple[Any, Any]]:
     """Train, sample and evaluate every run of ``file`` in this process, one after another,
     resuming what exists (every stage cached by its hash under ``runs_dir``); stop after
     ``until``. Returns (RunSpec, result) pairs. ``log`` receives one line per run of a sweep.
+    Every missing prerequisite (dataset, Inception weights, released checkpoint) is reported
+    at once before any work (:func:`prerequisites`).
     (Several GPUs or processes, SLURM: `repro run --gpus/--nproc/--launcher`, docs/scale.md.)"""
     check_until(until)
-    specs = compile(file, sets=sets, experiments=experiments, max_runs=max_runs, warnings=warnings)
-    preflight(specs)
+    specs = compile(
+        file, sets=sets, experiments=experiments, max_runs=max_runs, warnings=warnings, multirun=multirun
+    )
+    preflight(specs, until)
     from dsl.parser import read_source
 
     return run_specs(
@@ -152,18 +164,154 @@ def run(
     )
 
 
-def preflight(specs: Sequence[Any]) -> None:
-    """Fail before any run when a released checkpoint a spec needs is missing."""
-    if any(s.weights() is not None for s in specs):
-        from ncsn_core import released_files
+def preflight(specs: Sequence[Any], until: str = "evaluate") -> None:
+    """Before any run: every missing prerequisite of ``specs`` (:func:`prerequisites`) in one
+    error, each with how to get it. Exit code 2 (a UserError) when a dataset or a released
+    checkpoint is missing, 1 (a RunError) when only the Inception weights are."""
+    missing = prerequisites(specs, until)
+    if not missing:
+        return
+    from ncsn_core.errors import RunError, UserError
 
-        for s in specs:
-            released_files.preflight(s)
+    user = any(m["kind"] != "weights" for m in missing)
+    lines = [f"{len(missing)} prerequisite(s) missing; nothing was run:"]
+    lines += [f"  - {m['kind']}: {m['message']} (needed by {', '.join(m['experiments'])})" for m in missing]
+    raise (UserError if user else RunError)("\n".join(lines))
 
 
-def run_label(spec: Any) -> str:
-    """`experiment {sweep point} seed k`: how a run of a sweep is named in progress lines."""
-    return f"{spec.experiment} {dict(spec.sweep) or ''} seed {spec.seed}".replace("  ", " ")
+# The local folder each downloadable dataset is read from, when its files are there
+# (ncsn_core/data_files.py, data_images.py); absent → missing, or downloaded now when allowed.
+_DATA_FOLDERS = {
+    "mnist": lambda r, kw: _data_files()._mnist_folder(r),
+    "cifar10": lambda r, kw: _data_files()._cifar_folder(r),
+    "celeba": lambda r, kw: _data_files()._celeba_folder(r),
+    "fashion_mnist": lambda r, kw: r if _data_files()._idx_files(r) else None,
+    "lsun": lambda r, kw: _data_images()._lmdb_folder(r, kw["category"], "train"),
+}
+
+
+def _data_files() -> Any:
+    from ncsn_core import data_files
+
+    return data_files
+
+
+def _data_images() -> Any:
+    from ncsn_core import data_images
+
+    return data_images
+
+
+def prerequisites(specs: Sequence[Any], until: str = "evaluate") -> list[dict]:
+    """Every dataset, Inception weights file and released checkpoint ``specs`` need (up to the
+    stage ``until``) that is not here and cannot be fetched now, each once: dicts with
+    ``kind`` (data, weights, checkpoint), ``message`` (what is missing and how to get it) and
+    ``experiments``. A dataset with ``download = true`` is downloaded now (unless
+    ``REPRO_OFFLINE`` is set), the Inception weights too, so a failed download is listed
+    with the rest instead of stopping a run hours later."""
+    import os
+
+    from ncsn_core.errors import ReproError
+
+    found: dict[tuple[str, str], dict] = {}
+
+    def add(kind: str, key: str, message: str, exp: str) -> None:
+        m = found.setdefault((kind, key), {"kind": kind, "message": message, "experiments": []})
+        if exp not in m["experiments"]:
+            m["experiments"].append(exp)
+
+    done: dict[tuple, str | None] = {}  # each dataset / metric check once
+    for spec in specs:
+        w = spec.weights()
+        if w is not None:
+            from ncsn_core import released_files as released
+
+            if released.file_sha256(released.file_path(w)) is None:
+                add("checkpoint", str(w.kwargs()["path"]), released.missing_message(w), spec.experiment)
+        if spec.data is not None and spec.data.name in _DATA_FOLDERS:
+            kw = spec.data.kwargs()
+            key = ("data", spec.data.name, repr(sorted(kw.items(), key=lambda kv: kv[0])))
+            if key not in done:
+                done[key] = _data_problem(spec, kw, bool(os.environ.get("REPRO_OFFLINE")))
+            if done[key]:
+                add("data", str(key[1:]), done[key], spec.experiment)
+        calls = []
+        if spec.evaluate is not None and until == "evaluate":
+            calls.append((tuple(spec.evaluate.get("metrics") or ()), spec.evaluate.kwargs()))
+        if spec.select is not None and spec.trains and until != "train":
+            e = spec.evaluate.kwargs() if spec.evaluate is not None else {}
+            calls.append(((spec.select.get("metric"),), {k: v for k, v in e.items() if k != "samples"}))
+        for metrics, settings in calls:
+            setting = str(settings.get("inception_weights", "") or "")
+            key = ("weights", tuple(map(str, metrics)), setting)
+            if key not in done:
+                from ncsn_core import evaluation
+
+                try:
+                    evaluation.preflight(metrics, settings)
+                    done[key] = None
+                except ReproError as e:
+                    done[key] = str(e)
+            if done[key]:
+                add("weights", setting or "inception", str(done[key]), spec.experiment)
+    return list(found.values())
+
+
+def _data_problem(spec: Any, kw: dict, offline: bool) -> str | None:
+    """Why ``spec``'s dataset cannot be read (None: it can); a download is tried when allowed."""
+    from ncsn_core.errors import ReproError
+
+    root = Path(str(kw.get("root", ""))).expanduser()
+    if _DATA_FOLDERS[spec.data.name](root, kw) is not None:
+        return None
+    if kw.get("download") and not offline:
+        from ncsn_core import registry
+
+        try:
+            registry.lookup("data", spec.data.name).build(**kw)
+            return None
+        except ReproError as e:
+            return str(e)
+    why = "REPRO_OFFLINE is set, so no download was tried" if kw.get("download") else "download = false"
+    how = (
+        "set download = true (or run once on a machine with internet)"
+        if "download" in kw
+        else "get the files as docs/ncsn.md says"
+    )
+    return (
+        f'data {spec.data.name}: no files under {root} ({why}); {how}, or pass root = "..." pointing at them'
+    )
+
+
+LABEL_VALUE_WIDTH = 24  # longer values are abbreviated in labels (…)
+
+
+def short_value(text: str, width: int = LABEL_VALUE_WIDTH) -> str:
+    """A value as a label shows it: spaces squeezed, cut to ``width`` characters with '…'."""
+    t = " ".join(str(text).split()).replace(", ", ",").replace(" = ", "=")
+    return t if len(t) <= width else t[: width - 1] + "…"
+
+
+def point_label(experiment: str, sweep: Any = (), sets: Sequence[str] = ()) -> str:
+    """`name[key=value,…]`: an experiment and its sweep point (``sweep``: (key, value text)
+    pairs) and the single-valued ``--set`` values it was made with, short values, long ones
+    abbreviated; just `name` without either. The same label in `run`, `compile`, `ls`, `diff`."""
+    items = [(str(k), str(v)) for k, v in (sweep.items() if isinstance(sweep, dict) else sweep)]
+    swept = {k for k, _ in items}
+    for raw in sets:
+        k, eq, v = str(raw).partition("=")
+        k = k.strip()
+        if eq and k not in swept:
+            items.append((k, v.strip()))
+            swept.add(k)
+    if not items:
+        return experiment
+    return experiment + "[" + ",".join(f"{k}={short_value(v)}" for k, v in items) + "]"
+
+
+def run_label(spec: Any, sets: Sequence[str] = ()) -> str:
+    """`name[key=value,…] seed k`: how a run of a sweep is named in progress lines."""
+    return f"{point_label(spec.experiment, spec.sweep, sets)} seed {spec.seed}"
 
 
 def run_specs(
@@ -345,8 +493,13 @@ def ls(
     files: dict[str, str] = {}
     needed: set[tuple[Path, tuple[str, ...]]] = set()  # (file, the --set values of a run made from it)
     runs = collect(runs_dir)
+    from repro.invocations import files_by_run
+
+    invoked = files_by_run(runs_dir)  # runs/.invocations/: the file each `repro run` ran
     for r in runs:
         f = find_source(r, folders)
+        if f is None and file is None:  # --file: compared with that file only
+            f = _invoked_file(r, runs_dir, invoked)
         if f is not None:
             files[str(r.path)] = str(f)
             needed.add((f, r.overrides))
@@ -363,6 +516,7 @@ def ls(
                 with_sets = f" with --set {' '.join(sets)}" if sets else ""
                 log(f"note: {f}{with_sets} does not compile now ({e.diagnostics[0].message})")
     rows = ls_rows(runs_dir, compiled, files)
+    _point_labels(rows, {str(r.path): r.spec.get("sweep") for r in runs})
     if file is not None:
         names = {n if isinstance(n, str) else n[0] for n, specs in compiled.items() if specs}
         rows = [r for r in rows if r["experiment"] in names]
@@ -371,6 +525,43 @@ def ls(
     if status is not None:
         rows = [r for r in rows if r["status"] == status]
     return rows
+
+
+def _invoked_file(r: Any, runs_dir: Path, invoked: dict[str, str]) -> Path | None:
+    """The .exp file an invocation record says made run ``r``, when its text is still the run's."""
+    try:
+        rel = str(Path(r.path).relative_to(runs_dir))
+    except ValueError:
+        return None
+    f = invoked.get(rel)
+    if not f or not Path(f).is_file():
+        return None
+    try:
+        return Path(f) if Path(f).read_text(encoding="utf-8") == r.source else None
+    except OSError:
+        return None
+
+
+def _sweep_items(sweep: Any) -> list[tuple[str, str]]:
+    """A spec.json's ``sweep`` (a dict, or a list of pairs) as (key, value text) pairs."""
+    if isinstance(sweep, dict):
+        return [(str(k), str(v)) for k, v in sweep.items()]
+    if isinstance(sweep, (list, tuple)):
+        return [(str(p[0]), str(p[1])) for p in sweep if isinstance(p, (list, tuple)) and len(p) == 2]
+    return []
+
+
+def _point_labels(rows: list[dict], sweeps: dict[str, Any]) -> None:
+    """Each row's label: `name[key=value,…]` from its sweep point and its --set values
+    (overrides.json); runs that still share a label get their hash's first 8 characters."""
+    for r in rows:
+        r["label"] = point_label(r["experiment"], _sweep_items(sweeps.get(r["path"])), r["set"])
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r["label"]] = seen.get(r["label"], 0) + 1
+    for r in rows:
+        if seen[r["label"]] > 1 and r["hash"]:
+            r["label"] += f" ({r['hash'][:8]})"
 
 
 def _diff_side(arg: str, runs_dir: Path, sets: Sequence[str]) -> tuple[str, Any, Any, Any]:
@@ -406,11 +597,16 @@ def diff(
     """The settings that differ between two runs or experiments (each a run folder or
     ``FILE.exp[:experiment]``), where each value came from, and the metric deltas (B − A) when
     both have a run folder (compiled files' runs are looked up under ``runs_dir``). ``runs``,
-    when given, receives each side's run record (None: no run folder)."""
+    when given, receives each side's run record (None: no run folder). Each side's
+    ``label`` is `name[key=value,…]` (its sweep point and --set values)."""
     from reports.runs import diff_doc
 
     an, aspec, awhere, arun = _diff_side(a, Path(runs_dir), sets)
     bn, bspec, bwhere, brun = _diff_side(b, Path(runs_dir), sets)
     if runs is not None:
         runs[:] = [arun, brun]
-    return diff_doc(an, aspec, bn, bspec, awhere, bwhere, arun, brun)
+    doc = diff_doc(an, aspec, bn, bspec, awhere, bwhere, arun, brun)
+    for side, spec, where, rec in (("a", aspec, awhere, arun), ("b", bspec, bwhere, brun)):
+        made = sets if where is not None else (getattr(rec, "overrides", ()) or ())
+        doc[side]["label"] = point_label(str(spec.get("experiment")), _sweep_items(spec.get("sweep")), made)
+    return doc

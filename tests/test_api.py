@@ -76,7 +76,9 @@ def test_run_then_ls_report_and_diff(write, tmp_path: Path) -> None:  # type: ig
     f = write("toy.exp", TOY)
     runs = tmp_path / "runs"
     lines: list[str] = []
-    done = api.run(f, runs_dir=runs, device="cpu", sets=["train.iterations=2,4"], log=lines.append)
+    done = api.run(
+        f, runs_dir=runs, device="cpu", sets=["train.iterations=2,4"], log=lines.append, multirun=True
+    )
     assert [s.train.kwargs()["iterations"] for s, _ in done] == [2, 4]
     assert lines[0].startswith("[1/2] toy") and lines[1].startswith("[2/2] toy")
     for s, _ in done:

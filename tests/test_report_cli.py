@@ -224,7 +224,7 @@ def test_ls_statuses(lab: Path, tmp_path: Path) -> None:
         f
     )
     text = cli("ls", str(lab))
-    assert "grid [noise.levels = 5, train.iterations = 100]" in text
+    assert "grid[noise.levels=5,train.iterations=100]" in text
     assert max(len(line) for line in text.splitlines()) <= 100
 
 

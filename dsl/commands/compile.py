@@ -19,6 +19,10 @@ _OPTIMIZER_STATE = {"adam": 2, "rmsprop": 1, "sgd": 1}
 def compile_(
     file: File,
     set_: SetOpt = None,
+    multirun: Annotated[
+        bool,
+        typer.Option("--multirun", "-m", help="one run per value of a --set with several values (a sweep)"),
+    ] = False,
     experiment: ExpOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print canonical JSON")] = False,
     no_auto: Annotated[
@@ -40,6 +44,7 @@ def compile_(
             compute_auto=not no_auto,
             max_runs=max_runs_,
             warnings=warnings,
+            multirun=multirun,
         )
     except DiagnosticError as e:  # the experiments that compiled are still shown
         failed, specs = e, e.specs
@@ -47,13 +52,14 @@ def compile_(
     if as_json:
         typer.echo(json.dumps([s.canonical() for s in specs], indent=2, ensure_ascii=False))
     else:
-        _show(specs, no_auto)
+        _show(specs, no_auto, set_ or ())
     if failed is not None:
         raise failed
 
 
-def _show(specs: list, no_auto: bool) -> None:
+def _show(specs: list, no_auto: bool, sets=()) -> None:  # type: ignore[no-untyped-def]
     from dsl.show import show_spec
+    from repro.api import point_label
 
     sweep_cost: list[dict] = []
     for s in specs:
@@ -62,7 +68,11 @@ def _show(specs: list, no_auto: bool) -> None:
             r = s.canonical()["released"]
             sha = r["sha256"] if r["sha256"] == "checkpoint not present" else "sha256 " + r["sha256"]
             notes["train"] = f"released checkpoint, {sha}"
-        typer.echo(show_spec(s, notes))
+        text = show_spec(s, notes)
+        head = f"experiment {s.experiment}"
+        if text.startswith(head):  # the sweep point's label: name[key=value,…]
+            text = f"experiment {point_label(s.experiment, s.sweep, sets)}" + text[len(head) :]
+        typer.echo(text)
         if not no_auto and s.network is not None:
             typer.echo(f"# cost: {_cost_note(s, sweep_cost)}")
             disk = _checkpoint_note(s)

@@ -34,8 +34,8 @@ def diff(
         return
     arun, brun = runs
     lines = [
-        f"A: {a} ({doc['a']['experiment']}, {doc['a']['hash']})",
-        f"B: {b} ({doc['b']['experiment']}, {doc['b']['hash']})",
+        f"A: {a} ({doc['a']['label']}, {doc['a']['hash']})",
+        f"B: {b} ({doc['b']['label']}, {doc['b']['hash']})",
     ]
     if not doc["settings"]:
         lines.append("No setting differs" + (" (same hash)." if doc["same_hash"] else "."))

@@ -53,9 +53,11 @@ def _text(rows: list[dict]) -> str:
         st = r["status"] if r["status"] == "done" else f"{r['status']}: {r['detail']}"
         lines.append(f"{r['label']}  [{r['hash']}]  {age_text(r['age_seconds'])} ago")
         lines.append(f"    status: {st}")
-        if r["file"] or r["set"]:
-            sets = "".join(f" --set {v}" for v in r["set"])
-            lines.append(f"    file: {r['file'] or '?'}{sets}")
+        sets = "".join(f" --set {v}" for v in r["set"])
+        if r["file"]:
+            lines.append(f"    file: {r['file']}{sets}")
+        elif sets:  # the file is unknown (not under --papers, no invocation record): the values still are
+            lines.append(f"    made with{sets}")
         lines.append("    " + ", ".join(f"{k} {v}" for k, v in r["settings"].items()))
         lines.append(f"    metrics: {metric_text(r['metrics'])}")
     out = []

@@ -15,6 +15,10 @@ from dsl.commands.common import DEFAULT_MAX_RUNS, ExpOpt, File, MaxRunsOpt, SetO
 def run(
     file: File,
     set_: SetOpt = None,
+    multirun: Annotated[
+        bool,
+        typer.Option("--multirun", "-m", help="one run per value of a --set with several values (a sweep)"),
+    ] = False,
     experiment: ExpOpt = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = "",
     runs_dir: Annotated[Path, typer.Option("--runs", help="where runs are written")] = Path("runs"),
@@ -58,12 +62,19 @@ def run(
 
     api.check_until(until)
     warnings: list = []
-    specs = api.compile(file, sets=set_ or (), experiments=experiment, max_runs=max_runs_, warnings=warnings)
+    specs = api.compile(
+        file,
+        sets=set_ or (),
+        experiments=experiment,
+        max_runs=max_runs_,
+        warnings=warnings,
+        multirun=multirun,
+    )
     warn(warnings)
     indexed = list(enumerate(specs))
     if only is not None:
         indexed = [(i, s) for i, s in indexed if i == only]
-    api.preflight([s for _, s in indexed])  # missing released checkpoints: before any run
+    api.preflight([s for _, s in indexed], until)  # every missing dataset, weight file, checkpoint: at once
     # Launcher settings: an option given here, else the file's `launcher { }` block, else the
     # user's config (~/.config/repro/launcher.toml), else the defaults; never part of a hash.
     chosen = launch.settings(
@@ -96,8 +107,14 @@ def run(
         base += ["--experiment", v]
     if no_wait:
         base.append("--no-wait")
+    if multirun:
+        base.append("--multirun")
+    if only is None and dist.env_world() <= 1:  # runs/.invocations/<date-time>/: this command, by date
+        _record_invocation(runs_dir, ["repro", *base], file, set_ or (), multirun, [s for _, s in indexed])
 
-    label = api.run_label
+    def label(s) -> str:  # type: ignore[no-untyped-def]
+        return api.run_label(s, set_ or ())
+
     t0 = time.time()
     if launcher == "slurm" and dist.env_world() <= 1 and only is None:
         per_node = gpus_per_node or nproc
@@ -175,8 +192,28 @@ def run(
         sets=set_ or (),
         log=typer.echo,
     ):
-        typer.echo(f"{s.experiment}: {out}")
+        typer.echo(f"{api.point_label(s.experiment, s.sweep, set_ or ())}: {out}")
     typer.echo(f"done in {time.time() - t0:.1f}s")
+
+
+def _record_invocation(runs_dir: Path, argv: list, file: Path, sets, multirun: bool, specs: list) -> None:  # type: ignore[no-untyped-def]
+    """runs/.invocations/<date-time>/: the command, its --set values, links to its run folders."""
+    from ncsn_core import layout
+    from repro import api, invocations
+
+    runs = [
+        {
+            "label": api.point_label(s.experiment, s.sweep, sets),
+            "experiment": s.experiment,
+            "hash": s.hash(),
+            "path": str(layout.run_dir(runs_dir, s.experiment, s.hash())),
+        }
+        for s in specs
+    ]
+    try:
+        invocations.record(runs_dir, argv=argv, file=file, sets=sets, multirun=multirun, runs=runs)
+    except OSError as e:  # a read-only runs folder fails later, with the runner's own message
+        typer.echo(f"note: no invocation record under {runs_dir}: {e}", err=True)
 
 
 def _check_divisible(spec, world: int) -> None:  # type: ignore[no-untyped-def]

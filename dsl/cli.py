@@ -43,7 +43,7 @@ COMMANDS = (
 )
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # repro --install-completion / --show-completion (bash, zsh, fish)
     no_args_is_help=True,
     help="repro: declarative experiments for score-based generative models (NCSN, NCSNv2, ANSN).",
     pretty_exceptions_enable=False,

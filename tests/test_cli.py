@@ -105,3 +105,18 @@ def test_compile_shows_parameter_counts_without_reading_data() -> None:
     assert "30,117,635 parameters" in r.output  # CIFAR-10 is not on this machine: shape from params
     r = runner.invoke(app, ["compile", str(root / "ncsnv2_cifar.exp"), "-e", "ncsnv2_cifar10"])
     assert "29,694,083 parameters" in r.output
+
+
+def test_shell_completion_script_is_offered() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "from dsl.cli import main; main()", "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "complete -o default -F _repro_completion repro" in out.stdout

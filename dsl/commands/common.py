@@ -20,8 +20,8 @@ SetOpt = Annotated[
     typer.Option(
         "--set",
         "-s",
-        help="override a value: --set train.iterations=100 (repeatable); several values sweep: "
-        "--set train.optimizer.lr=1e-4,2e-4 (commas outside [ ], ( ) and strings); a list is one "
+        help="override a value: --set train.iterations=100 (repeatable); several values sweep with "
+        "--multirun: -m --set train.optimizer.lr=1e-4,2e-4 (commas outside [ ], ( ) and strings); a list is one "
         "value: --set evaluate.metrics=[fid,kid]",
     ),
 ]

@@ -189,15 +189,35 @@ def _cached(root: Path, name: str, build: Callable[[], dict[str, torch.Tensor]],
     return out
 
 
+def _missing_ancestors(root: Path) -> list[Path]:
+    """``root`` and its parents that do not exist yet, deepest first."""
+    out, p = [], root.absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created (they did not exist before it, so all they
+    hold, e.g. a partial archive, is this download's); the deepest-created one holds the rest."""
+    import shutil
+
+    if folders and folders[-1].is_dir() and not folders[-1].is_symlink():
+        shutil.rmtree(folders[-1], ignore_errors=True)
+
+
 def _download(name: str, root: Path, expected: str, download: bool, fetch: Callable[[], Any]) -> None:
     """Run torchvision's download, or raise the DataError that says what is missing and why."""
     hint = 'Pass root = "..." pointing at a folder that holds them, or run once on a machine with internet.'
     if not download or _offline():
         why = "download = false" if not download else "REPRO_OFFLINE is set, so no download was tried"
         raise DataError(f"no {name} found under {root}: expected {expected}; {why}. {hint}")
+    created = _missing_ancestors(root)
     try:
         fetch()
     except Exception as e:  # noqa: BLE001 - no network, a bad archive, a full disk, ...
+        _remove_empty(created)  # a failed download leaves no empty data/<name> folders behind
         raise DataError(
             f"no {name} found under {root}: expected {expected}; the download failed "
             f"({type(e).__name__}: {' '.join(str(e).split())}). {hint}"

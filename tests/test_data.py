@@ -245,3 +245,23 @@ def test_celeba_from_local_files(tmp_path: Path) -> None:
     (folder / "img_align_celeba" / "000002.jpg").unlink()
     with pytest.raises(DataError, match="000002.jpg"):
         celeba(root=str(tmp_path), download=False, flip=True, dequantize="uniform", image_size=8, limit=0)
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from ncsn_core.data_source import _download
+    from ncsn_core.errors import DataError
+
+    monkeypatch.delenv("REPRO_OFFLINE", raising=False)
+    root = tmp_path / "data" / "cifar10"
+
+    def fetch() -> None:  # what torchvision does before the network fails
+        root.mkdir(parents=True)
+        (root / "cifar-10-python.tar.gz.part").write_bytes(b"partial")
+        raise OSError("Name or service not known")
+
+    with pytest.raises(DataError, match="the download failed"):
+        _download("CIFAR-10", root, "cifar-10-batches-py/", True, fetch)
+    assert not (tmp_path / "data").exists()
+    assert tmp_path.exists()

@@ -36,7 +36,46 @@ def _describe_terminal(name: str) -> str:
         return name.lower()
 
 
-def syntax_error(file: str, exc: lark.exceptions.LarkError) -> DiagnosticError:
+def syntax_error(file: str, exc: lark.exceptions.LarkError, text: str | None = None) -> DiagnosticError:
+    """The diagnostic of a syntax error. When a '{' before the error is never closed, that is
+    the likely cause: the error is reported at that '{' first, and where the parser stopped in a
+    note (``text``, the source, is taken from the exception when not given)."""
+    err = _syntax_error(file, exc)
+    src = text if text is not None else _source_of(exc)
+    d = err.diagnostics[0] if len(err.diagnostics) == 1 else None
+    if src is None or d is None or d.pos is None:
+        return err
+    open_brace = _unclosed(src)
+    if open_brace is None or not (_at_end(exc) or _closing_fixes(src, open_brace, d.pos.line)):
+        return err
+    where = f"{file}:{d.pos.line}:{d.pos.col}"
+    stopped = d.message.replace(" (did you forget '='?)", "").replace(" (a '{' is not closed)", "")
+    return DiagnosticError(
+        [
+            Diagnostic(
+                pos_tok(file, open_brace),
+                "the block opened here is not closed (a '}' is missing)",
+                (f"the parser stopped at {where}: {stopped}",),
+            )
+        ]
+    )
+
+
+def _source_of(exc: lark.exceptions.LarkError) -> str | None:
+    """The parsed text, as lark keeps it on the exception (None when it does not)."""
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        seq = getattr(exc, "_source", None)
+        return seq if isinstance(seq, str) else None
+    ip = getattr(exc, "interactive_parser", None)
+    try:
+        t = ip.lexer_thread.state.text  # type: ignore[union-attr]
+    except AttributeError:
+        return None
+    t = getattr(t, "text", t)  # lark >= 1.2 wraps it in a TextSlice
+    return t if isinstance(t, str) else None
+
+
+def _syntax_error(file: str, exc: lark.exceptions.LarkError) -> DiagnosticError:
     if isinstance(exc, lark.exceptions.UnexpectedToken):
         tok = exc.token
         expected = sorted({_describe_terminal(e) for e in exc.expected})
@@ -85,9 +124,49 @@ def _hint(tok: Token, expected: set[str]) -> str:
 
 
 def unclosed_note(text: str, file: str) -> str | None:
-    """When a syntax error comes with more '{' than '}', say which block is left open:
-    the first '{' whose closing '}' sits left of the line that opened it (indentation
-    tells where the author meant a block to end), else the innermost one still open."""
+    """When a syntax error comes with more '{' than '}' and :func:`syntax_error` did not
+    already lead with the open block (the '{' comes after the error), say which block is left
+    open."""
+    suspect = _unclosed(text)
+    if suspect is None:
+        return None
+    try:
+        lark_parser().parse(text, start="start")
+    except lark.exceptions.UnexpectedInput as exc:
+        if _source_of(exc) is not None and (_at_end(exc) or _closing_fixes(text, suspect, exc.line)):
+            return None  # syntax_error reported it first
+    except lark.exceptions.LarkError:
+        pass
+    return f"the block opened here at {file}:{suspect.line}:{suspect.column} is not closed"
+
+
+def _at_end(exc: lark.exceptions.LarkError) -> bool:
+    return isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "$END"
+
+
+def _closing_fixes(text: str, brace: Token, line: int) -> bool:
+    """Whether the open ``brace`` is the error's cause: a '}' put at the start of the error's
+    line (past the brace's line) lets the parser get further than that line."""
+    if line <= brace.line:
+        return False
+    lines = text.split("\n")
+    if line > len(lines):
+        fixed = text + "\n}"
+    else:
+        fixed = "\n".join(lines[: line - 1] + ["}" + lines[line - 1]] + lines[line:])
+    try:
+        lark_parser().parse(fixed, start="start")
+    except lark.exceptions.UnexpectedInput as exc:
+        return exc.line > line
+    except lark.exceptions.LarkError:
+        return False
+    return True
+
+
+def _unclosed(text: str) -> Token | None:
+    """The '{' left open, when the text has more '{' than '}': the first '{' whose closing '}'
+    sits left of the line that opened it (indentation tells where the author meant a block to
+    end), else the innermost one still open."""
     try:
         toks = list(lark_parser().lex(text))
     except lark.exceptions.LarkError:
@@ -116,4 +195,4 @@ def unclosed_note(text: str, file: str) -> str | None:
         if c.line != o.line and first_on_line(c) and indent(c.line) < indent(o.line):
             suspect = o
             break
-    return f"the block opened here at {file}:{suspect.line}:{suspect.column} is not closed"
+    return suspect

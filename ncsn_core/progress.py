@@ -40,7 +40,8 @@ def note(msg: str) -> None:
         sink(msg)
 
 
-def _eta(seconds: float) -> str:
+def eta(seconds: float) -> str:
+    """``41s``, ``3m05s``, ``2h07m``."""
     s = int(round(seconds))
     return (
         f"{s // 3600}h{s % 3600 // 60:02d}m"
@@ -89,10 +90,10 @@ class Bar:
             return
         self.last = now
         frac = min(done / self.total, 1.0)
-        eta = "" if frac <= 0 or final else f" · ETA {_eta((now - self.t0) * (1 - frac) / frac)}"
+        left = "" if frac <= 0 or final else f" · ETA {eta((now - self.t0) * (1 - frac) / frac)}"
         unit = f" {self.unit}" if self.unit else ""
         count = f"{int(done)}/{int(self.total)}{unit}"
-        self.sink(f"{self.label}: {info + ' · ' if info else ''}{count}{eta}")
+        self.sink(f"{self.label}: {info + ' · ' if info else ''}{count}{left}")
 
     def close(self) -> None:
         if self._rich is not None:

@@ -114,7 +114,8 @@ class Component:
         for name, value in given.items():
             p = self.param(name)
             if p is None:
-                errors.append((name, f"unknown parameter '{name}' for {label}{did_you_mean(name, known)}"))
+                hint = self._registry.elsewhere(name, self) or did_you_mean(name, known)
+                errors.append((name, f"unknown parameter '{name}' for {label}{hint}"))
                 continue
             try:
                 out[name] = self._registry.check_nested(p.type, p.check(value))
@@ -157,10 +158,30 @@ class Registry:
         except KeyError:
             if kind not in self._by_kind:
                 raise ParamError(f"unknown kind '{kind}'{did_you_mean(kind, KINDS)}") from None
-            raise ParamError(f"unknown {kind} '{name}'{did_you_mean(name, self._by_kind[kind])}") from None
+            raise ParamError(
+                f"unknown {kind} '{name}'{_suggestion(kind, name, self._by_kind[kind])}"
+            ) from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._by_kind[kind])
+
+    def elsewhere(self, param: str, comp: Component) -> str:
+        """``"; step_size is a parameter of sampler stages (annealed_langevin, …), not of train"``
+        when ``param`` is unknown to ``comp`` but declared by other components (or ``""``): a
+        misplaced parameter names the block kind where it belongs, before any did-you-mean."""
+        where = []
+        for kind, comps in self._by_kind.items():
+            owners = [n for n, c in sorted(comps.items()) if c is not comp and c.param(param) is not None]
+            if owners:
+                shown = ", ".join(owners[:3]) + (", …" if len(owners) > 3 else "")
+                if kind == "block":
+                    where.append(f"the {shown} block{'s' if len(owners) > 1 else ''}")
+                else:
+                    where.append(f"{_PLURAL.get(kind, kind)} ({shown})")
+        if not where:
+            return ""
+        here = comp.name if comp.kind == "block" else f"{comp.kind} {comp.name}"
+        return f"; {param} is a parameter of {' and of '.join(where)}, not of {here}"
 
     def components(self, kind: str) -> list[Component]:
         return [self._by_kind[kind][n] for n in sorted(self._by_kind[kind])]
@@ -182,6 +203,29 @@ class Registry:
                     raise ParamError(f"item {i + 1}: {e}") from None
             return tuple(out)
         return value
+
+
+# Each kind in the plural, for "a parameter of sampler stages (…)".
+_PLURAL = {
+    "data": "datasets",
+    "noise": "noise schedules",
+    "network": "networks",
+    "loss": "losses",
+    "stage": "sampler stages",
+    "init": "sample inits",
+    "optimizer": "optimizers",
+    "metric": "metrics",
+    "weights": "weights",
+}
+
+# Names that are not components but say how to get what they name (`data ffhq` → `data images`).
+ALIASES: dict[str, dict[str, str]] = {"data": declarations.data.ALIASES}
+
+
+def _suggestion(kind: str, name: str, known: Iterable[str]) -> str:
+    """``"; <how to read it>"`` for a known alias of ``kind``, else a did-you-mean (or ``""``)."""
+    alias = ALIASES.get(kind, {}).get(name.lower())
+    return f"; {alias}" if alias else did_you_mean(name, known)
 
 
 def _block_declarations() -> list[Declaration]:

@@ -3,12 +3,38 @@ written at the training loop's log intervals (ncsn_core.training)."""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
 from ncsn_core import layout, progress
+
+
+class ProgressLine:
+    """The training's plain progress line (a pipe, a log file, CI), printed at each log
+    interval: ``<prefix> step 200/1000 loss 0.8123 · 41.7 it/s · ETA 19s``. The rate is over the
+    steps since the previous line (the first: since this object was made, from ``start``); the
+    ETA is the remaining steps at that rate. Called as ``(step, total, loss)``."""
+
+    def __init__(self, prefix: str, start: int = 0, stream: TextIO | None = None) -> None:
+        self.prefix, self.stream = prefix, stream
+        self.t_last, self.step_last = time.perf_counter(), start
+
+    def __call__(self, step: int, total: int, loss: float | None) -> None:
+        now = time.perf_counter()
+        rate = (step - self.step_last) / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last = now, step
+        line = f"{self.prefix} step {step}/{total}"
+        if loss is not None:
+            line += f" loss {loss:.5g}"
+        if rate > 0:
+            line += f" · {rate:.3g} it/s"
+            if step < total:
+                line += f" · ETA {progress.eta(max(total - step, 0) / rate)}"
+        print(line, file=self.stream or sys.stderr, flush=True)
 
 
 class TrainLogger:
@@ -27,7 +53,7 @@ class TrainLogger:
             except ImportError:
                 progress.note(
                     "train: TensorBoard logging is off: the tensorboard package is not installed "
-                    "(pip install 'repro[tensorboard]'; train.tensorboard = false hides this note)"
+                    "(pip install tensorboard, a dependency of repro-ncsn; train.tensorboard = false hides this note)"
                 )
             else:
                 self.tb = SummaryWriter(str(layout.tensorboard_dir(folder)), purge_step=start or None)

@@ -32,7 +32,7 @@ def sub(old: str, new: str) -> str:
 # fmt: off
 CASES = [
     # ---- syntax
-    ("missing-brace", BASE.rstrip().rstrip("}"), "unexpected end of file", None, 1),
+    ("missing-brace", BASE.rstrip().rstrip("}"), "is not closed", None, 1),
     ("missing-equals", sub("ngf = 8", "ngf 8"), "did you forget '='?", "8 }", 1),
     ("stray-token", BASE + "}\n", "unexpected '}'", (BASE.count("\n") + 1, 1), 1),
     ("bad-char", sub("ngf = 8", "ngf = 8 $"), "unexpected character '$'", "$", 1),
@@ -442,23 +442,35 @@ def test_defines_no_experiment_has_a_position(tmp_path: Path) -> None:
 
 
 def test_missing_brace_in_the_middle_points_at_the_open_block(tmp_path: Path) -> None:
+    """An unclosed '{' before the error is reported at its opening line first (not 'did you
+    forget =?'), with where the parser stopped in a note (issue 25, item 8)."""
     src = BASE.replace("data digits { }", "data digits {") + BASE.replace("experiment e", "experiment f")
     f = tmp_path / "x.exp"
     f.write_text(src, encoding="utf-8")
     ds = diags_of(f)
     line, col = at(src, "{", 2)  # the data block's brace
-    assert any(f"the block opened here at {f}:{line}:{col} is not closed" in n for n in ds[0].notes), ds[
-        0
-    ].notes
+    assert (ds[0].pos.line, ds[0].pos.col) == (line, col), ds[0]
+    assert "is not closed" in ds[0].message and "did you forget" not in ds[0].message, ds[0].message
+    assert any(n.startswith(f"the parser stopped at {f}:") for n in ds[0].notes), ds[0].notes
     src = BASE.rstrip().rstrip("}")  # the experiment itself is not closed
     f.write_text(src, encoding="utf-8")
-    d = one(f, "unexpected end of file")
-    assert any(f"{f}:1:14 is not closed" in n for n in d.notes), d.notes
+    d = one(f, "is not closed")
+    assert (d.pos.line, d.pos.col) == (1, 14)
+    assert any("unexpected end of file" in n for n in d.notes), d.notes
     src = BASE.replace("ngf = 8 }", "ngf = 8")  # same line layout: innermost open block
     f.write_text(src, encoding="utf-8")
     d = diags_of(f)[0]
     line, col = at(src, "{", 4)
-    assert any(f"{line}:{col} is not closed" in n for n in d.notes), d.notes
+    assert (d.pos.line, d.pos.col) == (line, col) and "is not closed" in d.message, d
+
+
+def test_error_before_an_unclosed_brace_keeps_its_own_message(tmp_path: Path) -> None:
+    """A '{' opened after the error is not its cause: the error leads, the open block is a note."""
+    src = BASE.replace("ngf = 8", "ngf 8").rstrip().rstrip("}")
+    f = tmp_path / "x.exp"
+    f.write_text(src, encoding="utf-8")
+    d = diags_of(f)[0]
+    assert "did you forget '='?" in d.message, d.message
 
 
 def test_cli_default_max_runs_matches_the_resolver() -> None:

@@ -128,3 +128,31 @@ DECLARATIONS = (
     ),
 )
 # fmt: on
+
+# Names a reader may reach for that are not datasets of their own: `data <alias>` is refused
+# with how that dataset is read here (ncsn_core.registry's unknown-name message).
+ALIASES: dict[str, str] = {
+    "ffhq": 'read FFHQ with `data images { path = "data/ffhq/images1024x1024", image_size = 256 }`',
+    "afhq": 'read AFHQ with `data images { path = "…" }`',
+    "imagenet": 'read an image folder with `data images { path = "…" }`',
+    "celeba_hq": 'read CelebA-HQ with `data images { path = "…" }`',
+    "celebahq": 'read CelebA-HQ with `data images { path = "…" }`',
+    "fashion": "Fashion-MNIST is `data fashion_mnist { }`",
+    "fashionmnist": "Fashion-MNIST is `data fashion_mnist { }`",
+    "cifar": "CIFAR-10 is `data cifar10 { }`",
+    "cifar_10": "CIFAR-10 is `data cifar10 { }`",
+    "toy": "the toy 2-D mixture is `data mixture2d { }`",
+    "gmm": "the toy 2-D mixture is `data mixture2d { }`",
+    "sklearn_digits": "scikit-learn's digits are `data digits { }`",
+    **{
+        f"lsun_{c}": f"read LSUN {c} with `data lsun {{ category = {c} }}`"
+        for c in LSUN_CATEGORIES
+        if c != "church_outdoor"
+    },
+    "lsun_church": "read LSUN church with `data lsun { category = church_outdoor }`",
+    "lsun_church_outdoor": "read LSUN church with `data lsun { category = church_outdoor }`",
+    "church": "read LSUN church with `data lsun { category = church_outdoor }`",
+    "church_outdoor": "read LSUN church with `data lsun { category = church_outdoor }`",
+    "bedroom": "read LSUN bedroom with `data lsun { category = bedroom }`",
+    "tower": "read LSUN tower with `data lsun { category = tower }`",
+}

@@ -11,6 +11,7 @@ from dsl.errors import Diagnostic, DiagnosticError
 from dsl.numbers import number_too_large
 from dsl.parser import parse_file
 from dsl.source import unreadable
+from dsl.suggest import missing_file_hint
 
 MAX_IMPORT_DEPTH = 32  # files importing files
 
@@ -37,7 +38,7 @@ def load(path: str | Path) -> Program:
         if problem is not None:
             if at is None:
                 raise DiagnosticError([Diagnostic(None, f"{display}: {problem}")])
-            more = f" (looked for {p})" if problem == "no such file" else ""
+            more = f" (looked for {p}){missing_file_hint(p)}" if problem == "no such file" else ""
             diags.append(Diagnostic(at, f"cannot import '{display}': {problem}{more}"))
             return None
         try:

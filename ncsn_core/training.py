@@ -540,7 +540,7 @@ class Trainer:
 
 
 def plain_progress(prefix: str) -> Callable[[int, int, float | None], None]:
-    def report(step: int, total: int, loss: float | None) -> None:
-        print(f"{prefix} step {step}/{total} loss {loss:.5g}", file=sys.stderr, flush=True)
+    """The training progress line with it/s and ETA (:class:`ncsn_core.trainlog.ProgressLine`)."""
+    from ncsn_core.trainlog import ProgressLine
 
-    return report
+    return ProgressLine(prefix)

@@ -157,7 +157,7 @@ def test_tensorboard_events_at_the_logged_steps(first: tuple[Path, str]) -> None
     assert [e.value for e in acc.Scalars("lr")] == pytest.approx([1e-3, 1e-3])
     assert all(e.value > 0 for e in acc.Scalars("grad_norm"))
     # `repro tb` prints the command that opens them.
-    r = CliRunner().invoke(app, ["tb", str(runs)])
+    r = CliRunner().invoke(app, ["tb", "--print", str(runs)])
     assert r.exit_code == 0 and f"tensorboard --logdir {runs}" in r.output
 
 
@@ -202,5 +202,5 @@ def test_tensorboard_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     )
     (train,) = runs.glob(f"quickstart_digits/*/seed-0/{layout.TRAIN}")
     assert not layout.tensorboard_dir(train).exists()
-    r = CliRunner().invoke(app, ["tb", str(runs)])
+    r = CliRunner().invoke(app, ["tb", "--print", str(runs)])
     assert r.exit_code == 1 and "no TensorBoard logs" in r.output

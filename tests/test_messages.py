@@ -88,10 +88,6 @@ def test_missing_import_suggests_the_closest_papers_file() -> None:
     assert missing_file_hint(PAPERS / "no-such-folder" / "ncsn_cifar.exp") == ""
 
 
-@pytest.mark.skipif(
-    "suggest" not in (ROOT / "dsl" / "load.py").read_text(encoding="utf-8"),
-    reason="needs the call of dsl.suggest.missing_file_hint in dsl/load.py",
-)
 def test_renamed_import_gets_a_did_you_mean(tmp_path: Path) -> None:
     f = tmp_path / "x.exp"
     f.write_text(f'import "{PAPERS / "ncsn_cifar10.exp"}"\n', encoding="utf-8")
@@ -113,14 +109,6 @@ def test_progress_line_has_rate_and_eta() -> None:
     assert 40 < rate <= 50 and 17 <= eta <= 23, text  # 100 steps in ~2 s; 900 left
 
 
-def _wired() -> bool:
-    from ncsn_core import training
-    from ncsn_core.trainlog import ProgressLine
-
-    return isinstance(training.plain_progress("x"), ProgressLine)
-
-
-@pytest.mark.skipif(not _wired(), reason="needs ncsn_core.training.plain_progress → trainlog.ProgressLine")
 def test_tiny_run_prints_it_s_and_eta(tmp_path: Path) -> None:
     args = ["run", str(QUICK), "--runs", str(tmp_path / "runs"), "--device", "cpu", "--until", "train"]
     for s in (

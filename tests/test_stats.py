@@ -159,7 +159,7 @@ def test_one_seed_each_bootstraps_per_sample_values(tmp_path: Path) -> None:
     assert c.test == stats.BOOTSTRAP and c.verdict == "significant" and c.n == (80, 80)
     assert (
         compare(by["a"], by["c"], "precision").verdict
-        == "one seed each: significance unknown (no per-sample values)"
+        == "one seed each: significance unknown (no per-sample values or bootstrap sd)"
     )
 
 

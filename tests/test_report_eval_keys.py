@@ -27,56 +27,57 @@ SOURCE = (
 
 # metrics.json of a real evaluation: ncsn_core.evaluation.evaluate of fid_domain, is_domain,
 # kid_domain, precision_recall_domain, class_coverage and fid_pixel_pca(components = 16) on 64
-# held-out digits against the train split (the protocol trimmed to what the report reads).
+# held-out digits against the train split (ncsn_core at 7a009b9, the values to 6 digits; its
+# protocol's domain_floor draw 0 for fid_domain was 101.3).
 REAL = {
-    "fid_domain": 9.81,
-    "fid_domain_ci_low": 6.02,
-    "fid_domain_ci_high": 13.6,
-    "fid_domain_boot_sd": 1.934,
-    "fid_domain_floor_mean": 10.4,
-    "fid_domain_floor_sd": 1.52,
-    "fid_domain_floor_n": 20,
-    "is_domain": 7.1,
-    "is_domain_std": 0.9,
-    "is_domain_floor_mean": 7.3,
-    "is_domain_floor_sd": 0.41,
-    "is_domain_floor_n": 20,
-    "kid_domain": 0.012,
-    "kid_domain_std": 0.004,
-    "kid_domain_floor_mean": 0.011,
-    "kid_domain_floor_sd": 0.003,
-    "kid_domain_floor_n": 20,
-    "precision_domain": 0.8,
-    "precision_domain_floor_mean": 0.82,
-    "precision_domain_floor_sd": 0.04,
-    "precision_domain_floor_n": 20,
-    "recall_domain": 0.78,
-    "recall_domain_floor_mean": 0.8,
-    "recall_domain_floor_sd": 0.05,
-    "recall_domain_floor_n": 20,
-    "f_score_domain": 0.79,
-    "f_score_domain_floor_mean": 0.81,
-    "f_score_domain_floor_sd": 0.03,
-    "f_score_domain_floor_n": 20,
-    "class_coverage": 1.0,
-    "class_coverage_floor_mean": 0.995,
-    "class_coverage_floor_sd": 0.022,
-    "class_coverage_floor_n": 20,
-    "class_tv": 0.09,
-    "class_tv_floor_mean": 0.1,
-    "class_tv_floor_sd": 0.02,
-    "class_tv_floor_n": 20,
-    "class_confidence": 0.93,
-    "class_confidence_floor_mean": 0.94,
-    "class_confidence_floor_sd": 0.01,
+    "class_confidence": 0.976308,
+    "class_confidence_floor_mean": 0.976614,
     "class_confidence_floor_n": 20,
-    "fid_pixel_pca": 0.71,
-    "fid_pixel_pca_ci_low": 0.52,
-    "fid_pixel_pca_ci_high": 0.9,
-    "fid_pixel_pca_boot_sd": 0.0969,
-    "fid_pixel_pca_floor_mean": 0.69,
-    "fid_pixel_pca_floor_sd": 0.05,
+    "class_confidence_floor_sd": 0.00830453,
+    "class_coverage": 1.0,
+    "class_coverage_floor_mean": 0.93,
+    "class_coverage_floor_n": 20,
+    "class_coverage_floor_sd": 0.0801315,
+    "class_tv": 0.104,
+    "class_tv_floor_mean": 0.130144,
+    "class_tv_floor_n": 20,
+    "class_tv_floor_sd": 0.0329498,
+    "f_score_domain": 0.849148,
+    "f_score_domain_floor_mean": 0.92136,
+    "f_score_domain_floor_n": 20,
+    "f_score_domain_floor_sd": 0.0293051,
+    "fid_domain": 149.315,
+    "fid_domain_boot_sd": 57.0409,
+    "fid_domain_ci_high": 261.115,
+    "fid_domain_ci_low": 37.5147,
+    "fid_domain_floor_mean": 155.133,
+    "fid_domain_floor_n": 20,
+    "fid_domain_floor_sd": 44.3298,
+    "fid_pixel_pca": 0.479035,
+    "fid_pixel_pca_boot_sd": 0.117776,
+    "fid_pixel_pca_ci_high": 0.709876,
+    "fid_pixel_pca_ci_low": 0.248195,
+    "fid_pixel_pca_floor_mean": 0.394629,
     "fid_pixel_pca_floor_n": 20,
+    "fid_pixel_pca_floor_sd": 0.081629,
+    "is_domain": 4.67702,
+    "is_domain_floor_mean": 4.5081,
+    "is_domain_floor_n": 20,
+    "is_domain_floor_sd": 0.268358,
+    "is_domain_std": 0.957537,
+    "kid_domain": 100.184,
+    "kid_domain_floor_mean": 72.7873,
+    "kid_domain_floor_n": 20,
+    "kid_domain_floor_sd": 105.622,
+    "kid_domain_std": 158.483,
+    "precision_domain": 0.953125,
+    "precision_domain_floor_mean": 0.928125,
+    "precision_domain_floor_n": 20,
+    "precision_domain_floor_sd": 0.0239929,
+    "recall_domain": 0.765625,
+    "recall_domain_floor_mean": 0.916406,
+    "recall_domain_floor_n": 20,
+    "recall_domain_floor_sd": 0.0507639,
 }
 METRICS = sorted(
     "fid_domain is_domain kid_domain precision_domain recall_domain f_score_domain "
@@ -114,7 +115,7 @@ def _eval_run(root: Path, exp: str, h: str, shift: float, parent: str | None = N
     proto = {**doc["protocol"], "domain_classifier": {"sha256": "c" * 64}}
     proto["domain_floor"] = {
         "what": "64 real test images",
-        "fid_domain": 7.24,
+        "fid_domain": 101.289,
         "draws": 20,
         "draw_seeds": [0],
     }
@@ -139,7 +140,7 @@ def _first_table(md: str) -> str:
 
 def test_first_table_shows_floor_mean_sd_the_ci_and_no_auxiliary_column(tmp_path: Path) -> None:
     _eval_run(tmp_path, "quickstart_digits", "q1", 0.0)
-    _eval_run(tmp_path, "quickstart_abl", "a1", 6.0, parent="quickstart_digits")
+    _eval_run(tmp_path, "quickstart_abl", "a1", 200.0, parent="quickstart_digits")
     table = _first_table(render(collect(tmp_path), "md"))
     lines = table.splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
@@ -153,16 +154,16 @@ def test_first_table_shows_floor_mean_sd_the_ci_and_no_auxiliary_column(tmp_path
     for c in cells:  # a run's label is on its first row only
         run = c[0] = c[0] or run
     q = next(c for c in cells if c[0] == "quickstart_digits" and c[2] == "fid_domain ↓")
-    # the floor: mean ± sd over the evaluation's 20 draws (not the old single draw 7.24)
-    assert q[4] == "10.4 ± 1.52 (20 draws of real images at the run's sample count)"
+    # the floor: mean ± sd over the evaluation's 20 draws (not the old single draw 101.3)
+    assert q[4] == "155.1 ± 44.3 (20 draws of real images at the run's sample count)"
     # one seed: the interval its evaluation recorded
-    assert q[3] == "9.81 (95% CI 6.02–13.6)"
+    assert q[3] == "149.3 (95% CI 37.51–261.1)"
     pca = next(c for c in cells if c[0] == "quickstart_digits" and c[2].startswith("fid_pixel_pca"))
-    assert pca[3] == "0.71 (95% CI 0.52–0.9)" and pca[4].startswith("0.69 ± 0.05 (20 draws")
-    # against its parent: Δ 6 with sd √2·1.934 = 2.735: z = 2.19, p = 0.028
+    assert pca[3] == "0.479 (95% CI 0.2482–0.7099)" and pca[4].startswith("0.3946 ± 0.0816 (20 draws")
+    # against its parent: Δ 200 with sd √2·57.04 = 80.67: z = 2.479, p = 2 (1 − Φ(2.479)) = 0.013
     a = next(c for c in cells if c[0] == "quickstart_abl" and c[2] == "fid_domain ↓")
     assert (
-        "vs parent quickstart_digits: Δ +6, significant at 0.05 (p = 0.028, bootstrap z-test, n = 64 vs 64"
+        "vs parent quickstart_digits: Δ +200, significant at 0.05 (p = 0.013, bootstrap z-test, n = 64 vs 64"
         in a[6]
     )
 

@@ -55,18 +55,30 @@ def _spread(r: RunRecord, metric: str) -> float | None:
 def compare(a: RunRecord, b: RunRecord, metric: str, alpha: float = stats.ALPHA) -> stats.Comparison:
     """b against a on one metric, by a test that counts seeds (:mod:`reports.stats`): paired t
     when every seed of both records the same initial weights as one of the other's, else
-    Welch's t; one seed each: a bootstrap over samples when both record per-sample values."""
+    Welch's t; one seed each: a bootstrap over samples when both record per-sample values, else
+    the bootstrap z-test when both record the evaluation's bootstrap sd (``<metric>_boot_sd``)."""
     va, vb = a.seed_values(metric), b.seed_values(metric)
     if len(va) == 1 and len(vb) == 1:
         xa, xb = a.sample_values(metric), b.sample_values(metric)
         if len(xa) > 1 and len(xb) > 1:
             return stats.bootstrap_test(xa, xb, alpha)
+        sa, sb = a.boot_sd(metric), b.boot_sd(metric)
+        if sa is not None and sb is not None:
+            return stats.z_test(va[0][0], sa, vb[0][0], sb, alpha, (_samples(a), _samples(b)))
         return stats.Comparison(
-            "one seed each: significance unknown (no per-sample values)", n=(1, 1), alpha=alpha
+            "one seed each: significance unknown (no per-sample values or bootstrap sd)",
+            n=(1, 1),
+            alpha=alpha,
         )
     return stats.seed_test(
         [v for v, _ in va], [v for v, _ in vb], alpha, [h for _, h in va], [h for _, h in vb]
     )
+
+
+def _samples(r: RunRecord) -> int:
+    """The run's one recorded sample count (the protocol's ``samples``), else 0."""
+    n = {_int(v) for v in _values(r, "samples")}
+    return (next(iter(n)) or 0) if len(n) == 1 else 0
 
 
 def significance(a: RunRecord, b: RunRecord, metric: str, alpha: float = stats.ALPHA) -> str:
@@ -181,7 +193,12 @@ def floor_stat(r: RunRecord, metric: str) -> tuple[float, float | None, int] | N
     """The metric's floor as mean, standard deviation and number of draws: the same metric for
     as many real images as the run has samples (``domain_floor``: what a perfect model scores at
     this sample count; FID and KID are biased upwards at small counts; a number, one draw, or a
-    list, one value per draw of real images), else the domain classifier's whole-split value."""
+    list, one value per draw of real images), else the domain classifier's whole-split value.
+    The evaluation's own summary (``<metric>_floor_mean``, ``_floor_sd``, ``_floor_n`` in
+    metrics.json) comes first; the protocol's ``domain_floor`` is the source of older runs."""
+    recorded = r.recorded_floor(metric)
+    if recorded is not None:
+        return recorded
     draws: list[float] = []
     for x in _values(r, "domain_floor", metric):
         draws += [v for v in (_num(y) for y in (x if isinstance(x, list) else [x])) if v is not None]
@@ -201,7 +218,7 @@ def floor_text(r: RunRecord, metric: str) -> str | None:
     if st is None:
         return None
     mean, sd, n = st
-    matched = any(
+    matched = r.recorded_floor(metric) is not None or any(
         isinstance(x, dict) and metric in x
         for x in (s.protocol.get("domain_floor") for s in r.complete_seeds)
     )

@@ -21,6 +21,17 @@ import attrs
 from ncsn_core import layout
 from reports import settings
 
+# Suffixes of metrics.json keys that qualify a metric rather than being one (docs/evaluation.md):
+# its own spread (``_std``), its floor over draws of real images (``_floor_mean``, ``_floor_sd``,
+# ``_floor_n``) and its bootstrap over the samples (``_boot_sd``, ``_ci_low``, ``_ci_high``).
+AUX_SUFFIXES = ("_std", "_floor_mean", "_floor_sd", "_floor_n", "_boot_sd", "_ci_low", "_ci_high")
+
+
+def is_auxiliary(key: str) -> bool:
+    """Whether a metrics.json key qualifies a metric (spread, floor, interval): never a column."""
+    return key.endswith(AUX_SUFFIXES)
+
+
 # Stage states of one seed, from least to most done.
 STATES = ("empty", "training", "trained", "sampling", "sampled", "evaluating", "complete")
 
@@ -165,6 +176,50 @@ class RunRecord:
             v = seeds[0].metrics.get(metric + "_std")
             return v if v is not None and math.isfinite(v) else None
         return None
+
+    def _one_seed(self, metric: str) -> SeedResult | None:
+        seeds = [s for s in self.complete_seeds if metric in s.metrics]
+        return seeds[0] if len(seeds) == 1 else None
+
+    def recorded_ci(self, metric: str) -> tuple[float, float] | None:
+        """The interval the evaluation recorded for one seed's value (``<metric>_ci_low`` and
+        ``_ci_high``: value ± 1.96 bootstrap sd over the samples), or None."""
+        s = self._one_seed(metric)
+        if s is None:
+            return None
+        lo, hi = s.metrics.get(metric + "_ci_low"), s.metrics.get(metric + "_ci_high")
+        if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        return lo, hi
+
+    def boot_sd(self, metric: str) -> float | None:
+        """One seed's bootstrap sd over its samples (``<metric>_boot_sd``), or None."""
+        s = self._one_seed(metric)
+        v = s.metrics.get(metric + "_boot_sd") if s is not None else None
+        return v if v is not None and math.isfinite(v) and v >= 0 else None
+
+    def recorded_floor(self, metric: str) -> tuple[float, float | None, int] | None:
+        """The floor the evaluation recorded (``<metric>_floor_mean``, ``_floor_sd``,
+        ``_floor_n``: the metric on draws of real images at the run's sample count) as mean, sd
+        and number of draws; seeds that recorded different floors are pooled (their draws
+        together). None when no complete seed records one."""
+        groups: list[tuple[float, float, int]] = []
+        for s in self.complete_seeds:
+            m, sd, n = (s.metrics.get(metric + x) for x in ("_floor_mean", "_floor_sd", "_floor_n"))
+            if m is None or not math.isfinite(m):
+                continue
+            k = int(n) if n is not None and math.isfinite(n) and n >= 1 else 1
+            g = (m, sd if sd is not None and math.isfinite(sd) else 0.0, k)
+            if g not in groups:  # the draws are cached: seeds of one run usually share them
+                groups.append(g)
+        if not groups:
+            return None
+        total = sum(k for _, _, k in groups)
+        mean = sum(m * k for m, _, k in groups) / total
+        if total < 2:
+            return mean, None, total
+        ss = sum((k - 1) * sd**2 + k * (m - mean) ** 2 for m, sd, k in groups)
+        return mean, math.sqrt(ss / (total - 1)), total
 
     def state_summary(self) -> str:
         if not self.seeds:
@@ -437,4 +492,5 @@ def _value_key(v: str) -> tuple[int, float, str]:
 
 
 def _metric_names(recs: list[RunRecord]) -> list[str]:
-    return sorted({m for r in recs for s in r.complete_seeds for m in s.metrics if not m.endswith("_std")})
+    """The metrics the runs' complete seeds record (auxiliary keys left out: :func:`is_auxiliary`)."""
+    return sorted({m for r in recs for s in r.complete_seeds for m in s.metrics if not is_auxiliary(m)})

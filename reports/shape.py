@@ -90,13 +90,21 @@ def _labels(records: list[RunRecord]) -> None:
 
 
 def _metric_cell(r: RunRecord, metric: str) -> dict[str, Any]:
-    """Mean ± spread over seeds; one seed with per-sample values: its bootstrap interval too."""
+    """Mean ± spread over seeds; one seed: the interval its evaluation recorded (``<metric>_ci_low``
+    and ``_ci_high``, value ± 1.96 bootstrap sd), else a bootstrap interval of its per-sample
+    values."""
     st = r.stat(metric)
-    samples = r.sample_values(metric)
-    ci = stats.sample_ci(samples) if st is not None and len(samples) > 1 else None
+    ci = r.recorded_ci(metric) if st is not None else None
     text = fmt_stat(st, r.within_run_std(metric))
     if ci is not None:
-        text += f" ({1 - stats.ALPHA:.0%} CI {fmt_num(ci[0])}–{fmt_num(ci[1])} over {len(samples):,} samples)"
+        text += f" (95% CI {fmt_num(ci[0])}–{fmt_num(ci[1])})"
+    else:
+        samples = r.sample_values(metric)
+        ci = stats.sample_ci(samples) if st is not None and len(samples) > 1 else None
+        if ci is not None:
+            text += (
+                f" ({1 - stats.ALPHA:.0%} CI {fmt_num(ci[0])}–{fmt_num(ci[1])} over {len(samples):,} samples)"
+            )
     return {
         "mean": None if st is None else st[0],
         "std": None if st is None else _spread(r, metric),

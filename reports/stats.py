@@ -3,8 +3,9 @@
 Seeds of two runs are independent unless both record the same initial weights per seed (an
 ``init_hash``: then the paired t-test over the pairs); independent seeds get Welch's t-test
 (unequal variances). Two runs of one seed each get a bootstrap confidence interval of the
-difference over samples when both record per-sample values; otherwise their difference is not
-judged. "Significant" means p < ``alpha`` (default 0.05), nothing looser. scipy is imported on
+difference over samples when both record per-sample values; else, when both record the
+evaluation's bootstrap sd of the metric over their samples (``<metric>_boot_sd``), a two-sided
+z-test of the difference with sd = √(sd_a² + sd_b²); otherwise their difference is not judged. "Significant" means p < ``alpha`` (default 0.05), nothing looser. scipy is imported on
 first use (it takes seconds to import; a report without comparisons never pays it). Torch-free.
 """
 
@@ -24,6 +25,7 @@ BOOTSTRAP_SEED = 0  # the bootstrap draws the same resamples every time: the rep
 WELCH = "Welch's t"
 PAIRED = "paired t"
 BOOTSTRAP = "bootstrap over samples"
+BOOT_Z = "bootstrap z-test"
 
 
 def rule(alpha: float = ALPHA) -> str:
@@ -32,7 +34,8 @@ def rule(alpha: float = ALPHA) -> str:
         "Each difference is tested counting seeds: Welch's t-test, the seeds taken as independent "
         "(the paired t-test where both runs record the same initial weights per seed: init_hash); "
         "one seed each: a bootstrap interval of the difference over samples where both runs record "
-        f'per-sample values, else not judged. "Significant" only at p < {alpha:g} (an interval '
+        "per-sample values, else a z-test with the evaluation's bootstrap sd of each value "
+        f'(bootstrap z-test) where both record one, else not judged. "Significant" only at p < {alpha:g} (an interval '
         "leaving out 0), n shown."
     )
 
@@ -43,9 +46,9 @@ class Comparison:
     significant" or why it is unknown; ``p`` and ``ci`` (of b − a) where a test ran."""
 
     verdict: str
-    test: str = ""  # WELCH, PAIRED, BOOTSTRAP, or "" when none ran
+    test: str = ""  # WELCH, PAIRED, BOOTSTRAP, BOOT_Z, or "" when none ran
     p: float | None = None
-    n: tuple[int, int] = (0, 0)  # seeds (t-tests) or samples (bootstrap) of a and b
+    n: tuple[int, int] = (0, 0)  # seeds (t-tests) or samples (bootstraps; 0: not recorded) of a and b
     ci: tuple[float, float] | None = None
     alpha: float = ALPHA
     pairing: str = ""  # how the seeds were matched, in words
@@ -65,6 +68,9 @@ class Comparison:
                 f"{1 - self.alpha:.0%} CI of Δ [{self.ci[0]:.4g}, {self.ci[1]:.4g}], {self.test}, "
                 f"n = {self.n[0]:,} vs {self.n[1]:,} samples"
             )
+        elif self.test == BOOT_Z:
+            n = f", n = {self.n[0]:,} vs {self.n[1]:,} samples" if min(self.n) > 0 else ""
+            what = f"p {fmt_p(self.p)}, {self.test}{n}"
         else:
             what = f"p {fmt_p(self.p)}, {self.test}, n = {self.n[0]} vs {self.n[1]}"
         return f"{self.verdict} at {self.alpha:g} ({what})"
@@ -202,6 +208,27 @@ def bootstrap_test(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA)
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     verdict = "not significant" if lo <= 0.0 <= hi else "significant"
     return Comparison(verdict, BOOTSTRAP, None, n, (lo, hi), alpha, "one seed each")
+
+
+def z_test(
+    a: float, sd_a: float, b: float, sd_b: float, alpha: float = ALPHA, n: tuple[int, int] = (0, 0)
+) -> Comparison:
+    """Two one-seed values, each with the bootstrap sd of the metric over its own samples (the
+    evaluation's ``<metric>_boot_sd``): a two-sided z-test of b − a with sd = √(sd_a² + sd_b²),
+    p = 2 (1 − Φ(|b − a| / sd)); ``ci`` is b − a ± z_{1−alpha/2} sd. ``n``: the sample counts."""
+    vals = (a, sd_a, b, sd_b)
+    if any(v is None or not math.isfinite(v) for v in vals) or sd_a < 0 or sd_b < 0:
+        return Comparison("one seed each: significance unknown (no bootstrap sd)", n=n, alpha=alpha)
+    d, sd = b - a, math.hypot(sd_a, sd_b)
+    if sd == 0:
+        p = 1.0 if d == 0 else 0.0
+        ci = (d, d)
+    else:
+        p = math.erfc(abs(d) / sd / math.sqrt(2.0))  # = 2 (1 − Φ(|z|))
+        half = statistics.NormalDist().inv_cdf(1 - alpha / 2) * sd
+        ci = (d - half, d + half)
+    verdict = "significant" if p < alpha else "not significant"
+    return Comparison(verdict, BOOT_Z, p, n, ci, alpha, "one seed each")
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float | None, int] | None:

@@ -159,7 +159,7 @@ def test_one_seed_each_bootstraps_per_sample_values(tmp_path: Path) -> None:
     assert c.test == stats.BOOTSTRAP and c.verdict == "significant" and c.n == (80, 80)
     assert (
         compare(by["a"], by["c"], "precision").verdict
-        == "one seed each: significance unknown (no per-sample values)"
+        == "one seed each: significance unknown (no per-sample values or bootstrap sd)"
     )
 
 
@@ -216,3 +216,17 @@ def test_results_table_prints_p_values_and_n() -> None:
     assert " (significant)" not in text
     assert results_table._floor([7.0, 7.2, 7.4], "{:.2f}") == "7.20 ± 0.20 (3 draws)"
     assert results_table._floor(7.24, "{:.2f}") == "7.24"
+
+
+def test_bootstrap_z_test_p_value_by_hand() -> None:
+    """Δ = 3 with sd √(1.2² + 1.6²) = 2: z = 1.5, p = 2 (1 − Φ(1.5)) = 2 (1 − 0.9331928) = 0.1336144;
+    Δ = 6, same sd: z = 3, p = 2 (1 − 0.9986501) = 0.0026998."""
+    c = stats.z_test(10.0, 1.2, 13.0, 1.6, n=(64, 64))
+    assert c.test == stats.BOOT_Z == "bootstrap z-test" and c.verdict == "not significant"
+    assert c.p == pytest.approx(0.1336144, abs=1e-6)
+    assert c.ci == pytest.approx((3.0 - 1.959964 * 2.0, 3.0 + 1.959964 * 2.0), abs=1e-5)
+    s = stats.z_test(10.0, 1.2, 16.0, 1.6, n=(64, 64))
+    assert s.verdict == "significant" and s.p == pytest.approx(0.0026998, abs=1e-6)
+    assert s.text == "significant at 0.05 (p = 0.003, bootstrap z-test, n = 64 vs 64 samples)"
+    assert stats.z_test(1.0, 0.0, 1.0, 0.0).p == 1.0  # no spread, no difference
+    assert stats.z_test(1.0, float("nan"), 2.0, 1.0).test == ""  # no sd: not judged

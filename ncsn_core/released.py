@@ -325,7 +325,7 @@ def export(src: Path, fmt: str, out: Path, force: bool = False) -> str:
     if fmt not in ("ncsn", "ncsnv2"):
         raise UserError(f"repro export: --format must be ncsn or ncsnv2, not '{fmt}'")
     out = atomic.safe_export_target(out, force)
-    path = find_checkpoint(Path(src))
+    path = atomic.regular_file(find_checkpoint(Path(src)), "checkpoint")  # a FIFO never blocks
     f = read(path, "repro")
     sd = f["model"]
     conditional = any(k.endswith("embed.weight") for k in sd)

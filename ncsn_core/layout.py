@@ -31,9 +31,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+import stat
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from ncsn_core import io as atomic
+from ncsn_core.errors import UserError
 
 # ---- file and folder names
 SPEC = "spec.json"
@@ -207,10 +212,10 @@ def is_complete(stage: Path) -> bool:
 
 
 def stage_info(stage: Path) -> dict[str, Any] | None:
-    """The stage's ``stage.json`` (None: missing or unreadable)."""
+    """The stage's ``stage.json`` (None: missing, unreadable or damaged)."""
     try:
-        info = json.loads((stage / STAGE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        info = read_json(stage / STAGE)
+    except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
 
@@ -230,22 +235,189 @@ def train_dirs(runs_dir: Path, seed: int) -> Iterator[Path]:
 
 
 def is_run_dir(d: Path) -> bool:
-    return (d / SPEC).exists() or any(p.is_dir() for p in d.glob(f"{_SEED}*"))
+    return os.path.lexists(d / SPEC) or any(p.is_dir() for p in d.glob(f"{_SEED}*"))
 
 
-def find_run_dirs(root: Path) -> list[Path]:
-    """Run folders: ``root`` may be the runs folder, an experiment's folder or one run's
-    folder. Hidden folders (the caches) are skipped."""
-    if (root / SPEC).exists() or any(root.glob(f"{_SEED}*")):
-        return [root]
-    out: list[Path] = []
-    for depth in ("*", "*/*"):
-        for d in sorted(root.glob(depth)):
-            if not d.is_dir() or any(part.startswith(".") for part in d.relative_to(root).parts):
+_warned: set[str] = set()
+
+
+def _stderr_warning(message: str) -> None:
+    if message not in _warned:  # once per process (a command may list the runs twice)
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def find_run_dirs(root: Path, warn: Callable[[str], None] | None = None) -> list[Path]:
+    """The readable run folders: ``root`` may be the runs folder, an experiment's folder or
+    one run's folder. Hidden folders (the caches) are skipped. So is, with a warning to
+    ``warn`` (default: a ``warning:`` line on stderr), a folder or symlink that leads outside
+    ``root``, and a damaged run (:func:`run_damage`: a FIFO, device, oversized or too deeply
+    nested JSON file where the run keeps its records) — the readers of the report never open
+    them; :func:`damaged_runs` lists those."""
+    say = warn or _stderr_warning
+    good, bad = _scan(Path(root))
+    for path, why in bad:
+        say(f"skipping {path}: {why}")
+    return good
+
+
+def damaged_runs(root: Path) -> list[tuple[Path, str]]:
+    """The run folders under ``root`` that :func:`find_run_dirs` skips, each with why."""
+    return _scan(Path(root))[1]
+
+
+def _scan(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    good: list[Path] = []
+    bad: list[tuple[Path, str]] = []
+    if is_run_dir(root):
+        cands = [root]
+    else:
+        cands = []
+        for depth in ("*", "*/*"):
+            for d in sorted(root.glob(depth)):
+                if any(part.startswith(".") for part in d.relative_to(root).parts):
+                    continue
+                if not inside(d, root):
+                    bad.append((d, f"a symlink to {_target(d)}, outside the runs folder {root}"))
+                    continue
+                if d.is_dir() and is_run_dir(d) and not any(d.is_relative_to(o) for o in cands):
+                    cands.append(d)
+    for d in cands:
+        why = run_damage(d, root)
+        (bad.append((d, why)) if why else good.append(d))
+    return good, bad
+
+
+def _target(p: Path) -> str:
+    try:
+        return str(p.resolve())
+    except (OSError, RuntimeError):
+        return "a path that does not resolve"
+
+
+def inside(p: Path, root: Path) -> bool:
+    """Whether ``p``, its symlinks followed, stays within ``root`` (a symlink loop: no)."""
+    try:
+        return p.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+# ---- bounded reading of the records in a runs folder
+MAX_JSON_BYTES = 64 * 1024 * 1024  # selection.json of a long sweep stays far below
+MAX_JSON_DEPTH = 64  # our records nest a handful of levels
+MAX_LOG_BYTES = 1024 * 1024 * 1024  # log.jsonl of a very long training
+
+
+class DamagedFile(UserError, ValueError):
+    """A runs-folder record that is not a regular file, too large, not JSON or nested too
+    deeply; the message names the path and why. A ``ValueError`` too, so readers that treat
+    unparsable JSON as missing (``except (OSError, ValueError)``) treat this alike."""
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """The nesting depth of a parsed JSON value (iteratively: no recursion), capped at limit+1."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if deepest > limit:
+                return deepest
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A JSON record of a runs folder, read with bounds: only a regular file (a FIFO, device
+    node or folder is never read: nothing blocks), at most ``max_bytes``, nested at most
+    ``max_depth`` deep. Missing: ``FileNotFoundError``; anything else wrong:
+    :class:`DamagedFile` naming the path and why. JSON is parsed, never evaluated."""
+    p = Path(path)
+    if not os.path.lexists(p):
+        raise FileNotFoundError(str(p))
+    data = atomic.read_regular_bytes(p, "runs-folder file", max_bytes, error=DamagedFile)
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise DamagedFile(f"{p} is nested deeper than {max_depth} levels: not a record repro wrote") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DamagedFile(f"{p} is not valid JSON ({e})") from None
+    if _depth(value, max_depth) > max_depth:
+        raise DamagedFile(f"{p} is nested deeper than {max_depth} levels: not a record repro wrote")
+    return value
+
+
+def _file_damage(p: Path, root: Path, json_file: bool, max_bytes: int) -> str | None:
+    """Why the record ``p`` of a run cannot be read safely, or None (missing files are fine)."""
+    if not os.path.lexists(p):
+        return None
+    if not inside(p, root):
+        return f"{p} is a symlink to {_target(p)}, outside the runs folder {root}"
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        return f"{p} cannot be read ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{p} is not a regular file"
+    if st.st_size > max_bytes:
+        return f"{p} is {st.st_size / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.0f} MB"
+    if json_file:
+        try:
+            read_json(p, max_bytes)
+        except DamagedFile as e:
+            return str(e)
+        except OSError as e:
+            return f"{p} cannot be read ({e.strerror or e})"
+    return None
+
+
+# The records a run folder keeps, by where they are: JSON files (True) and others (False).
+_RUN_FILES = {SPEC: True, OVERRIDES: True, SOURCE: False}
+_STAGE_FILES = {STAGE: True, RESULTS: True, METRICS: True, SELECTION: True, LOG: False, DONE: False}
+
+
+def run_damage(run: Path, root: Path | None = None) -> str | None:
+    """Why the run folder ``run`` cannot be read safely, or None. Checked without reading
+    anything unbounded: its records (spec.json, overrides.json, source.exp, and in every
+    seed's stage folders stage.json, results.json, metrics.json, selection.json, the
+    candidates, log.jsonl) must be regular files within ``root`` (default: the run's runs
+    folder, two levels up), JSON ones parse within :func:`read_json`'s bounds, and a complete
+    eval stage's metrics.json must be a JSON object."""
+    run = Path(run)
+    root = Path(root) if root is not None else run.parent.parent
+    for name, is_json in _RUN_FILES.items():
+        why = _file_damage(run / name, root, is_json, MAX_JSON_BYTES)
+        if why:
+            return why
+    for seed in run.glob(f"{_SEED}*"):
+        if not inside(seed, root):
+            return f"{seed} is a symlink to {_target(seed)}, outside the runs folder {root}"
+        if not seed.is_dir():
+            continue
+        for stage in seed.iterdir():
+            if stage.name.startswith(".") or not (stage.name == TRAIN or "-" in stage.name):
                 continue
-            if is_run_dir(d) and not any(d.is_relative_to(o) for o in out):
-                out.append(d)
-    return out
+            if not inside(stage, root):
+                return f"{stage} is a symlink to {_target(stage)}, outside the runs folder {root}"
+            if not stage.is_dir():
+                continue
+            files = [(stage / n, j) for n, j in _STAGE_FILES.items()]
+            files += [(c, True) for c in sorted((stage / CANDIDATES).glob("step-*.json"))]
+            for p, is_json in files:
+                why = _file_damage(p, root, is_json, MAX_LOG_BYTES if p.name == LOG else MAX_JSON_BYTES)
+                if why:
+                    return why
+            if stage.name.startswith(f"{EVAL}-") and is_complete(stage):
+                try:
+                    m = read_json(stage / METRICS)
+                except (OSError, ValueError):
+                    return f"{stage} is marked DONE but has no readable {METRICS}"
+                if not isinstance(m, dict) or not any(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values()
+                ):
+                    return f"{stage / METRICS} holds no metric (expected a JSON object of numbers)"
+    return None
 
 
 # ---- recorded paths

@@ -12,7 +12,6 @@ reported and the stage resumes from what it wrote (its last checkpoint).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -35,7 +34,7 @@ class StageBusy(RunError):
 
 def _holder(stage: Path) -> str:
     try:
-        o = json.loads(owner_file(stage).read_text(encoding="utf-8"))
+        o = layout.read_json(owner_file(stage), max_bytes=64 * 1024)  # bounded: never a FIFO
         return f"pid {int(o['pid'])} on host {o['host']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"

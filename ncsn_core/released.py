@@ -317,11 +317,15 @@ def find_checkpoint(src: Path) -> Path:
     return cks[-1][1]
 
 
-def export(src: Path, fmt: str, out: Path) -> str:
-    """Write ``src`` (a repro checkpoint or run folder) as the official code's checkpoint."""
+def export(src: Path, fmt: str, out: Path, force: bool = False) -> str:
+    """Write ``src`` (a repro checkpoint or run folder) as the official code's checkpoint.
+    ``out`` is checked first (:func:`ncsn_core.io.safe_export_target`): a directory, FIFO or
+    device node is refused, an existing file replaced only with ``force``; the file is written
+    beside it and renamed into place."""
     if fmt not in ("ncsn", "ncsnv2"):
         raise UserError(f"repro export: --format must be ncsn or ncsnv2, not '{fmt}'")
-    path = find_checkpoint(Path(src))
+    out = atomic.safe_export_target(out, force)
+    path = atomic.regular_file(find_checkpoint(Path(src)), "checkpoint")  # a FIFO never blocks
     f = read(path, "repro")
     sd = f["model"]
     conditional = any(k.endswith("embed.weight") for k in sd)
@@ -349,7 +353,8 @@ def export(src: Path, fmt: str, out: Path) -> str:
         ema_src = f["ema"] if f["ema"] is not None else sd
         shadow = {official_name(k, depth): v for k, v in ema_src.items() if k != "sigmas"}
         states = [score, optimizer, 0, int(f["step"] or 0), shadow]
-    atomic.write_with(Path(out), lambda fh: torch.save(states, fh))
+    atomic.safe_export_target(out, force)  # again: something may have appeared there meanwhile
+    atomic.write_with(out, lambda fh: torch.save(states, fh))
     return f"wrote {out} ({fmt} format, from {path}, step {f['step']})"
 
 

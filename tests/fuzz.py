@@ -13,6 +13,15 @@ within the time bound (CPU seconds per input). Anything else (another exception,
 a timeout) is a failure and its input is printed.
 
 ``tests/test_fuzz.py`` runs the same generators through hypothesis inside the test suite.
+
+The files repro reads are fuzzed too (:func:`gen_file_case`, ``--files N``): runs folders
+(`repro ls --json` and `repro report` on them), released checkpoints (the run's preflight,
+then the reader), repro checkpoints (`repro export`), image zips and IDX data files, each built valid and then
+damaged: bytes flipped, cut or inserted, 100k-deep JSON, wrong JSON types, a FIFO, a
+directory, ``/dev/zero``, a symlink out of the runs folder or a symlink loop in its place.
+Accepted: success, or a :class:`~ncsn_core.errors.ReproError` (an exit code, a message with
+the path) within the time bound. ``python -m tests.fuzz --long`` runs 100,000 front-end inputs
+and 5,000 file cases; the suite runs a few dozen of each kind.
 """
 
 from __future__ import annotations
@@ -439,6 +448,199 @@ def check_one(
     return outcome, detail
 
 
+# ----------------------------------------------------------------------------- files
+FILE_KINDS = ("runs", "released", "checkpoint", "zip", "idx")
+
+
+def _bounded(fn, timeout: float) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """check_one's bounds around ``fn()`` (which returns "ok" or "user error")."""
+    old_prof = signal.signal(signal.SIGPROF, _alarm)
+    old_alrm = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, timeout)
+    signal.setitimer(signal.ITIMER_REAL, 10 * timeout)
+    try:
+        return fn(), ""
+    except Hang:
+        return "hang", f"over {timeout}s of CPU or {10 * timeout}s of wall-clock time"
+    except Exception:  # noqa: BLE001 - every other exception is the finding
+        return "traceback", traceback.format_exc(limit=-8)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGPROF, old_prof)
+        signal.signal(signal.SIGALRM, old_alrm)
+
+
+def _damage_bytes(r: random.Random, good: bytes) -> bytes:
+    """``good`` flipped, cut, grown, emptied, or replaced by deep or wrongly typed JSON."""
+    b = bytearray(good)
+    k = r.randrange(8)
+    if k == 0 and b:
+        for _ in range(r.randint(1, 8)):
+            b[r.randrange(len(b))] ^= 1 << r.randrange(8)
+    elif k == 1:
+        del b[r.randrange(len(b) + 1) :]
+    elif k == 2:
+        at = r.randrange(len(b) + 1)
+        b[at:at] = r.randbytes(r.randint(1, 64))
+    elif k == 3:
+        return b""
+    elif k == 4:
+        n = r.choice([100, 5000, 100_000])
+        return ("[" * n + "]" * n).encode() if r.random() < 0.5 else ('{"a":' * n + "1" + "}" * n).encode()
+    elif k == 5:
+        return r.choice([b"[1, 2]", b'"x"', b"null", b'{"fid": "x"}', b"1e999999", b'{"step": []}', b"NaN"])
+    elif k == 6:
+        return r.randbytes(r.randint(1, 256))
+    return bytes(b)
+
+
+def _damage(r: random.Random, path: Path, outside: Path) -> None:
+    """Replace the file at ``path`` by damaged bytes or by something that is not a file."""
+    good = path.read_bytes() if path.is_file() else b"{}"
+    path.unlink(missing_ok=True)
+    k = r.randrange(10)
+    if k == 0 and hasattr(os, "mkfifo"):
+        os.mkfifo(path)
+    elif k == 1:
+        path.mkdir()
+    elif k == 2 and os.path.exists("/dev/zero"):
+        path.symlink_to("/dev/zero")
+    elif k == 3:
+        (outside / path.name).write_bytes(good)
+        path.symlink_to(outside / path.name)
+    elif k == 4:
+        path.symlink_to(path.name)  # a loop
+    else:
+        path.write_bytes(_damage_bytes(r, good))
+
+
+def _good_run(run: Path) -> list[Path]:
+    """A complete run folder (spec, train, sample, select, eval records); its files."""
+    import json
+
+    seed = run / "seed-0"
+    files = {
+        "spec.json": {"experiment": run.parent.name, "hash": run.name, "paper": "p", "sweep": {"a": "1"}},
+        "overrides.json": ["a=1"],
+        "source.exp": "experiment x { }",
+        "seed-0/train/stage.json": {"stage": "train", "hash": "t"},
+        "seed-0/train/results.json": {"iterations": 3, "final_loss": 0.5, "seconds": 1.0},
+        "seed-0/train/log.jsonl": '{"step": 1, "loss": 1.0}\n{"step": 3, "loss": 0.5}\n',
+        "seed-0/train/DONE": "x",
+        "seed-0/sample-s/stage.json": {"stage": "sample", "hash": "s", "train": "../train"},
+        "seed-0/sample-s/results.json": {"seconds": 1.0, "nfe_per_sample": 10},
+        "seed-0/sample-s/DONE": "x",
+        "seed-0/select-c/selection.json": {"metric": "fid", "candidates": [{"step": 3, "fid": 1.0}]},
+        "seed-0/select-c/candidates/step-00000003.json": {"step": 3, "fid": 1.0},
+        "seed-0/eval-e/stage.json": {"stage": "eval", "hash": "e"},
+        "seed-0/eval-e/metrics.json": {
+            "fid": 12.5,
+            "protocol": {"samples": 10},
+            "per_sample": {"fid": [1.0]},
+        },
+        "seed-0/eval-e/DONE": "x",
+    }
+    out = []
+    for name, v in files.items():
+        p = run / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(v if isinstance(v, str) else json.dumps(v))
+        out.append(p)
+    assert seed.is_dir()
+    return out
+
+
+def gen_file_case(kind: str, r: random.Random, d: Path) -> Path:
+    """A fresh folder under ``d`` with one ``kind`` input, valid and then damaged."""
+    import zipfile
+
+    case = Path(tempfile.mkdtemp(dir=d))
+    outside = case / "outside"
+    outside.mkdir()
+    if kind == "runs":
+        root = case / "runs"
+        files = [f for i in range(r.randint(1, 2)) for f in _good_run(root / f"exp{i}" / f"h{i}")]
+        for p in r.sample(files, r.randint(1, 3)):
+            _damage(r, p, outside)
+        if r.random() < 0.2:
+            (root / "linked").symlink_to(outside, target_is_directory=True)
+            _good_run(outside / "h9")
+        return root
+    target = case / {"released": "ck.pth", "checkpoint": "step-00000003.pt", "zip": "img.zip"}.get(
+        kind, "x-idx3-ubyte"
+    )
+    if kind in ("released", "checkpoint"):
+        import torch
+
+        sd = {"begin.weight": torch.arange(6.0).reshape(2, 3)}
+        obj = [sd, {"state": {}, "param_groups": []}] if kind == "released" else {"step": 3, "model": sd}
+        torch.save(obj, target)
+    elif kind == "zip":
+        import io as _io
+
+        from PIL import Image
+
+        with zipfile.ZipFile(target, "w") as z:
+            for i in range(2):
+                buf = _io.BytesIO()
+                Image.new("RGB", (8, 8), (i * 40, 10, 10)).save(buf, "PNG")
+                z.writestr(f"img{i}.png", buf.getvalue())
+    else:
+        target.write_bytes(b"\0\0\x08\x03" + (2).to_bytes(4, "big") + (4).to_bytes(4, "big") * 2 + bytes(32))
+    if r.random() < 0.9:
+        _damage(r, target, outside)
+    return target
+
+
+def run_file_case(kind: str, path: Path) -> str:
+    """Read ``path`` as repro does for ``kind``: "ok", or "user error" for a ReproError;
+    raises :class:`Failure` when a command printed a traceback or gave another exit code."""
+    from ncsn_core.errors import ReproError
+
+    try:
+        if kind == "runs":
+            from typer.testing import CliRunner
+
+            from dsl.cli import app
+
+            for args in (["ls", str(path), "--json"], ["report", str(path), "--format", "md"]):
+                res = CliRunner().invoke(app, args)
+                if isinstance(res.exception, Hang):
+                    raise Hang()
+                if res.exit_code != 0 or "Traceback" in res.output:
+                    if res.exception is not None and not isinstance(res.exception, SystemExit):
+                        raise res.exception
+                    raise Failure(f"repro {args[0]} exited {res.exit_code}: {res.output[-2000:]}")
+        elif kind == "released":
+            from ncsn_core import released, released_files
+
+            released_files.file_sha256(path)  # the run's preflight: a regular file or an error
+            released.read(path, "ncsn")
+        elif kind == "checkpoint":  # `repro export CHECKPOINT` (ckpt.load itself: see docs/security.md)
+            from ncsn_core import released
+
+            released.export(path, "ncsnv2", path.parent / "outside" / "exported.pth", force=True)
+        elif kind == "zip":
+            from ncsn_core import data_images
+
+            data_images.images(str(path), 8, False, "none", 0, 0.0)  # `data images { path = ... }`
+        else:
+            from ncsn_core import data_files
+
+            data_files.read_idx(path)
+    except ReproError:
+        return "user error"
+    return "ok"
+
+
+def check_file_case(kind: str, r: random.Random, d: Path, timeout: float) -> tuple[str, str]:
+    """(outcome, detail) of one generated ``kind`` case (see :func:`check_one`)."""
+    path = gen_file_case(kind, r, d)
+    outcome, detail = _bounded(lambda: run_file_case(kind, path), timeout)
+    return outcome, f"{kind} case {path}\n{detail}" if detail else ""
+
+
 def _watchdog(state: dict, limit: float) -> None:
     """Numbers too big for SIGALRM (C loops) would freeze the run: report and exit."""
     while True:
@@ -456,7 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds per input")
     ap.add_argument("--show", type=int, default=5, help="failures printed in full")
+    ap.add_argument("--files", type=int, default=0, help="file cases (runs folders, checkpoints, zips...)")
+    ap.add_argument("--long", action="store_true", help="the long version: --n 100000 --files 5000")
     a = ap.parse_args(argv)
+    if a.long:
+        a.n, a.files = max(a.n, 100_000), max(a.files, 5000)
 
     sys.setrecursionlimit(1000)  # the default, whatever a caller set
     d = workdir()
@@ -483,12 +689,27 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if (i + 1) % 5000 == 0:
             print(f"[{i + 1}/{a.n}] {dict(counts)} {time.monotonic() - t0:.0f}s", flush=True)
+    for i in range(a.files):
+        kind = FILE_KINDS[i % len(FILE_KINDS)]
+        state.update(started=time.monotonic(), data=f"file case {kind} #{i}")
+        outcome, detail = check_file_case(kind, r, d, max(a.timeout, 10.0))
+        state["started"] = None
+        counts[f"files {outcome}"] += 1
+        if outcome in ("traceback", "hang") and shown < a.show:
+            shown += 1
+            print(f"--- {outcome} on file case #{i} (seed {a.seed}):\n{detail}", flush=True)
+    if a.files:
+        print(
+            "file cases: "
+            + ", ".join(f"{k[6:]} {v}" for k, v in sorted(counts.items()) if k.startswith("files "))
+        )
     wall = time.monotonic() - t0
     print(
         f"inputs {a.n}, ok {counts['ok']}, user errors {counts['user error']}, "
         f"tracebacks {counts['traceback']}, hangs {counts['hang']}, wall {wall:.0f}s (seed {a.seed})"
     )
-    return 1 if counts["traceback"] or counts["hang"] else 0
+    bad = ("traceback", "hang", "files traceback", "files hang")
+    return 1 if any(counts[k] for k in bad) else 0
 
 
 if __name__ == "__main__":

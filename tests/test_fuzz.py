@@ -248,3 +248,14 @@ def test_standalone_runner_reports_counts(capsys: pytest.CaptureFixture[str]) ->
     assert fuzz.main(["--n", "40", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "inputs 40, ok " in out and "tracebacks 0, hangs 0" in out
+
+
+@pytest.mark.parametrize("kind", fuzz.FILE_KINDS)
+def test_damaged_files_give_named_errors_promptly(workdir: Path, kind: str) -> None:
+    """Runs folders (`repro ls`, `repro report`), released and repro checkpoints, image zips and
+    IDX files, built valid then damaged (tests/fuzz.py's file cases; the long version:
+    ``python -m tests.fuzz --long``): an answer or a named error, never a traceback or a hang."""
+    r = random.Random(f"files-{kind}")
+    for _ in range(8):
+        outcome, detail = fuzz.check_file_case(kind, r, workdir, 20.0)
+        assert outcome in ("ok", "user error"), f"{outcome}\n{detail}"

@@ -4,6 +4,7 @@ and resumes without recomputing anything."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def test_listings_and_predicates(tmp_path: Path) -> None:
         d.mkdir()
     (done / layout.DONE).write_text("")
     (done / layout.STAGE).write_text(json.dumps({"hash": "b"}))
+    (done / layout.METRICS).write_text(json.dumps({"fid": 1.0}))
     assert [layout.seed_number(s) for s in layout.seed_dirs(run)] == [2, 10]
     assert layout.stage_dirs(seed, layout.EVAL) == [partial, done]
     assert layout.stage_dirs(seed, layout.TRAIN) == []
@@ -110,3 +112,31 @@ def test_moved_runs_folder_reports_and_resumes(tmp_path: Path, monkeypatch: pyte
     assert "resuming" not in r.output and "sample:" not in r.output  # nothing trained or sampled
     assert _stage_files(moved) == stages  # no stage file rewritten, none added
     assert not (tmp_path / "a" / "runs").exists()
+
+
+def test_read_json_is_bounded(tmp_path: Path) -> None:
+    """The runs-folder reader: size and depth limits, regular files only, named errors."""
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"a": [1, {"b": 2}]}))
+    assert layout.read_json(p) == {"a": [1, {"b": 2}]}
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(layout.DamagedFile, match="nested deeper than 64"):
+        layout.read_json(p)
+    p.write_text("[" * 10 + "]" * 10)
+    assert layout.read_json(p, max_depth=10) is not None
+    with pytest.raises(layout.DamagedFile, match="nested deeper than 9"):
+        layout.read_json(p, max_depth=9)
+    p.write_text(json.dumps(list(range(1000))))
+    with pytest.raises(layout.DamagedFile, match="limit"):
+        layout.read_json(p, max_bytes=100)
+    p.write_bytes(b"\xff{")
+    with pytest.raises(ValueError, match="not valid JSON"):  # a ValueError: old readers catch it
+        layout.read_json(p)
+    with pytest.raises(FileNotFoundError):
+        layout.read_json(tmp_path / "missing.json")
+    with pytest.raises(layout.DamagedFile, match="directory"):
+        layout.read_json(tmp_path)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.json")
+        with pytest.raises(layout.DamagedFile, match="FIFO"):
+            layout.read_json(tmp_path / "fifo.json")

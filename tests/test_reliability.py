@@ -514,3 +514,67 @@ def test_sigkill_at_random_points_resumes_bit_identical(write, tmp_path: Path) -
     log = [json.loads(line)["step"] for line in (seed / "train" / "log.jsonl").read_text().splitlines()]
     assert log == list(range(100, 1501, 100))
     print("kill points hit:", hit)
+
+
+# ---------------------------------------------------------------- 7. SIGKILL at the end of training
+_KILL_AT = """\
+import os, signal, sys
+from pathlib import Path
+import ncsn_core.checkpoint as ckpt
+import ncsn_core.io as atomic
+from dsl.compiler import compile_file
+from ncsn_core.runner import run_spec
+
+where, exp, runs = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+(spec,) = compile_file(exp)
+last = spec.train.kwargs()["iterations"]
+prune, write_text, write_json = ckpt.prune, atomic.write_text, atomic.write_json
+
+def die(hit):
+    if hit:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def pruning(folder, *a, **k):  # half-way through pruning after the last checkpoint
+    steps = [s for s, _ in ckpt.list_checkpoints(folder)]
+    if steps and steps[-1] == last and where == "prune":
+        victims = [p for s, p in ckpt.list_checkpoints(folder)][:1]
+        for p in victims:
+            p.unlink()
+        die(True)
+    return prune(folder, *a, **k)
+
+def done(path, *a, **k):  # train/results.json written, DONE not yet
+    die(where == "done" and Path(path).name == "DONE" and Path(path).parent.name == "train")
+    return write_text(path, *a, **k)
+
+def results(path, *a, **k):  # the last checkpoint and pruning done, results.json not yet written
+    die(where == "results" and Path(path).name == "results.json" and Path(path).parent.name == "train")
+    return write_json(path, *a, **k)
+
+ckpt.prune, atomic.write_text, atomic.write_json = pruning, done, results
+run_spec(spec, runs_dir=runs, device="cpu", until="train", quiet=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["prune", "results", "done"])
+def test_kill_at_the_end_of_training_loses_no_field_of_results_json(
+    write, tmp_path: Path, where: str
+) -> None:  # type: ignore[no-untyped-def]
+    f = write("toy.exp", TOY)
+    spec = one(f)
+    ref, runs = tmp_path / "ref", tmp_path / "runs"
+    run_spec(spec, runs_dir=ref, device="cpu", until="train", quiet=True)
+    p = subprocess.run(
+        [sys.executable, "-c", _KILL_AT, where, str(f), str(runs)], cwd=ROOT, env=ENV, capture_output=True
+    )
+    assert p.returncode == -signal.SIGKILL, p.stderr.decode()
+    assert not layout.is_complete(train_dir(runs, spec))
+    run_spec(spec, runs_dir=runs, device="cpu", until="train", quiet=True)  # resume
+    a = json.loads((train_dir(ref, spec) / layout.RESULTS).read_text())
+    b = json.loads((train_dir(runs, spec) / layout.RESULTS).read_text())
+    assert set(a) <= set(b), set(a) - set(b)
+    varying = {"seconds", "resumed_from"}
+    assert {k: v for k, v in a.items() if k not in varying} == {
+        k: v for k, v in b.items() if k not in varying
+    }
+    assert isinstance(b["final_loss"], float)

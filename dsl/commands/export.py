@@ -17,11 +17,12 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="the checkpoint file to write")] = Path(
         "checkpoint.pth"
     ),
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file at --out")] = False,
 ) -> None:
     """Write a repro checkpoint in the official code's layout (docs/released.md)."""
     from ncsn_core.released import export as export_checkpoint
 
-    typer.echo(export_checkpoint(source, format, out))
+    typer.echo(export_checkpoint(source, format, out, force))
 
 
 def register(app: typer.Typer) -> None:

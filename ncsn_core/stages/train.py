@@ -9,6 +9,7 @@ stage's other source, :mod:`ncsn_core.stages.released`, computes it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ import torch
 
 import ncsn_core.layout as layout
 from ncsn_core import distributed as dist
+from ncsn_core.errors import UserError
 from ncsn_core.lock import stage_lock
 from ncsn_core.stages import released
 from ncsn_core.stages.base import Context, Done, Outputs, Stage, build
@@ -52,6 +54,26 @@ def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
             yield update
     else:
         yield plain_progress(label)
+
+
+def _logged_loss(folder: Path, step: int) -> float | None:
+    """The loss the train log recorded at ``step`` (its tail is read: bounded, our own file)."""
+    from ncsn_core import io as atomic
+
+    try:
+        with atomic.open_regular(folder / layout.LOG, "train log") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            lines = f.read(65536).decode("utf-8", errors="replace").splitlines()
+    except (OSError, UserError):
+        return None
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+            if int(rec["step"]) == step and isinstance(rec["loss"], (int, float)):
+                return float(rec["loss"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 class Train(Stage):
@@ -112,6 +134,10 @@ class Train(Stage):
             result = trainer.train()
         result["seconds"] = round(time.perf_counter() - t0, 3)
         result["resumed_from"] = start
+        if result.get("final_loss") is None and start:
+            # Killed after the last checkpoint (while pruning, or before results.json): the
+            # resumed loop trains no step, and the loss of the last one is in the log.
+            result["final_loss"] = _logged_loss(folder, start)
         if dist.active():
             result["world_size"] = dist.world()
         return Outputs({layout.RESULTS: result})

@@ -232,9 +232,11 @@ class RunRecord:
 
 # ----------------------------------------------------------------------------- reading
 def _read_json(p: Path) -> Any:
+    """Runs-folder JSON through the bounded reader (regular files only, size and depth capped);
+    a damaged record reads as None."""
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        return layout.read_json(p)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 

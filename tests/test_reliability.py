@@ -388,7 +388,7 @@ def test_ansn_training_on_a_nan_batch_stops_naming_the_step(write, tmp_path: Pat
 
     src = """experiment a {
         data mixture2d { n_train = 1000 }
-        noise adaptive { sigma_max = 5.0, sigma_min = 0.1, levels = 4, form = full }
+        noise adaptive { sigma_max = 5.0, sigma_min = 0.1, levels = 4, form = full, estimate_on = data }
         network mlp { hidden = 16, conditional = true, scale_by_sigma = true }
         loss ansn_dsm { }
         train { iterations = 20, batch_size = 32, checkpoint_every = 2, log_every = 2 }

@@ -4,7 +4,7 @@
   ``torch_fidelity.defaults.DEFAULTS`` first (:func:`checked_kwargs`);
 - each feature extractor gets its weights file explicitly, so nothing is downloaded behind our
   back and the file's hash can be recorded; torch-fidelity would unpickle that path with
-  ``weights_only=False`` (a payload in the file would run), so the extractor it builds is our
+  full (code-running) unpickling (a payload in the file would run), so the extractor it builds is our
   subclass registered in place of ``inception-v3-compat`` (:func:`verified_extractor`), which
   reads the file with
   :func:`~ncsn_core.evaluation.weights.load_inception_state` (weights-only, hash-checked) and
@@ -69,7 +69,7 @@ def verified_extractor() -> str:
     """Put (once) in torch-fidelity's registry, under :data:`FEATURE_EXTRACTOR`, its own
     Inception-v3 subclassed to load a weights file through :func:`load_inception_state`: the
     same network and features, fed an in-memory copy of the verified tensors instead of the
-    path (which torch-fidelity 0.4 unpickles with ``weights_only=False``). Returns the name."""
+    path (which torch-fidelity 0.4 unpickles with full (code-running) unpickling). Returns the name."""
     import io
 
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

@@ -8,7 +8,7 @@ is the standard FID Inception file (``weights-inception-2015-12-05-<hash>.pth`` 
 ``pt_inception-2015-12-05-<hash>.pth``), its SHA-256 must begin with the 8 hex digits the name
 carries (torch.hub's naming: 6726825d). torch-fidelity never gets the path: it gets a copy of
 the verified tensors (:mod:`ncsn_core.evaluation.fidelity`), because it would unpickle a path
-with ``weights_only=False``."""
+with full (code-running) unpickling."""
 
 from __future__ import annotations
 

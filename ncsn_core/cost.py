@@ -221,14 +221,16 @@ def _stage_nfe(spec: Any, levels: int) -> int:
 def _candidates(spec: Any) -> int:
     """How many checkpoints the select stage scores: those a finished training keeps that the
     select block's from/to/every admit (a released checkpoint: one)."""
-    from ncsn_core.checkpoint import retained_steps
-
     if spec.weights() is not None or spec.train is None:
         return 1
     t = spec.train.kwargs()
     sel = spec.select.kwargs()
     lo, hi, every = sel.get("from"), sel.get("to"), sel.get("every")
-    steps = retained_steps(t["iterations"], t["checkpoint_every"], t["keep_checkpoints"], t.get("keep_every"))
+    # checkpoint.retained_steps (a sibling layer, not imported): the keep_checkpoints newest of
+    # those written, and every multiple of keep_every
+    it, ce, keep, ke = t["iterations"], t["checkpoint_every"], t["keep_checkpoints"], t.get("keep_every")
+    written = sorted({*range(ce, it + 1, ce), it} - {0})
+    steps = sorted(set(written[-keep:]) | {s for s in written if ke and s % int(ke) == 0})
     return sum(
         1
         for s in steps

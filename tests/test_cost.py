@@ -84,3 +84,18 @@ def test_compile_prints_file_cost():
     assert r.exit_code == 0, r.output
     assert "# file cost" in r.output
     assert "select" in r.output and "to compute: 5.09 EFLOP" in r.output
+
+
+def test_select_candidates_follow_checkpoint_retention():
+    from ncsn_core.checkpoint import retained_steps
+    from ncsn_core.cost import _candidates
+
+    for path in ("papers/ncsn_cifar.exp", "papers/ncsn_celeba.exp"):
+        for s in compile_file(path, compute_auto=True):
+            t = s.train.kwargs()
+            kept = retained_steps(
+                t["iterations"], t["checkpoint_every"], t["keep_checkpoints"], t.get("keep_every")
+            )
+            sel = s.select.kwargs()
+            lo, hi = sel.get("from") or 0, sel.get("to") or 10**12
+            assert _candidates(s) == sum(1 for k in kept if lo <= k <= hi) == 40

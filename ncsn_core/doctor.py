@@ -159,7 +159,7 @@ def part_cuda_tests(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
         args = [*cuda, "tests/test_cuda_shaped.py::test_forced_settings_resolve_on_the_cpu"]
     else:  # every CUDA-shaped test, torch.compile's included
         args = [*cuda, "tests/test_cuda_shaped.py"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args]
+    cmd = [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", *args]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ctx["repo"]), os.environ.get("PYTHONPATH", "")]))
     try:
         p = subprocess.run(

@@ -43,7 +43,7 @@ from ncsn_core import registry, schema
 
 # seconds per part: CUDA (paper sizes, ≤ 8 minutes in all) and quick
 BUDGET = {"cuda_tests": 90, "bench": 210, "graphs": 40, "bf16_fid": 80, "plan_memory": 40}
-QUICK_BUDGET = {"cuda_tests": 30, "bench": 20, "graphs": 10, "bf16_fid": 25, "plan_memory": 15}
+QUICK_BUDGET = {"cuda_tests": 30, "bench": 40, "graphs": 15, "bf16_fid": 40, "plan_memory": 15}
 GRAPHS_TOL = 1e-3  # relative max difference of compiled-graph samples against eager
 PLAN_FILES = {  # the plan's check: file, experiment (paper size on CUDA; a small one quick)
     "paper": [("papers/ncsn_cifar.exp", "ncsn_cifar10"), ("papers/ncsnv2_cifar.exp", "ncsnv2_cifar10")],

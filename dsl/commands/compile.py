@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,6 +31,9 @@ def compile_(
         typer.Option("--no-auto", help="compute no auto values and no parameter counts (imports no torch)"),
     ] = False,
     max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs", help="the runs folder whose complete stages the cost counts as reused")
+    ] = Path("runs"),
 ) -> None:
     """Print the resolved experiment(s): canonical values, hashes, what each `auto` became."""
     from repro import api
@@ -52,12 +56,12 @@ def compile_(
     if as_json:
         typer.echo(json.dumps([s.canonical() for s in specs], indent=2, ensure_ascii=False))
     else:
-        _show(specs, no_auto, set_ or ())
+        _show(specs, no_auto, set_ or (), runs_dir)
     if failed is not None:
         raise failed
 
 
-def _show(specs: list, no_auto: bool, sets=()) -> None:  # type: ignore[no-untyped-def]
+def _show(specs: list, no_auto: bool, sets=(), runs_dir: Path | None = None) -> None:  # type: ignore[no-untyped-def]
     from dsl.show import show_spec
     from repro.api import point_label
 
@@ -78,10 +82,23 @@ def _show(specs: list, no_auto: bool, sets=()) -> None:  # type: ignore[no-untyp
             disk = _checkpoint_note(s)
             if disk:
                 typer.echo(f"# checkpoints: {disk}")
-    if len(sweep_cost) > 1:
-        from ncsn_core.cost import sweep_note
+    if not no_auto and sweep_cost:
+        _file_cost(specs, runs_dir)
 
-        typer.echo(f"# sweep cost ({len(sweep_cost)} runs): {sweep_note(sweep_cost)}")
+
+def _file_cost(specs: list, runs_dir: Path | None) -> None:
+    """What `repro run` would compute for the whole file: each stage once per hash, the select
+    stage included, those complete in the runs folder reused (ncsn_core.cost.file_cost)."""
+    try:
+        from ncsn_core.cost import file_cost, file_cost_lines
+
+        lines = file_cost_lines(file_cost(specs, runs_dir))
+    except Exception as e:  # noqa: BLE001 - compile must still print the specs
+        typer.echo(f"# file cost unknown ({_why(e)})")
+        return
+    typer.echo(f"# file cost ({len(specs)} run(s), every stage once per hash):")
+    for line in lines:
+        typer.echo(line)
 
 
 def _why(e: Exception) -> str:

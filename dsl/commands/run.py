@@ -54,6 +54,12 @@ def run(
         str, typer.Option(hidden=True, help="submitit cluster: slurm, debug, local")
     ] = "",
     only: Annotated[Optional[int], typer.Option(hidden=True, help="only the run with this index")] = None,  # noqa: UP045
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="print the plan (memory, micro-batch, FLOPs; repro plan), run nothing"
+        ),
+    ] = False,
 ) -> None:
     """Train, sample and evaluate every run of FILE (resuming what exists)."""
     from ncsn_core import distributed as dist
@@ -74,6 +80,8 @@ def run(
     indexed = list(enumerate(specs))
     if only is not None:
         indexed = [(i, s) for i, s in indexed if i == only]
+    if dry_run:  # the plan needs no data, weights or checkpoints
+        return _dry_run(file, [s for _, s in indexed])
     api.preflight([s for _, s in indexed], until)  # every missing dataset, weight file, checkpoint: at once
     # Launcher settings: an option given here, else the file's `launcher { }` block, else the
     # user's config (~/.config/repro/launcher.toml), else the defaults; never part of a hash.
@@ -182,6 +190,7 @@ def run(
             return
         if gpu_ids is not None:  # one GPU chosen
             device = f"cuda:{gpu_ids[0]}"
+    _check_memory([s for _, s in indexed], device)  # a batch that cannot fit: exit 2 before the run
     for s, out in api.iter_runs(
         [s for _, s in indexed],
         source_text=source,
@@ -230,6 +239,39 @@ def _check_divisible(spec, world: int) -> None:  # type: ignore[no-untyped-def]
                 f"multiple of {world} (e.g. {lo or lo + world} or {lo + world}) or a process count dividing {bs} "
                 f"({', '.join(map(str, ok))}); the per-process batch is the global batch / processes"
             )
+
+
+def _dry_run(file: Path, specs: list) -> None:
+    """`--dry-run`: the plan of every run (ncsn_core.plan, fake tensors) and the file's cost."""
+    from ncsn_core.cost import file_cost, file_cost_lines
+    from ncsn_core.plan import markdown, plan_specs
+
+    result = plan_specs(specs, file=str(file))
+    typer.echo(markdown(result))
+    for line in file_cost_lines(file_cost(specs)):
+        typer.echo(line)
+    typer.echo(f"# dry run: {len(specs)} run(s) planned in {result.seconds:.1f} s, nothing run")
+
+
+def _check_memory(specs: list, device: str) -> None:
+    """On CUDA, plan each run (fake tensors, about a second) and refuse one whose step cannot fit
+    the device's free memory (check_fits' UserError: exit 2, with the micro-batch that fits)."""
+    import torch
+
+    if not torch.cuda.is_available() or not (device or "cuda").startswith("cuda"):
+        return
+    from ncsn_core.plan import check_fits, plan_spec
+
+    dev = torch.device(device or "cuda")
+    free, _total = torch.cuda.mem_get_info(dev)
+    for s in specs:
+        if s.network is None or s.train is None or s.train.get("micro_batch") not in (None, "auto"):
+            continue  # a declared micro-batch: the run's own choice
+        try:
+            plan = plan_spec(s)
+        except Exception:  # noqa: BLE001 - a plan failure is the run's to report, with its position
+            continue
+        check_fits(plan, free)
 
 
 def register(app: typer.Typer) -> None:

@@ -102,7 +102,10 @@ class FastPath:
         self.channels_last = _switch(settings, "channels_last", device)
         self.compile = _switch(settings, "compile", device)
         self.fused = _switch(settings, "fused_optimizer", device)
-        self.data_on_device = device.type == "cuda" and settings.get("data_on_device", "auto") != "off"
+        # auto: on with CUDA; "on" forces it on any device (on the CPU the resident path runs as
+        # it would on a GPU, so its code is exercised by CPU tests)
+        on = settings.get("data_on_device", "auto")
+        self.data_on_device = (device.type == "cuda" and on != "off") or on == "on"
         self.force_data_on_device = settings.get("data_on_device", "auto") == "on"
 
     @property
@@ -177,17 +180,17 @@ class DeviceData:
         self.resident: Any = None
         self.gen: torch.Generator | None = None
         self.pinned = False
-        if device.type != "cuda":
+        if device.type != "cuda" and not fast.force_data_on_device:
             return
         if fast.data_on_device:
             need = data.train.numel() * data.train.element_size()
-            free = torch.cuda.mem_get_info(device)[0]
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else need * 4 + 1
             if fast.force_data_on_device or need < free // 4:
                 self.resident = copy.copy(data)
                 object.__setattr__(self.resident, "train", data.train.to(device))
                 self.gen = torch.Generator(device=device).manual_seed(seed)
                 return
-        self.pinned = True
+        self.pinned = device.type == "cuda"
 
     def batch(self, data: Any, idx: torch.Tensor, gen_host: torch.Generator) -> torch.Tensor:
         if self.resident is not None:

@@ -88,22 +88,12 @@ def test_resident_data_path_on_the_cpu() -> None:
     assert a.shape == (8, *SHAPE) and a.dtype == torch.float32 and torch.equal(a, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ncsn_core/training.py FastPath.__init__ (data_on_device = device.type == 'cuda' and …) "
-    "and DeviceData.__init__ (if device.type != 'cuda': return) hard-wire the resident data to CUDA",
-)
 def test_data_on_device_on_forced_on_the_cpu() -> None:
     fp = FastPath(REFERENCE | {"data_on_device": "on"}, CPU)
     dd = DeviceData(synthetic_data(SHAPE, 32), fp, CPU, seed=0)
     assert dd.resident is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ncsn_core/samplers.py fast_network refuses compile = graphs off CUDA; "
-    "torch.compile(mode='reduce-overhead') runs on the CPU (without graphs)",
-)
 def test_sampler_graphs_mode_on_the_cpu() -> None:
     fast_network(torch.nn.Identity(), "fp32", "graphs", "cpu")
 

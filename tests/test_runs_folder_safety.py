@@ -200,11 +200,6 @@ class _Payload:
         return (Path.touch, (Path(self.marker),))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 23: stages/evaluate.py's torch.load of samples.pt (and sampling.py's of the shards) "
-    "lets UnpicklingError through; it needs a named RunError with the path (not in this change's files)",
-)
 def test_a_payload_samples_pt_is_a_named_run_error(write, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import pickle
     import shutil

@@ -26,7 +26,7 @@ import ncsn_core.layout as layout
 from ncsn_core import distributed as dist
 from ncsn_core import io as atomic
 from ncsn_core import registry
-from ncsn_core.errors import ReproError
+from ncsn_core.errors import ReproError, RunError
 from ncsn_core.io import WriteError
 from ncsn_core.spec import ComponentSpec, RunSpec
 
@@ -215,3 +215,17 @@ class Context:
             if cleanup is not None:
                 shutil.rmtree(cleanup, ignore_errors=True)
         dist.barrier()
+
+
+def load_tensors(path: Path) -> Any:
+    """One of our own stage files (samples, shards) read weights-only; a file that is damaged or
+    would need more than tensors (a pickle payload) is a :class:`RunError` naming it — nothing in
+    it runs, and no traceback reaches the user."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, OSError ...
+        raise RunError(
+            f"{path}: cannot be read as this project's tensor file ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]}); nothing in it was run. Remove its stage folder "
+            f"({path.parent}) and run again to recompute it."
+        ) from None

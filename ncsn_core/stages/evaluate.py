@@ -13,13 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import ncsn_core.layout as layout
 from ncsn_core import evaluation
 from ncsn_core.evaluation.inpainting import with_sample_stage
 from ncsn_core.spec import digest
-from ncsn_core.stages.base import Context, Done, Outputs, Stage
+from ncsn_core.stages.base import Context, Done, Outputs, Stage, load_tensors
 from ncsn_core.stages.sampling import draw, load_model
 
 
@@ -51,7 +49,7 @@ def evaluation_samples(ctx: Context, train_dir: Path | None, sample_dir: Path, n
     stage_file = sample_dir / layout.SAMPLES
     kept = _sample_count(sample_dir)
     if kept is not None and n <= kept:
-        x = torch.load(stage_file, weights_only=True)[:n] if main else None
+        x = load_tensors(stage_file)[:n] if main else None
         if n < kept:
             ctx.log(f"evaluate: on the first {n} of the {kept} samples of the sample stage")
         return x, stage_file
@@ -62,7 +60,7 @@ def evaluation_samples(ctx: Context, train_dir: Path | None, sample_dir: Path, n
             if other != cache:
                 ctx.log(f"evaluate: reusing {ctx.shown(other)} "
                         f"({n} evaluation samples of sample hash {ctx.spec.sample_hash()})")  # fmt: skip
-            return (torch.load(other, weights_only=True) if main else None), other
+            return (load_tensors(other) if main else None), other
     s = ctx.spec.sample.kwargs() if ctx.spec.sample else {}
     model, _ = load_model(ctx, train_dir, s["use_ema"], s["checkpoint"])
     x, _ = draw(ctx, model, n, 1, record=False, shards=layout.shards_dir(cache), label="evaluation samples")

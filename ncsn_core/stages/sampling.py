@@ -22,7 +22,7 @@ from ncsn_core import distributed as dist
 from ncsn_core import progress
 from ncsn_core.errors import ReproError, RunError, SamplerDiverged, UserError
 from ncsn_core.samplers import SampleContext, fast_network, on_level_end
-from ncsn_core.stages.base import Context, build, mkdir, save_tensors
+from ncsn_core.stages.base import Context, build, load_tensors, mkdir, save_tensors
 
 
 def chosen_step(ctx: Context) -> int:
@@ -198,7 +198,7 @@ def draw(
         info["world_size"] = dist.world()
     if not dist.is_main():
         return None, {"info": info, "intermediates": {}}
-    parts = [torch.load(layout.shard_file(shards, k), weights_only=True) for k in range(n_batches)]
+    parts = [load_tensors(layout.shard_file(shards, k)) for k in range(n_batches)]
     if drawn < n_batches and not dist.active():
         ctx.log(f"sample: {n_batches - drawn} of {n_batches} batches were already drawn; drew the rest")
     extra = {"info": info, "intermediates": parts[0]["intermediates"]}

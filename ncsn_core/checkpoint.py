@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -144,6 +145,7 @@ def load(path: Path, map_location: str | torch.device = "cpu", *, check: bool = 
     Raises :class:`CheckpointRefused` for a file that would need the full unpickler and
     :class:`CheckpointError` for a damaged one."""
     path = Path(path)
+    _require_regular(path)  # a FIFO or /dev/zero named step-*.pt would hang the hashing below
     damaged = verify(path) if check and path.exists() else None
     if damaged is not None:
         _refuse_if_foreign(path)
@@ -154,6 +156,23 @@ def load(path: Path, map_location: str | torch.device = "cpu", *, check: bool = 
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not a repro training checkpoint (no step/model entries)")
     return state
+
+
+def _require_regular(path: Path) -> None:
+    """A checkpoint must be a regular file: anything else (FIFO, device, directory, symlink loop)
+    is a damaged checkpoint, so the caller falls back to the previous one without reading it."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return  # reported by the loader as before
+    except (OSError, RuntimeError) as e:  # a symlink loop, a dangling link, no permission
+        raise CheckpointError(f"checkpoint {path} cannot be read ({e.__class__.__name__}: {e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(
+            f"checkpoint {path} is not a regular file; move it away to use the previous one"
+        )
 
 
 def _refuse_if_foreign(path: Path) -> None:

@@ -221,3 +221,21 @@ def test_a_payload_samples_pt_is_a_named_run_error(write, tmp_path: Path) -> Non
     assert not (tmp_path / "PWNED").exists()  # no code ran
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert str(samples) in r.stderr
+
+
+def test_a_fifo_named_like_a_checkpoint_is_skipped_not_read(tmp_path: Path) -> None:
+    """A FIFO (or a link to /dev/zero) among the checkpoints is damaged, never opened: resume
+    falls back to the previous checkpoint instead of hanging in the hashing."""
+    import os
+
+    from ncsn_core import checkpoint as ckpt
+    from ncsn_core.checkpoint import CheckpointError
+
+    fifo = tmp_path / "step-00000010.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        ckpt.load(fifo)
+    link = tmp_path / "step-00000020.pt"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        ckpt.load(link)

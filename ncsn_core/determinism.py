@@ -79,7 +79,9 @@ def _restore(s: dict[str, Any]) -> None:
 
 
 @contextmanager
-def applied(deterministic: bool | None, threads: int | None, device: torch.device | str) -> Iterator[dict[str, Any]]:
+def applied(
+    deterministic: bool | None, threads: int | None, device: torch.device | str
+) -> Iterator[dict[str, Any]]:
     """:func:`apply` for the block, the process's settings restored after it."""
     before = _state()
     try:

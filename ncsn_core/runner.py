@@ -20,9 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import ncsn_core.layout as layout
-from ncsn_core import determinism
+from ncsn_core import determinism, evaluation, progress, released_files, schema
 from ncsn_core import distributed as dist
-from ncsn_core import evaluation, progress, released_files, schema
 from ncsn_core import io as atomic
 from ncsn_core.errors import UserError
 from ncsn_core.evaluation.inpainting import with_sample_stage

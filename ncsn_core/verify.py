@@ -98,7 +98,12 @@ def tensor_diff(a: Any, b: Any) -> tuple[float, float] | None:
             return math.inf, math.inf
         d = _max_abs(a.double() - b.double())
         return d, d / max(_max_abs(a), 1e-30)
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+    if (
+        isinstance(a, bool)
+        or isinstance(b, bool)
+        or not isinstance(a, (int, float))
+        or not isinstance(b, (int, float))
+    ):
         return None if a == b else (math.inf, math.inf)
     if a == b or (math.isnan(a) and math.isnan(b)):
         return None
@@ -207,7 +212,10 @@ def _train(spec: RunSpec, seed_dir: Path, folder: Path, scratch: Path, steps: in
     if spec.weights() is not None:
         n = total
     mine = _evolve_iterations(spec, n) if n != total else spec
-    old_log, old_cks = _log(folder / layout.LOG, n), dict(ckpt.list_checkpoints(layout.checkpoints_dir(folder)))
+    old_log, old_cks = (
+        _log(folder / layout.LOG, n),
+        dict(ckpt.list_checkpoints(layout.checkpoints_dir(folder))),
+    )
     old_cks = {s: p for s, p in old_cks.items() if s <= n}
     if spec.weights() is None and not (set(old_log) or old_cks):
         raise UserError(
@@ -339,8 +347,14 @@ def judge(stage: str, folder: Path, diffs: list[Diff], recorded: Mapping[str, An
         )
         return Verdict(stage, folder, "within", text, what, diffs)
     first = (over or diffs)[0]
-    by = "∞ (not comparable)" if math.isinf(first.absolute) else f"{first.absolute:.3g} (relative {first.relative:.2g})"
-    why = f"environment differs: {env}" if env else "same environment, where the contract promises bit-identity"
+    by = (
+        "∞ (not comparable)"
+        if math.isinf(first.absolute)
+        else f"{first.absolute:.3g} (relative {first.relative:.2g})"
+    )
+    why = (
+        f"environment differs: {env}" if env else "same environment, where the contract promises bit-identity"
+    )
     return Verdict(stage, folder, "differs", f"differs at {first.where} by {by} ({why})", what, diffs)
 
 

@@ -120,7 +120,9 @@ def locate(arg: Path, seed: int | None, stage: str | None) -> tuple[Path, list[P
     if (p / "stage.json").is_file() and (p.parent.parent / "spec.json").is_file():
         kind = str(json.loads((p / "stage.json").read_text(encoding="utf-8")).get("stage", ""))
         if kind not in _KINDS:
-            raise UserError(f"{p}: a {kind or 'unknown'} stage; verify recomputes train, sample and eval stages")
+            raise UserError(
+                f"{p}: a {kind or 'unknown'} stage; verify recomputes train, sample and eval stages"
+            )
         if stage is not None and stage != _KINDS[kind]:
             raise UserError(f"{p} is a {kind} stage folder; --stage {stage} names another")
         return p.parent.parent, [p.parent], _KINDS[kind]
@@ -179,7 +181,9 @@ def verify_command(
             log=None if quiet else lambda m: typer.echo(m, err=True),
         )
         if stage and verdicts[0].result == "skipped":
-            raise UserError(f"{seed_dir}: the {stage} stage is {verdicts[0].text.removeprefix('not verified ')}")
+            raise UserError(
+                f"{seed_dir}: the {stage} stage is {verdicts[0].text.removeprefix('not verified ')}"
+            )
         for v in verdicts:
             lines.append(f"{seed_dir.name} {v.line()}")
             failed |= v.failed
@@ -190,7 +194,8 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_(
         run: Annotated[
-            Path, typer.Argument(help="a run folder (runs/<experiment>/<hash>), a seed or stage folder of one")
+            Path,
+            typer.Argument(help="a run folder (runs/<experiment>/<hash>), a seed or stage folder of one"),
         ],
         stage: Annotated[
             Optional[str],  # noqa: UP045 - typer needs Optional here
@@ -214,7 +219,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         threads: Annotated[
             Optional[int],  # noqa: UP045
-            typer.Option("--threads", help="intra-op CPU threads (default: this process's; env.json has the run's)"),
+            typer.Option(
+                "--threads", help="intra-op CPU threads (default: this process's; env.json has the run's)"
+            ),
         ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only the verdicts")] = False,
     ) -> None:

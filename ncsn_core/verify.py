@@ -18,6 +18,8 @@ The verdict of a stage (:class:`Verdict`), by the contract of docs/reproducibili
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -203,7 +205,7 @@ def _log(path: Path, upto: int) -> dict[int, dict[str, Any]]:
 
 
 def _train(spec: RunSpec, seed_dir: Path, folder: Path, scratch: Path, steps: int | None, device: Any,
-           log: Callable[[str], None]) -> tuple[list[Diff], str, str | None]:  # fmt: skip
+           log: Callable[[str], None], verbose: bool) -> tuple[list[Diff], str, str | None]:  # fmt: skip
     """Recompute the train stage's first ``steps`` steps (all: None) into ``scratch``; the
     differences with ``folder``, what was compared, and a hard failure (a damaged file)."""
     assert spec.train is not None
@@ -228,7 +230,8 @@ def _train(spec: RunSpec, seed_dir: Path, folder: Path, scratch: Path, steps: in
     ctx = _context(mine, seed_dir, device, quiet=True)
     out = scratch / "train"
     out.mkdir(parents=True)
-    result = TRAIN_STAGE.compute(ctx, out, {})
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stderr(io.StringIO()):
+        result = TRAIN_STAGE.compute(ctx, out, {})  # its progress lines only when not quiet
     diffs: list[Diff] = []
     new_log = _log(out / layout.LOG, n)
     for step in sorted(set(old_log) & set(new_log)):
@@ -408,7 +411,9 @@ def verify_seed(
             deterministic = (recorded or {}).get("deterministic_algorithms")
             with determinism.applied(deterministic, threads, dev):
                 if stage == "train":
-                    diffs, what, hard = _train(spec, seed_dir, folder, tmp / "t", steps, dev, say)
+                    diffs, what, hard = _train(
+                        spec, seed_dir, folder, tmp / "t", steps, dev, say, log is not None
+                    )
                 elif stage == "sample":
                     diffs, what, hard = _sample(spec, seed_dir, folder, _train_of(folder, found), tmp / "s",
                                                 batches, dev, say)  # fmt: skip

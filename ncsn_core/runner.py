@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import ncsn_core.layout as layout
+from ncsn_core import determinism, evaluation, progress, released_files, schema
 from ncsn_core import distributed as dist
-from ncsn_core import evaluation, progress, released_files, schema
 from ncsn_core import io as atomic
 from ncsn_core.errors import UserError
 from ncsn_core.evaluation.inpainting import with_sample_stage
@@ -137,14 +137,24 @@ def run_spec(
     quiet: bool = False,
     wait: bool = True,
     overrides: tuple[str, ...] = (),
+    deterministic: bool | None = None,
+    threads: int | None = None,
 ) -> str:
     """Execute one run; returns a one-line summary. Raises ReproError subclasses for
     problems the user can fix. Each stage is computed under its lock; ``wait=False`` stops
-    with :class:`~ncsn_core.lock.StageBusy` instead of waiting for another process's."""
+    with :class:`~ncsn_core.lock.StageBusy` instead of waiting for another process's.
+    ``deterministic`` (None: on for the CPU, off for CUDA) and ``threads`` (None: as the
+    process has it) are set for the run (:mod:`ncsn_core.determinism`) and recorded in env.json."""
     if spec.weights() is not None:  # a missing released checkpoint stops the run before anything
         released_files.preflight(spec)
     r = Run(spec, Path(runs_dir), device, source_text, quiet, wait, overrides)
     _preflight(spec, until)
+    with determinism.applied(deterministic, threads, r.device):
+        return _conduct(r, runs_dir, until)
+
+
+def _conduct(r: Run, runs_dir: str | Path, until: str) -> str:
+    """The run's stages in the schema's order (run_spec's body, under its determinism settings)."""
     try:
         r.write_meta()
     except WriteError as e:

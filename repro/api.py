@@ -351,8 +351,12 @@ def iter_runs(
     wait: bool = True,
     sets: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
+    deterministic: bool | None = None,
+    threads: int | None = None,
 ) -> Iterator[tuple[Any, Any]]:
-    """:func:`run_specs` one run at a time: yields (RunSpec, result) as each run finishes."""
+    """:func:`run_specs` one run at a time: yields (RunSpec, result) as each run finishes.
+    ``deterministic`` (None: on for the CPU, off for CUDA) and ``threads`` as in
+    :func:`ncsn_core.determinism.apply` (docs/reproducibility.md)."""
     from ncsn_core.runner import run_spec
 
     for k, s in enumerate(specs):
@@ -368,6 +372,8 @@ def iter_runs(
                 source_text=source_text,
                 wait=wait,
                 overrides=tuple(sets),
+                deterministic=deterministic,
+                threads=threads,
             ),
         )
 

@@ -96,3 +96,31 @@ def test_plan_cli_json_and_check_fits(tmp_path: Path) -> None:
     plan.check_fits(p, 10**9)
     with pytest.raises(UserError, match="micro_batch = "):
         plan.check_fits(p, int(e["train_peak_bytes"] * 0.8))
+
+
+PAPERS = Path(__file__).resolve().parents[1] / "papers"
+
+
+def test_every_papers_experiment_plans_at_full_size() -> None:
+    """Issue 22: each papers/*.exp experiment takes one fake-tensor training step (and a sample
+    batch's score evaluation) at the paper's size, with no data and no GPU. Experiments sharing a
+    train hash are planned once; those whose σ ladder is `auto` need the data and are skipped."""
+    planned: dict[str, plan.ExperimentPlan] = {}
+    skipped: list[str] = []
+    for f in sorted(PAPERS.glob("*.exp")):
+        for spec in compile_file(f, compute_auto=False):
+            if "auto" in json.dumps(spec.canonical()["noise"]):
+                skipped.append(spec.experiment)
+                continue
+            key = spec.train_hash()
+            if key not in planned:
+                planned[key] = plan.plan_spec(spec)
+    assert len(planned) >= 30, (len(planned), skipped)
+    for p in planned.values():
+        assert p.error is None, (p.experiment, p.error)
+        if p.network is None:  # an exact score (Fig. 3): nothing to train
+            continue
+        assert p.peak_bytes and p.peak_bytes > 0 and p.parameters > 0, p
+    # the papers' largest networks were planned, and NCSNv2 on 256×256 FFHQ needs > 24 GB at batch 32
+    ffhq = [p for p in planned.values() if p.experiment.startswith("ncsnv2_ffhq")]
+    assert ffhq and ffhq[0].peak_bytes > 24e9

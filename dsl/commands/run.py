@@ -54,6 +54,18 @@ def run(
         str, typer.Option(hidden=True, help="submitit cluster: slurm, debug, local")
     ] = "",
     only: Annotated[Optional[int], typer.Option(hidden=True, help="only the run with this index")] = None,  # noqa: UP045
+    deterministic: Annotated[
+        Optional[bool],  # noqa: UP045 - typer needs Optional here
+        typer.Option(
+            "--deterministic/--no-deterministic",
+            help="deterministic algorithms, cuDNN, cuBLAS workspace (default: on for the CPU, off for CUDA; "
+            "docs/reproducibility.md)",
+        ),
+    ] = None,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--threads", min=1, help="intra-op CPU threads (recorded in env.json)"),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -115,6 +127,10 @@ def run(
         base += ["--experiment", v]
     if no_wait:
         base.append("--no-wait")
+    if deterministic is not None:  # spawned, parallel and SLURM workers inherit the settings
+        base.append("--deterministic" if deterministic else "--no-deterministic")
+    if threads is not None:
+        base += ["--threads", str(threads)]
     if multirun:
         base.append("--multirun")
     if only is None and dist.env_world() <= 1:  # runs/.invocations/<date-time>/: this command, by date
@@ -200,6 +216,8 @@ def run(
         wait=not no_wait,
         sets=set_ or (),
         log=typer.echo,
+        deterministic=deterministic,
+        threads=threads,
     ):
         typer.echo(f"{api.point_label(s.experiment, s.sweep, set_ or ())}: {out}")
     typer.echo(f"done in {time.time() - t0:.1f}s")

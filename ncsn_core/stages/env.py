@@ -3,8 +3,8 @@
 Versions (Python, torch, repro, the git commit), the machine (platform, CPU model, the GPU
 model when one is used) and everything that decides bit-identity as torch reports it: intra-
 and inter-op thread counts and the parallel backend, the CPU kernels' capability, BLAS/LAPACK,
-MKL and oneDNN (MKL-DNN) versions, the CUDA and cuDNN versions and flags, deterministic
-algorithms, the float32 matmul precision; and the process group (world size, backend, devices).
+MKL and oneDNN (MKL-DNN) versions, the CUDA and cuDNN versions and flags, cuBLAS's workspace
+setting, deterministic algorithms, the float32 matmul precision; and the process group (world size, backend, devices).
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def cuda_math(device: torch.device) -> dict[str, Any]:
         "cudnn_deterministic": bool(cudnn.deterministic),
         "cudnn_allow_tf32": bool(cudnn.allow_tf32),
         "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        # cuBLAS's workspace (":4096:8" for deterministic products; ncsn_core.determinism)
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
     }
 
 

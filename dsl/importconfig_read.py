@@ -11,6 +11,7 @@ from typing import Any
 from dsl.ast import Pos
 from dsl.errors import Diagnostic, DiagnosticError, error
 from dsl.parser import read_source, unreadable
+from ncsn_core.declarations.data import LSUN_CATEGORIES
 
 SOURCES = ("ncsn", "ncsnv2")
 
@@ -120,18 +121,7 @@ _DATASETS = {  # official data.dataset → (repro data component, channels)
     "LSUN": ("lsun", 3),
     "FFHQ": ("images", 3),
 }
-_LSUN = (
-    "bedroom",
-    "bridge",
-    "church_outdoor",
-    "classroom",
-    "conference_room",
-    "dining_room",
-    "kitchen",
-    "living_room",
-    "restaurant",
-    "tower",
-)
+_LSUN = LSUN_CATEGORIES  # the categories data lsun reads
 _ACTS = {"elu": "elu", "relu": "relu", "swish": "swish"}
 _PAPER = {"ncsn": "NCSN (Song & Ermon 2019)", "ncsnv2": "NCSNv2 (Song & Ermon 2020)"}
 

@@ -314,31 +314,11 @@ def run_label(spec: Any, sets: Sequence[str] = ()) -> str:
     return f"{point_label(spec.experiment, spec.sweep, sets)} seed {spec.seed}"
 
 
-def run_specs(
-    specs: Sequence[Any],
-    *,
-    source_text: str,
-    runs_dir: str | Path = "runs",
-    device: str | None = None,
-    until: str = "evaluate",
-    wait: bool = True,
-    sets: Sequence[str] = (),
-    log: Callable[[str], None] | None = None,
-) -> list[tuple[Any, Any]]:
-    """Run compiled specs in this process (see :func:`run`); ``source_text`` is kept in each
-    run folder as source.exp, ``sets`` recorded as the run's overrides."""
-    return list(
-        iter_runs(
-            specs,
-            source_text=source_text,
-            runs_dir=runs_dir,
-            device=device,
-            until=until,
-            wait=wait,
-            sets=sets,
-            log=log,
-        )
-    )
+def run_specs(specs: Sequence[Any], **kwargs: Any) -> list[tuple[Any, Any]]:
+    """Run compiled specs in this process (see :func:`run`), taking :func:`iter_runs`'s
+    keywords (``source_text`` is kept in each run folder as source.exp, ``sets`` recorded as
+    the run's overrides)."""
+    return list(iter_runs(specs, **kwargs))
 
 
 def iter_runs(

@@ -1,0 +1,1 @@
+"""The .exp language: parser, resolver, checker, compiler, formatter and the `repro` command line."""

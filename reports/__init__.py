@@ -1,0 +1,1 @@
+"""The report: run folders → records → verdicts → tables and figures → md/html/tex/json/text (torch-free)."""

@@ -356,3 +356,17 @@ def test_results_table_marks_differences_within_the_seed_spread() -> None:
     assert "`b` vs `a`: FID (domain) +1.00 (not significant)" in lines[0]
     assert "`c` vs `a`: FID (domain) +29.00 (significant)" in lines[1]
     assert results_table.significance([entry("a", [1.0]), entry("b", [2.0])]) == ""  # one seed
+
+
+def test_results_table_header_names_what_bit_identity_needs() -> None:
+    """Issue 26: the table's header records threads, CPU, BLAS, determinism …; runs that
+    differ in one show every value (a rerun must match them to repeat the digits)."""
+    envs = [
+        {"threads": 2, "cpu": "Xeon", "blas": "mkl", "deterministic_algorithms": True, "world_size": 1},
+        {"threads": 1, "cpu": "Xeon", "blas": "mkl", "deterministic_algorithms": True, "world_size": 1},
+    ]
+    line = results_table.bit_identity(envs)
+    assert "threads 1 | 2" in line and "CPU Xeon" in line and "BLAS mkl" in line
+    assert "deterministic algorithms True" in line and "processes 1" in line
+    entries = [{"experiment": "e", "seeds": [{"env": {**envs[0], "time": "2026-12-03T10:00:00+00:00"}}]}]
+    assert "threads 2" in results_table.header(entries)

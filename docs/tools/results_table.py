@@ -238,7 +238,40 @@ def header(entries: list[dict[str, Any]]) -> str:
     )
     return (
         f"Measured {first.get('time', '?')} on {first.get('platform', '?')}, device {first.get('device', '?')}, "
-        f"torch {first.get('torch', '?')}, commit {', '.join(commits)}.{span}\n"
+        f"torch {first.get('torch', '?')}, commit {', '.join(commits)}.{span}\n" + bit_identity(envs)
+    )
+
+
+# What decides bit-identity (docs/reproducibility.md): the same values here are needed for a
+# rerun to repeat these numbers to the digit.
+BIT_IDENTITY = (
+    ("threads", "threads"),
+    ("interop_threads", "inter-op threads"),
+    ("cpu", "CPU"),
+    ("cpu_capability", "CPU capability"),
+    ("blas", "BLAS"),
+    ("mkl", "MKL"),
+    ("onednn", "oneDNN"),
+    ("deterministic_algorithms", "deterministic algorithms"),
+    ("gpu", "GPU"),
+    ("cuda", "CUDA"),
+    ("cudnn", "cuDNN"),
+    ("world_size", "processes"),
+    ("backend", "backend"),
+)
+
+
+def bit_identity(envs: list[dict[str, Any]]) -> str:
+    """One line of the fields that decide bit-identity; a field whose runs differ lists each value."""
+    parts = []
+    for key, name in BIT_IDENTITY:
+        vals = sorted({str(v.get(key)) for v in envs if key in v})
+        if vals:
+            parts.append(f"{name} {' | '.join(vals)}")
+    return (
+        ("Environment (what bit-identity needs, docs/reproducibility.md): " + "; ".join(parts) + ".\n")
+        if parts
+        else ""
     )
 
 

@@ -133,6 +133,9 @@ def run(
         base += ["--threads", str(threads)]
     if multirun:
         base.append("--multirun")
+    memory_checked = bool(device) and device.startswith("cuda")
+    if memory_checked:  # a batch that cannot fit: exit 2 before anything is written
+        _check_memory([s for _, s in indexed], device)
     if only is None and dist.env_world() <= 1:  # runs/.invocations/<date-time>/: this command, by date
         _record_invocation(runs_dir, ["repro", *base], file, set_ or (), multirun, [s for _, s in indexed])
 
@@ -206,7 +209,8 @@ def run(
             return
         if gpu_ids is not None:  # one GPU chosen
             device = f"cuda:{gpu_ids[0]}"
-    _check_memory([s for _, s in indexed], device)  # a batch that cannot fit: exit 2 before the run
+    if not memory_checked:  # a batch that cannot fit: exit 2 before the run
+        _check_memory([s for _, s in indexed], device)
     for s, out in api.iter_runs(
         [s for _, s in indexed],
         source_text=source,

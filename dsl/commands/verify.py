@@ -80,7 +80,9 @@ def spec_of_run(run_dir: Path, seed: int):  # type: ignore[no-untyped-def]
     from ncsn_core.errors import UserError
 
     try:
-        recorded = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+        from ncsn_core import layout
+
+        recorded = layout.read_json(run_dir / "spec.json")  # bounded: the run may be anyone's
         text = exp_text(recorded, seed)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{run_dir / 'spec.json'}: cannot be read as a run's spec ({e})") from None
@@ -118,7 +120,12 @@ def locate(arg: Path, seed: int | None, stage: str | None) -> tuple[Path, list[P
 
     p = Path(arg)
     if (p / "stage.json").is_file() and (p.parent.parent / "spec.json").is_file():
-        kind = str(json.loads((p / "stage.json").read_text(encoding="utf-8")).get("stage", ""))
+        from ncsn_core import layout
+
+        try:
+            kind = str(layout.read_json(p / "stage.json").get("stage", ""))
+        except (OSError, ValueError, RecursionError, AttributeError) as e:
+            raise UserError(f"{p / 'stage.json'}: cannot be read as a stage record ({e})") from None
         if kind not in _KINDS:
             raise UserError(
                 f"{p}: a {kind or 'unknown'} stage; verify recomputes train, sample and eval stages"

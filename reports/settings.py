@@ -91,10 +91,18 @@ def is_method_key(key: str) -> bool:
 
 def method_label(flat: dict[str, str]) -> str:
     """NCSN, NCSNv2 or ANSN, from the blocks that make the method: ANSN's adaptive noise or
-    preconditioned sampler; NCSNv2's EMA (Technique 5; its network alone does not decide: a
-    comparison may share one network, papers/compare_fashion.exp); NCSN's σ ladder."""
-    if flat.get("noise") == "adaptive" or "preconditioned_langevin" in flat.get("sample.stages", ""):
+    its samplers; NCSN's σ ladder (σ₁ ≤ 1 on data in [0, 1], the paper's, whatever the network
+    and EMA: a fair comparison gives every arm EMA, and the official CelebA NCSN baseline runs
+    on NCSNv2's network); else NCSNv2's Technique 1 σ₁ or EMA (Technique 5)."""
+    stages = flat.get("sample.stages", "")
+    if flat.get("noise") == "adaptive" or "preconditioned_langevin" in stages or "ansn_langevin" in stages:
         return "ANSN"
+    try:
+        sigma_max = float(flat.get("noise.sigma_max", "nan"))
+    except ValueError:
+        sigma_max = float("nan")
+    if flat.get("noise") == "geometric" and sigma_max <= 1.0:
+        return "NCSN"
     ema = flat.get("train.ema", "0")
     if ema not in ("0", "0.0", "") or (flat.get("network") == "ncsnv2" and "train.ema" not in flat):
         return "NCSNv2"

@@ -314,11 +314,6 @@ def test_report_puts_every_fair_arm_in_one_method_table(name: str, tmp_path: Pat
     assert [r["method"] for r in group["rows"]][-4:] == ["ANSN"] * 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reports/settings.py method_label calls any arm with train.ema > 0 NCSNv2; the fair "
-    "files keep EMA in every arm, so their NCSN rows are labelled NCSNv2 (a code fix, issue 24)",
-)
 def test_report_labels_the_fair_files_ncsn_arms_ncsn(tmp_path: Path) -> None:
     group = _fair_group("compare_fashion", tmp_path)
     assert [r["method"] for r in group["rows"]][:8] == ["NCSN"] * 4 + ["NCSNv2"] * 4

@@ -149,3 +149,27 @@ def test_the_train_stage_is_the_registered_one_and_untrained_runs_skip_it(spec, 
     assert train.folder(run) == layout.stage_dir(run.seed_dir, layout.TRAIN)
     assert BY_NAME["select"].applies(run, {"train": tmp_path}) is False  # no select block
     assert BY_NAME["evaluate"].applies(run, {"sample": None}) is False
+
+
+def test_train_records_the_initial_weights_hash_that_pairs_seeds(write, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """train/results.json's init_hash: equal for two arms whose seed builds the same initial
+    network (they differ only in the sampler), different for another seed or network; the report
+    pairs seeds by it (issue 24)."""
+    from conftest import BASE
+
+    from ncsn_core.runner import run_spec
+
+    src = (
+        BASE
+        + "\nexperiment f extends e { sample { stage annealed_langevin { steps_per_level = 3, step_size = 2e-5 } } }"
+        + "\nexperiment g extends e { seed = 1 }"
+        + "\nexperiment h extends e { network.ngf = 16 }\n"
+    )
+    runs = tmp_path / "runs"
+    hashes = {}
+    for spec in compile_file(write("p.exp", src)):
+        run_spec(spec, runs_dir=runs / spec.experiment, device="cpu", until="train", quiet=True)
+        (res,) = (runs / spec.experiment).rglob("train/" + layout.RESULTS)
+        hashes[spec.experiment] = json.loads(res.read_text())["init_hash"]
+    assert hashes["e"] == hashes["f"]
+    assert len({hashes["e"], hashes["g"], hashes["h"]}) == 3

@@ -114,8 +114,10 @@ class Train(Stage):
         torch.manual_seed(ctx.spec.seed)  # network initialisation
         assert ctx.spec.train is not None and ctx.spec.loss is not None
         s = ctx.spec.train.kwargs()
+        model = ctx.network()
+        init_hash = weights_digest(model)  # seeded: the same on resume; pairs seeds across arms
         trainer = Trainer(
-            model=ctx.network(),
+            model=model,
             loss=build("loss", ctx.spec.loss),
             noise=ctx.noise(),
             data=ctx.data,
@@ -134,6 +136,7 @@ class Train(Stage):
             result = trainer.train()
         result["seconds"] = round(time.perf_counter() - t0, 3)
         result["resumed_from"] = start
+        result["init_hash"] = init_hash
         if result.get("final_loss") is None and start:
             # Killed after the last checkpoint (while pruning, or before results.json): the
             # resumed loop trains no step, and the loss of the last one is in the log.
@@ -144,3 +147,17 @@ class Train(Stage):
 
 
 STAGE = Train()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a network's weights, names and bytes in key order: two arms
+    whose seed gives the same initial network record the same value, so the report pairs their
+    seeds (a paired test) only where pairing holds (issue 24)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

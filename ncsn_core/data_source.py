@@ -189,22 +189,22 @@ def _cached(root: Path, name: str, build: Callable[[], dict[str, torch.Tensor]],
     return out
 
 
-def _missing_ancestors(root: Path) -> list[Path]:
-    """``root`` and its parents that do not exist yet, deepest first."""
-    out, p = [], root.absolute()
+def _outermost_missing(root: Path) -> Path | None:
+    """The outermost of ``root`` and its parents that does not exist yet (None if root exists):
+    what a download into ``root`` creates."""
+    p, missing = root.absolute(), None
     while not p.exists() and p != p.parent:
-        out.append(p)
-        p = p.parent
-    return out
+        missing, p = p, p.parent
+    return missing
 
 
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove the folders a failed download created (they did not exist before it, so all they
-    hold, e.g. a partial archive, is this download's); the deepest-created one holds the rest."""
+def _remove_created(folder: Path | None) -> None:
+    """Remove a folder a failed download created (it did not exist before, so all it holds,
+    e.g. a partial archive, is this download's)."""
     import shutil
 
-    if folders and folders[-1].is_dir() and not folders[-1].is_symlink():
-        shutil.rmtree(folders[-1], ignore_errors=True)
+    if folder is not None and folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _download(name: str, root: Path, expected: str, download: bool, fetch: Callable[[], Any]) -> None:
@@ -213,11 +213,11 @@ def _download(name: str, root: Path, expected: str, download: bool, fetch: Calla
     if not download or _offline():
         why = "download = false" if not download else "REPRO_OFFLINE is set, so no download was tried"
         raise DataError(f"no {name} found under {root}: expected {expected}; {why}. {hint}")
-    created = _missing_ancestors(root)
+    created = _outermost_missing(root)
     try:
         fetch()
     except Exception as e:  # noqa: BLE001 - no network, a bad archive, a full disk, ...
-        _remove_empty(created)  # a failed download leaves no empty data/<name> folders behind
+        _remove_created(created)  # a failed download leaves no empty data/<name> folders behind
         raise DataError(
             f"no {name} found under {root}: expected {expected}; the download failed "
             f"({type(e).__name__}: {' '.join(str(e).split())}). {hint}"

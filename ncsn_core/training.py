@@ -173,19 +173,17 @@ class DeviceData:
     """The training set where the steps run: the uint8 tensor moved to the GPU once, batches
     gathered, flipped and dequantised there from a device generator (checkpointed with the
     trainer); or, when it does not fit, batches built on the host into pinned memory and copied
-    without blocking. On the CPU it is the data source itself (the reference path)."""
+    without blocking. On the CPU it is the data source itself (the reference path), unless
+    data_on_device = on forces the resident path there too."""
 
     def __init__(self, data: Any, fast: FastPath, device: torch.device, seed: int) -> None:
         self.device = device
         self.resident: Any = None
         self.gen: torch.Generator | None = None
         self.pinned = False
-        if device.type != "cuda" and not fast.force_data_on_device:
-            return
-        if fast.data_on_device:
+        if fast.data_on_device:  # off the GPU only when forced (data_on_device = on)
             need = data.train.numel() * data.train.element_size()
-            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else need * 4 + 1
-            if fast.force_data_on_device or need < free // 4:
+            if fast.force_data_on_device or need < torch.cuda.mem_get_info(device)[0] // 4:
                 self.resident = copy.copy(data)
                 object.__setattr__(self.resident, "train", data.train.to(device))
                 self.gen = torch.Generator(device=device).manual_seed(seed)

@@ -140,7 +140,7 @@ def _read_json(path: Path) -> Any:
     """A record of the verified run (maybe someone else's): bounded, regular files only."""
     try:
         return layout.read_json(path)
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError):  # layout.DamagedFile is a ValueError
         return None
 
 

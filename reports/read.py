@@ -236,7 +236,7 @@ def _read_json(p: Path) -> Any:
     a damaged record reads as None."""
     try:
         return layout.read_json(p)
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+    except (OSError, ValueError, UnicodeDecodeError):  # DamagedFile is a ValueError
         return None
 
 

@@ -44,14 +44,13 @@ def check(
     the mistakes of all files. Warnings are appended to ``warnings`` when given. A ``--set``
     with several values (``train.iterations=10,20``) checks every point unless
     ``multirun=False``."""
-    from dsl.compiler import compile_file
     from dsl.errors import DiagnosticError
 
     diags: list = []
     specs: list = []
     for f in files:
         try:
-            specs += compile_file(
+            specs += compile(
                 f,
                 experiments=experiments,
                 sets=sets,

@@ -124,7 +124,7 @@ def locate(arg: Path, seed: int | None, stage: str | None) -> tuple[Path, list[P
 
         try:
             kind = str(layout.read_json(p / "stage.json").get("stage", ""))
-        except (OSError, ValueError, RecursionError, AttributeError) as e:
+        except (OSError, ValueError, AttributeError) as e:  # layout.DamagedFile is a ValueError
             raise UserError(f"{p / 'stage.json'}: cannot be read as a stage record ({e})") from None
         if kind not in _KINDS:
             raise UserError(

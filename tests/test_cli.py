@@ -108,6 +108,7 @@ def test_compile_shows_parameter_counts_without_reading_data() -> None:
 
 
 def test_shell_completion_script_is_offered() -> None:
+    import os
     import subprocess
     import sys
 
@@ -116,7 +117,7 @@ def test_shell_completion_script_is_offered() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**__import__("os").environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},
+        env={**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"},
     )
     assert out.returncode == 0, out.stderr
     assert "complete -o default -F _repro_completion repro" in out.stdout

@@ -41,7 +41,7 @@ from ncsn_core.environment import describe_differences
 from ncsn_core.errors import CheckpointError, UserError
 from ncsn_core.evaluation.inpainting import with_sample_stage
 from ncsn_core.spec import ComponentSpec, RunSpec
-from ncsn_core.stages.base import Context, pick_device
+from ncsn_core.stages.base import Context, load_tensors, pick_device
 from ncsn_core.stages.env import environment
 from ncsn_core.stages.sampling import draw, load_model
 from ncsn_core.stages.train import STAGE as TRAIN_STAGE
@@ -268,7 +268,7 @@ def _sample(spec: RunSpec, seed_dir: Path, folder: Path, train_dir: Path | None,
     bs, total = int(s["batch_size"]), int(s["samples"])
     n = total if batches is None else min(total, int(batches) * bs)
     try:
-        old = torch.load(folder / layout.SAMPLES, map_location="cpu", weights_only=True)
+        old = load_tensors(folder / layout.SAMPLES, "cpu")
     except Exception as e:  # noqa: BLE001 - a damaged or missing file is a difference
         return [], "", f"differs: {folder / layout.SAMPLES} cannot be read ({type(e).__name__}: {e})"
     k_total = math.ceil(total / bs)
@@ -291,7 +291,7 @@ def _sample(spec: RunSpec, seed_dir: Path, folder: Path, train_dir: Path | None,
     inter = folder / layout.INTERMEDIATES
     if extra["intermediates"] and inter.exists():
         new_inter = {k: torch.stack(v) for k, v in extra["intermediates"].items()}
-        old_inter = torch.load(inter, map_location="cpu", weights_only=True)
+        old_inter = load_tensors(inter, "cpu")
         for path, d, r in walk_diffs(old_inter, new_inter):
             diffs.append(Diff(0, f"batch 0 (intermediates {path})", d, r))
     diffs.sort(key=lambda d: d.order)
@@ -311,7 +311,7 @@ def _evaluate(spec: RunSpec, seed_dir: Path, folder: Path, sample_dir: Path, dev
     source = source or sample_dir / layout.SAMPLES
     n = int(protocol.get("samples_used") or e["samples"])
     try:
-        x = torch.load(source, map_location="cpu", weights_only=True)[:n]
+        x = load_tensors(source, "cpu")[:n]
     except Exception as exc:  # noqa: BLE001
         return [], "", f"differs: the evaluated samples {source} cannot be read ({type(exc).__name__}: {exc})"
     log(f"evaluate: recomputing the metrics on {n} samples of {source.name}…")

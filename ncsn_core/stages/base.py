@@ -217,12 +217,12 @@ class Context:
         dist.barrier()
 
 
-def load_tensors(path: Path) -> Any:
+def load_tensors(path: Path, map_location: str | None = None) -> Any:
     """One of our own stage files (samples, shards) read weights-only; a file that is damaged or
     would need more than tensors (a pickle payload) is a :class:`RunError` naming it — nothing in
     it runs, and no traceback reaches the user."""
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, OSError ...
         raise RunError(
             f"{path}: cannot be read as this project's tensor file ({type(e).__name__}: "

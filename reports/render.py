@@ -15,7 +15,7 @@ from ncsn_core import io as atomic
 from reports.figures import _png_b64, figures
 from reports.judge import DEFAULT_TOLERANCE
 from reports.read import RunRecord, add_expected, collect
-from reports.shape import RAN_COLUMNS, build
+from reports.shape import RAN_COLUMNS, build, ran_cells
 from reports.tables import _numbered, method_notes, method_table
 from reports.terminal import render_text
 
@@ -135,11 +135,7 @@ def md_selection(sel: dict[str, Any]) -> str:
 
 def md_ran(f: dict[str, Any]) -> str:
     """One file's runs (the report's first table): a row per run and metric."""
-    rows = [
-        [r["run"] + (f" ({r['set']})" if r["set"] else "")] + [r[k] for k, _ in RAN_COLUMNS[1:]]
-        for r in f["rows"]
-    ]
-    return _md(rows, [h for _, h in RAN_COLUMNS])
+    return _md(ran_cells(f["rows"]), [h for _, h in RAN_COLUMNS])
 
 
 def md_runs(runs: list[dict[str, Any]]) -> str:
@@ -151,12 +147,6 @@ def md_runs(runs: list[dict[str, Any]]) -> str:
              " / ".join(str(i) for i in r["iterations"]) or "–", nums]
         )  # fmt: skip
     return _md(rows, ["run", "hash", "status", "iterations", "numbers (mean ± std over seeds)"])
-
-
-def _ran_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
-    return [
-        [r["run"] + (f" ({r['set']})" if r["set"] else "")] + [r[k] for k, _ in RAN_COLUMNS[1:]] for r in rows
-    ]
 
 
 def _map_rows(rows: list[dict[str, Any]], keys: list[str]) -> list[list[Any]]:
@@ -207,7 +197,7 @@ def _env() -> jinja2.Environment:
     env.filters["methods"] = md_methods
     env.filters["runs"] = md_runs
     env.filters["ran"] = md_ran
-    env.filters["ran_cells"] = _ran_cells
+    env.filters["ran_cells"] = ran_cells
     env.filters["map_rows"] = _map_rows
     env.filters["sweep_cells"] = _sweep_cells
     env.filters["selection_cells"] = _selection_cells

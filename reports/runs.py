@@ -24,7 +24,7 @@ from reports.read import RunRecord, _metric_names, collect
 from reports.shape import _labels, _metric_cell
 from reports.tables import fmt_num
 
-STATUSES = ("done", "running", "failed", "stale")
+STATUSES = ("done", "running", "failed", "stale", "damaged")  # damaged: a folder that cannot be read safely
 _STAGE_NAMES = {layout.TRAIN: "train", layout.SAMPLE: "sample", layout.EVAL: "evaluate"}
 
 

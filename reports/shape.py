@@ -367,6 +367,13 @@ RAN_COLUMNS = [
 ]
 
 
+def ran_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The cells of the "What was run" table, in RAN_COLUMNS order (the run with its --set)."""
+    return [
+        [r["run"] + (f" ({r['set']})" if r["set"] else "")] + [r[k] for k, _ in RAN_COLUMNS[1:]] for r in rows
+    ]
+
+
 def _run_doc(r: RunRecord) -> dict[str, Any]:
     metrics = _metric_names([r])
     iters = sorted({s.iterations for s in r.seeds if s.iterations is not None})

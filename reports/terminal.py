@@ -11,13 +11,22 @@ from rich.console import Console
 from rich.table import Table
 
 from reports import tables as reporter
+from reports.shape import RAN_COLUMNS, ran_cells
 
 
 def _table(headers: list[str], rows: list[list[Any]], title: str = "") -> Table:
-    t = Table(*headers, title=title or None, box=box.SIMPLE_HEAD, show_lines=False, title_justify="left")
+    t = Table(title=title or None, box=box.SIMPLE_HEAD, show_lines=False, title_justify="left")
+    for h in headers:
+        t.add_column(h, overflow="fold")
     for row in rows:
         t.add_row(*[str(c) for c in row])
     return t
+
+
+def _without_empty_columns(headers: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns with no value in any row ("" or "–") left out: a terminal is narrow."""
+    keep = [i for i in range(len(headers)) if i == 0 or any(str(r[i]) not in ("", "–") for r in rows)]
+    return [headers[i] for i in keep], [[r[i] for i in keep] for r in rows]
 
 
 def render_text(doc: dict[str, Any], width: int = 100) -> str:
@@ -29,6 +38,20 @@ def render_text(doc: dict[str, Any], width: int = 100) -> str:
     con.print(doc["found"])
     for p in doc["problems"]:
         con.print(f"problem: {p}")
+    con.rule("What was run")
+    for f in doc["ran"]:
+        con.print(
+            _table(*_without_empty_columns([h for _, h in RAN_COLUMNS], ran_cells(f["rows"])), f["file"])
+        )
+    if not doc["ran"]:
+        con.print("No runs found.")
+    if doc["not_run"]:
+        con.print(doc["not_run"])
+    con.print(
+        "Floor: the same metric for real images instead of samples, at the run's sample count "
+        "(mean ± sd over its draws of real images when there are several)."
+    )
+    con.print()
     for p in doc["papers"]:
         con.rule(p["name"])
         for e in p["experiments"]:

@@ -27,7 +27,7 @@ from typing import Any
 DEFAULT_MAX_RUNS = 1000  # dsl.resolve.DEFAULT_MAX_RUNS (not imported here: keeps start-up light)
 UNTIL = ("train", "select", "sample", "evaluate")
 REPORT_FORMATS = ("md", "html", "tex", "json", "text")
-LS_STATUSES = ("done", "running", "failed", "stale")  # reports.runs.STATUSES
+LS_STATUSES = ("done", "running", "failed", "stale", "damaged")  # reports.runs.STATUSES
 
 
 def check(
@@ -460,7 +460,8 @@ def ls(
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Every run under ``runs_dir`` as a dict: file, experiment, status (done / running /
-    failed at a stage / stale against its file now), hashes, key settings, metrics, age.
+    failed at a stage / stale against its file now / damaged: a folder that cannot be read
+    safely, with why), hashes, key settings, metrics, age.
     ``file``: only the runs of this .exp file; ``status``: only runs with this status;
     ``papers``: where a run's source.exp is looked up (default ./papers). Files that do not
     compile now are noted to ``log``."""
@@ -474,6 +475,8 @@ def ls(
         raise error(None, f"--status must be one of {', '.join(STATUSES)}, not '{status}'")
     if file is not None and not file.is_file():
         raise error(None, f"--file {file}: no such file")
+    if status == "damaged":
+        return _damaged_rows(runs_dir) if file is None else []
     folders = [file] if file is not None else [Path(papers) if papers else Path("papers")]
     files: dict[str, str] = {}
     needed: set[tuple[Path, tuple[str, ...]]] = set()  # (file, the --set values of a run made from it)
@@ -509,7 +512,33 @@ def ls(
             r["file"] = r["file"] or str(file)
     if status is not None:
         rows = [r for r in rows if r["status"] == status]
+    elif file is None:
+        rows += _damaged_rows(runs_dir)
     return rows
+
+
+def _damaged_rows(runs_dir: Path) -> list[dict]:
+    """The run folders that cannot be read safely (ncsn_core.layout.damaged_runs), with why."""
+    from ncsn_core.layout import damaged_runs
+
+    empty = dict.fromkeys(("file", "train_hash", "sample_hash", "eval_hash"), "")
+    return [
+        {
+            **empty,
+            "experiment": d.parent.name,
+            "label": f"{d.parent.name}/{d.name}",
+            "path": str(d),
+            "status": "damaged",
+            "detail": why,
+            "set": [],
+            "hash": d.name,
+            "settings": {},
+            "metrics": {},
+            "seeds": [],
+            "age_seconds": None,
+        }  # fmt: skip
+        for d, why in damaged_runs(runs_dir)
+    ]
 
 
 def _invoked_file(r: Any, runs_dir: Path, invoked: dict[str, str]) -> Path | None:

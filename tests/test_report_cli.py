@@ -187,6 +187,13 @@ def test_terminal_fits_100_columns(lab: Path) -> None:
     text = cli("report", str(lab), "-f", "text", "--papers", str(lab / "none"))
     assert "quick_paper" in text and "not comparable [1]" in text
     assert max(len(line) for line in text.splitlines()) <= 100
+    # the text report leads with what was run, as the markdown and HTML reports do
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if "What was run" in line)
+    papers = next(i for i, line in enumerate(lines) if "published in" in line)
+    ran = "\n".join(lines[first:papers])
+    assert first > 0 and "grid" in ran and "[noise.levels =" in ran and "2 complete" in ran
+    assert "Not run:" not in text or text.index("Not run:") < text.index("published in")
 
 
 def _hold_lock(stage: Path):  # type: ignore[no-untyped-def]

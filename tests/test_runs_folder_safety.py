@@ -68,6 +68,8 @@ def test_a_100k_deep_spec_json_is_a_damaged_run(tmp_path: Path) -> None:
     assert status_of(rows, good)[0] == "done"
     st, why = status_of(rows, bad)
     assert st == "damaged" and "nested deeper" in why and "spec.json" in why
+    r = repro("ls", runs, "--status", "damaged", "--json")  # only the damaged run
+    assert r.returncode == 0 and [Path(x["path"]) for x in json.loads(r.stdout)] == [bad], r.stderr
     r = repro("report", runs, "--format", "md")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "spec.json" in r.stderr  # skipped with a warning naming the file

@@ -20,7 +20,7 @@ def ls_(
     ] = None,
     status: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--status", help="only runs with this status: done, running, failed or stale"),
+        typer.Option("--status", help="only runs with this status: done, running, failed, stale or damaged"),
     ] = None,
     papers: Annotated[
         Optional[Path],  # noqa: UP045
@@ -28,13 +28,11 @@ def ls_(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON list")] = False,
 ) -> None:
-    """Every run: file, experiment, status (done / running / failed at a stage / stale), hashes,
+    """Every run: file, experiment, status (done / running / failed at a stage / stale / damaged), hashes,
     key settings, metrics, age."""
     from repro import api
 
     rows = api.ls(runs_dir, file=file, status=status, papers=papers, log=note)
-    if status is None and file is None:
-        rows += _damaged_rows(runs_dir)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -42,30 +40,6 @@ def ls_(
         typer.echo(f"no runs under {runs_dir}" + (f" with status {status}" if status else ""))
         return
     typer.echo(_text(rows))
-
-
-def _damaged_rows(runs_dir: Path) -> list[dict]:
-    """The run folders that cannot be read safely (ncsn_core.layout.damaged_runs), with why."""
-    from ncsn_core.layout import damaged_runs
-
-    empty = dict.fromkeys(("file", "train_hash", "sample_hash", "eval_hash"), "")
-    return [
-        {
-            **empty,
-            "experiment": d.parent.name,
-            "label": f"{d.parent.name}/{d.name}",
-            "path": str(d),
-            "status": "damaged",
-            "detail": why,
-            "set": [],
-            "hash": d.name,
-            "settings": {},
-            "metrics": {},
-            "seeds": [],
-            "age_seconds": None,
-        }  # fmt: skip
-        for d, why in damaged_runs(runs_dir)
-    ]
 
 
 def _text(rows: list[dict]) -> str:

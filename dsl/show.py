@@ -25,6 +25,7 @@ def show_spec(spec: RunSpec, notes: dict[str, str] | None = None) -> str:
     lines.append(
         f"    # stages: train {spec.train_hash()}, {select}sample {spec.sample_hash()}, "
         f"evaluate {spec.eval_hash()}"
+        + (f", interpolate {spec.interpolate_hash()}" if spec.interpolate is not None else "")
     )
     if spec.sweep:
         lines.append("    # sweep point: " + ", ".join(f"{k} = {v}" for k, v in spec.sweep))

@@ -152,6 +152,15 @@ def test_the_block_is_its_own_stage_and_its_hash_covers_training_and_itself(writ
     assert sampler.interpolate_hash() == spec.interpolate_hash()  # the sample block is not its input
 
 
+def test_compile_lists_the_interpolate_stage_with_its_hash(write) -> None:  # type: ignore[no-untyped-def]
+    from dsl.show import show_spec
+
+    (plain,) = compile_file(write("p.exp", BASE))
+    (spec,) = compile_file(write("i.exp", INTERP))
+    assert f", interpolate {spec.interpolate_hash()}" in show_spec(spec).splitlines()[1]
+    assert "interpolate" not in show_spec(plain).splitlines()[1]
+
+
 def test_the_block_needs_a_network(write) -> None:  # type: ignore[no-untyped-def]
     text = "experiment e {\n    data digits { }\n    noise geometric { }\n    interpolate { }\n}\n"
     result = CliRunner().invoke(app, ["check", str(write("n.exp", text))])

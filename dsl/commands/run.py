@@ -23,7 +23,10 @@ def run(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = "",
     runs_dir: Annotated[Path, typer.Option("--runs", help="where runs are written")] = Path("runs"),
     until: Annotated[
-        str, typer.Option(help="stop after this stage: train, select, sample or evaluate")
+        str,
+        typer.Option(
+            help="stop after this stage: train, select, sample or evaluate (the default: every stage, the interpolation figure included)"
+        ),
     ] = "evaluate",
     no_wait: Annotated[
         bool,

@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import io
-from typing import Any
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from reports import tables as reporter
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 
 def _table(headers: list[str], rows: list[list[Any]], title: str = "") -> Table:
+    from rich import box
+    from rich.table import Table
+
     t = Table(*headers, title=title or None, box=box.SIMPLE_HEAD, show_lines=False, title_justify="left")
     for row in rows:
         t.add_row(*[str(c) for c in row])
@@ -21,6 +23,8 @@ def _table(headers: list[str], rows: list[list[Any]], title: str = "") -> Table:
 
 
 def render_text(doc: dict[str, Any], width: int = 100) -> str:
+    from rich.console import Console
+
     buf = io.StringIO()
     con = Console(
         file=buf, width=width, no_color=True, highlight=False, soft_wrap=False, emoji=False, markup=False

@@ -8,6 +8,7 @@ counts parameters and FLOPs with torch before it prints the first experiment."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def run(repeats: int = 5) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="repro-bench-cli-") as tmp:
         runs = str(Path(tmp) / "runs")
         Path(runs).mkdir()
+        if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            yield "note: PYTHONDONTWRITEBYTECODE is set: the project's modules are compiled from source in every process"
         yield f"cli latency, {repeats} fresh processes each, seconds (first line min / median, total min / median):"
         for label, cmd in _cases(py, runs):
             first, total = _time(cmd, repeats)

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import lark
-from lark import Token, Tree
 
 from dsl.ast import (
     Assign,
@@ -26,7 +24,7 @@ from dsl.ast import (
     Value,
 )
 from dsl.errors import Diagnostic, DiagnosticError, error
-from dsl.grammar import SINK, lark_parser
+from dsl.grammar import SINK, Token, Tree, exceptions, lark_parser
 from dsl.numbers import (  # noqa: F401 - re-exported: the parser's public names
     MAX_FLOAT,
     MAX_INT_DIGITS,
@@ -255,7 +253,7 @@ def parse_text(text: str, file: str = "<string>") -> Module:
     comments: list[Token] = []
     try:
         tree = _parse_with_comments(text, comments)
-    except lark.exceptions.LarkError as exc:
+    except exceptions.LarkError as exc:
         err = syntax_error(file, exc)
         note = unclosed_note(text, file)
         if note:
@@ -295,7 +293,7 @@ def parse_value(text: str, file: str = "<--set>", line: int = 1, col_offset: int
     """Parse one value (the right-hand side of ``--set key=value``)."""
     try:
         tree = lark_parser().parse(text, start="value")
-    except lark.exceptions.LarkError as exc:
+    except exceptions.LarkError as exc:
         d = syntax_error(file, exc).diagnostics[0]
         if d.pos is not None and col_offset:
             d = Diagnostic(attrs.evolve(d.pos, col=d.pos.col + col_offset), d.message, d.notes)

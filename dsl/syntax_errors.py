@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import lark
-from lark import Token
-
 from dsl.ast import Pos
 from dsl.errors import Diagnostic, DiagnosticError, error
-from dsl.grammar import lark_parser
+from dsl.grammar import Token, exceptions, lark_parser
 from dsl.lines import source_lines
 
 
@@ -36,7 +33,7 @@ def _describe_terminal(name: str) -> str:
         return name.lower()
 
 
-def syntax_error(file: str, exc: lark.exceptions.LarkError, text: str | None = None) -> DiagnosticError:
+def syntax_error(file: str, exc: exceptions.LarkError, text: str | None = None) -> DiagnosticError:
     """The diagnostic of a syntax error. When a '{' before the error is never closed, that is
     the likely cause: the error is reported at that '{' first, and where the parser stopped in a
     note (``text``, the source, is taken from the exception when not given)."""
@@ -61,9 +58,9 @@ def syntax_error(file: str, exc: lark.exceptions.LarkError, text: str | None = N
     )
 
 
-def _source_of(exc: lark.exceptions.LarkError) -> str | None:
+def _source_of(exc: exceptions.LarkError) -> str | None:
     """The parsed text, as lark keeps it on the exception (None when it does not)."""
-    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+    if isinstance(exc, exceptions.UnexpectedCharacters):
         seq = getattr(exc, "_source", None)
         return seq if isinstance(seq, str) else None
     ip = getattr(exc, "interactive_parser", None)
@@ -75,8 +72,8 @@ def _source_of(exc: lark.exceptions.LarkError) -> str | None:
     return t if isinstance(t, str) else None
 
 
-def _syntax_error(file: str, exc: lark.exceptions.LarkError) -> DiagnosticError:
-    if isinstance(exc, lark.exceptions.UnexpectedToken):
+def _syntax_error(file: str, exc: exceptions.LarkError) -> DiagnosticError:
+    if isinstance(exc, exceptions.UnexpectedToken):
         tok = exc.token
         expected = sorted({_describe_terminal(e) for e in exc.expected})
         if tok.type == "$END":
@@ -94,13 +91,13 @@ def _syntax_error(file: str, exc: lark.exceptions.LarkError) -> DiagnosticError:
                 ", ".join(expected[:-1]) + " or " + expected[-1] if len(expected) > 1 else expected[0]
             )
         return DiagnosticError([Diagnostic(pos, msg + hint)])
-    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+    if isinstance(exc, exceptions.UnexpectedCharacters):
         ch = exc.char
         pos = Pos(file, exc.line, exc.column, exc.line, exc.column + 1)
         if ch == '"':
             return error(pos, "unterminated string (strings end on the same line with '\"')")
         return error(pos, f"unexpected character {ch!r}")
-    if isinstance(exc, lark.exceptions.UnexpectedEOF):  # pragma: no cover - LALR raises UnexpectedToken
+    if isinstance(exc, exceptions.UnexpectedEOF):  # pragma: no cover - LALR raises UnexpectedToken
         return error(Pos(file, 1, 1), "unexpected end of file")
     return error(Pos(file, 1, 1), f"syntax error: {exc}")  # pragma: no cover
 
@@ -132,16 +129,16 @@ def unclosed_note(text: str, file: str) -> str | None:
         return None
     try:
         lark_parser().parse(text, start="start")
-    except lark.exceptions.UnexpectedInput as exc:
+    except exceptions.UnexpectedInput as exc:
         if _source_of(exc) is not None and (_at_end(exc) or _closing_fixes(text, suspect, exc.line)):
             return None  # syntax_error reported it first
-    except lark.exceptions.LarkError:
+    except exceptions.LarkError:
         pass
     return f"the block opened here at {file}:{suspect.line}:{suspect.column} is not closed"
 
 
-def _at_end(exc: lark.exceptions.LarkError) -> bool:
-    return isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "$END"
+def _at_end(exc: exceptions.LarkError) -> bool:
+    return isinstance(exc, exceptions.UnexpectedToken) and exc.token.type == "$END"
 
 
 def _closing_fixes(text: str, brace: Token, line: int) -> bool:
@@ -156,9 +153,9 @@ def _closing_fixes(text: str, brace: Token, line: int) -> bool:
         fixed = "\n".join(lines[: line - 1] + ["}" + lines[line - 1]] + lines[line:])
     try:
         lark_parser().parse(fixed, start="start")
-    except lark.exceptions.UnexpectedInput as exc:
+    except exceptions.UnexpectedInput as exc:
         return exc.line > line
-    except lark.exceptions.LarkError:
+    except exceptions.LarkError:
         return False
     return True
 
@@ -169,7 +166,7 @@ def _unclosed(text: str) -> Token | None:
     end), else the innermost one still open."""
     try:
         toks = list(lark_parser().lex(text))
-    except lark.exceptions.LarkError:
+    except exceptions.LarkError:
         return None
     opens: list[Token] = []
     pairs: list[tuple[Token, Token]] = []

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import jinja2
-from tabulate import tabulate
+from typing import TYPE_CHECKING, Any
 
 from ncsn_core import io as atomic
 from reports.figures import _png_b64, figures
@@ -17,7 +14,9 @@ from reports.judge import DEFAULT_TOLERANCE
 from reports.read import RunRecord, add_expected, collect
 from reports.shape import RAN_COLUMNS, build, ran_cells
 from reports.tables import _numbered, method_notes, method_table
-from reports.terminal import render_text
+
+if TYPE_CHECKING:  # jinja2, tabulate and rich are imported where used: `repro` starts faster
+    import jinja2
 
 TEMPLATES = Path(__file__).with_name("templates")
 FORMATS = ("md", "html", "tex", "json", "text")
@@ -83,6 +82,8 @@ def _md_cell(v: Any) -> str:
 
 
 def _md(rows: list[list[Any]], headers: list[str]) -> str:
+    from tabulate import tabulate
+
     return tabulate(
         [[_md_cell(c) for c in r] for r in rows],
         headers=[_md_cell(h) for h in headers],
@@ -183,6 +184,8 @@ def _runs_cells(runs: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def _env() -> jinja2.Environment:
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html.j2"]),
@@ -227,6 +230,8 @@ def render(
     if fmt == "json":
         return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
     if fmt == "text":
+        from reports.terminal import render_text
+
         return render_text(doc, width)
     ctx = {
         **doc,

@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import io
-from typing import Any
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from reports import tables as reporter
 from reports.shape import RAN_COLUMNS, ran_cells
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 
 def _table(headers: list[str], rows: list[list[Any]], title: str = "") -> Table:
+    from rich import box
+    from rich.table import Table
+
     t = Table(title=title or None, box=box.SIMPLE_HEAD, show_lines=False, title_justify="left")
     for h in headers:
         t.add_column(h, overflow="fold")
@@ -30,6 +32,8 @@ def _without_empty_columns(headers: list[str], rows: list[list[Any]]) -> tuple[l
 
 
 def render_text(doc: dict[str, Any], width: int = 100) -> str:
+    from rich.console import Console
+
     buf = io.StringIO()
     con = Console(
         file=buf, width=width, no_color=True, highlight=False, soft_wrap=False, emoji=False, markup=False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,22 @@ def generate() -> str:
         "# fmt: off\n"
     )
     tail = f"\nGRAMMAR_SHA256 = {grammar_sha256()!r}\n"
-    return head + out.getvalue() + tail
+    return head + _without_file_loading(out.getvalue()) + tail
+
+
+def _without_file_loading(text: str) -> str:
+    """Lark's generated module carries its cache and `Lark.open` code paths (pickle.load of a
+    cache file, open of a grammar file). The parser never takes them (it is built from the
+    module's literal tables), and here they cannot: each such call raises instead
+    (docs/security.md: nothing the project reads is unpickled)."""
+    refuse = (
+        "\n\ndef _refused(*args, **kwargs):\n"
+        '    raise RuntimeError("repro\'s parser reads no cache or grammar file (docs/security.md)")\n\n\n'
+    )
+    text = re.sub(r"(?<![\w.])pickle\.(?:load|dump)\(", "_refused(", text)
+    text = text.replace("with open(", "with _refused(")
+    first_class = text.index("\nclass ")
+    return text[:first_class] + refuse + text[first_class + 1 :]
 
 
 def main(argv: list[str]) -> int:

@@ -23,6 +23,23 @@ def test_generated_parser_is_current() -> None:
     )
 
 
+def test_generated_parser_has_no_cache_or_file_path() -> None:
+    """Lark's standalone module carries its pickle cache and `Lark.open`; the generated one has
+    them replaced by a function that raises (docs/security.md), and regenerating keeps it so."""
+    import ast
+
+    text = grammar.generate()
+    calls = {
+        ast.unparse(n.func)
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, ast.Call) and ast.unparse(n.func) in ("pickle.load", "pickle.dump", "open")
+    }
+    assert calls == set()
+    assert "_refused(f)" in text  # the cache's load is there, refused
+    with pytest.raises(RuntimeError, match="reads no cache or grammar file"):
+        grammar_parser.Lark.open("grammar.lark")
+
+
 def _shape(t):  # type: ignore[no-untyped-def]
     """A tree as plain tuples: rule names, token types, values and every position."""
     if t is None:

@@ -125,7 +125,9 @@ def _flat_body(body: tuple) -> list[str] | None:
         if isinstance(i, syntax.Use):
             out.append(f"use {i.group} = {i.option}")
         elif isinstance(i, (syntax.Assign, syntax.Sweep)):
-            out.append(("sweep " if isinstance(i, syntax.Sweep) else "") + f"{'.'.join(i.path)} = {i.value.text}")
+            out.append(
+                ("sweep " if isinstance(i, syntax.Sweep) else "") + f"{'.'.join(i.path)} = {i.value.text}"
+            )
         elif isinstance(i, syntax.Block):
             header = i.kind + (f" {i.name}" if i.name else "")
             inner = ", ".join(_flat(x) for x in i.items)

@@ -156,7 +156,8 @@ class _Resolver:
             self.err(
                 use.group_pos,
                 f"unknown group '{use.group}'{did_you_mean(use.group, self.program.groups)}",
-                "groups are: " + (", ".join(self.program.groups) or "none (define one: group NAME { OPTION { ... } })"),
+                "groups are: "
+                + (", ".join(self.program.groups) or "none (define one: group NAME { OPTION { ... } })"),
             )
             return None
         names = [o.name for o in grp.options]
@@ -452,7 +453,10 @@ def _parse_uses(
                 Diagnostic(
                     gpos,
                     f"--use: unknown group '{group}'{did_you_mean(group, program.groups)}",
-                    ("groups are: " + (", ".join(program.groups) or "none; define one: group NAME { OPTION { ... } }"),),
+                    (
+                        "groups are: "
+                        + (", ".join(program.groups) or "none; define one: group NAME { OPTION { ... } }"),
+                    ),
                 )
             )
             continue

@@ -86,7 +86,11 @@ def parse_use(arg: str, index: int) -> tuple[str, Pos, list[tuple[str, Pos]]]:
     register_source(fname, arg)
     if "=" not in arg:
         raise DiagnosticError(
-            [Diagnostic(Pos(fname, 1, 1, 1, len(arg) + 1), "--use needs GROUP=OPTION, e.g. --use data=digits")]
+            [
+                Diagnostic(
+                    Pos(fname, 1, 1, 1, len(arg) + 1), "--use needs GROUP=OPTION, e.g. --use data=digits"
+                )
+            ]
         )
     key, _, val = arg.partition("=")
     group = key.strip()
@@ -103,7 +107,11 @@ def parse_use(arg: str, index: int) -> tuple[str, Pos, list[tuple[str, Pos]]]:
         if not name.isidentifier():
             what = f"'{name}' is not an option name" if name else "missing option name"
             raise DiagnosticError(
-                [Diagnostic(opos, f"--use {group}: {what}", ("several options (with -m) are separated by commas",))]
+                [
+                    Diagnostic(
+                        opos, f"--use {group}: {what}", ("several options (with -m) are separated by commas",)
+                    )
+                ]
             )
         options.append((name, opos))
         col += len(piece) + 1

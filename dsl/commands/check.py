@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from dsl.commands.common import DEFAULT_MAX_RUNS, ExpOpt, Files, MaxRunsOpt, SetOpt, UseOpt, guard, warn, with_uses
+from dsl.commands.common import (
+    DEFAULT_MAX_RUNS,
+    ExpOpt,
+    Files,
+    MaxRunsOpt,
+    SetOpt,
+    UseOpt,
+    guard,
+    warn,
+    with_uses,
+)
 
 
 @guard

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from dsl.commands.common import DEFAULT_MAX_RUNS, ExpOpt, File, MaxRunsOpt, SetOpt, UseOpt, guard, warn, with_uses
+from dsl.commands.common import (
+    DEFAULT_MAX_RUNS,
+    ExpOpt,
+    File,
+    MaxRunsOpt,
+    SetOpt,
+    UseOpt,
+    guard,
+    warn,
+    with_uses,
+)
 from dsl.errors import DiagnosticError
 
 # fp32 tensors per parameter an optimizer keeps in a checkpoint (Adam: both moments; AMSGrad:
@@ -24,7 +34,9 @@ def compile_(
     multirun: Annotated[
         bool,
         typer.Option(
-            "--multirun", "-m", help="one run per value of a --set (or option of a --use) with several (a sweep)"
+            "--multirun",
+            "-m",
+            help="one run per value of a --set (or option of a --use) with several (a sweep)",
         ),
     ] = False,
     experiment: ExpOpt = None,

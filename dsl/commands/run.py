@@ -30,7 +30,9 @@ def run(
     multirun: Annotated[
         bool,
         typer.Option(
-            "--multirun", "-m", help="one run per value of a --set (or option of a --use) with several (a sweep)"
+            "--multirun",
+            "-m",
+            help="one run per value of a --set (or option of a --use) with several (a sweep)",
         ),
     ] = False,
     experiment: ExpOpt = None,

@@ -92,10 +92,42 @@ class Published:
 
 
 @attrs.frozen
+class Use:
+    """``use GROUP = OPTION`` in an experiment body: the option's items applied at this place."""
+
+    group: str
+    option: str
+    pos: Pos  # the `use` keyword
+    group_pos: Pos
+    option_pos: Pos
+
+
+@attrs.frozen
+class Option:
+    """One named alternative of a group: a fragment of an experiment body."""
+
+    name: str
+    body: tuple[Assign | Block | Sweep | Published, ...]
+    pos: Pos  # its name
+    end_line: int = 0
+
+
+@attrs.frozen
+class Group:
+    """``group NAME { OPTION { ... } ... }``: named alternatives an experiment chooses with ``use``."""
+
+    name: str
+    options: tuple[Option, ...]
+    pos: Pos  # its name
+    end_line: int = 0
+    keyword_line: int = 0
+
+
+@attrs.frozen
 class Experiment:
     name: str
     extends: str | None
-    body: tuple[Assign | Block | Sweep | Published, ...]
+    body: tuple[Assign | Block | Sweep | Published | Use, ...]
     pos: Pos
     extends_pos: Pos | None
     end_line: int = 0
@@ -121,4 +153,5 @@ class Module:
     imports: tuple[Import, ...]
     experiments: tuple[Experiment, ...]
     comments: tuple[Comment, ...] = ()
-    order: tuple[Import | Experiment, ...] = ()  # top-level items in source order
+    order: tuple[Import | Experiment | Group, ...] = ()  # top-level items in source order
+    groups: tuple[Group, ...] = ()

@@ -65,6 +65,12 @@ class _Printer:
         if isinstance(s, syntax.PubEntry):
             self.emit(indent, f"{s.name} = {s.text}", self.take_range(start, end))
             return end
+        if isinstance(s, syntax.Use):
+            self.emit(indent, f"use {s.group} = {s.option}", self.take_range(start, end))
+            return end
+        if isinstance(s, syntax.Option):
+            self.block_like(s.name, _flat_body(s.body), s.body, indent, start, end)
+            return end
         if isinstance(s, syntax.Published):
             header = "published" + (f" {_quote(s.label)}" if s.label else "")
             children = _pub_children(s)
@@ -111,6 +117,26 @@ class _Printer:
         self.emit(indent, "}", self.take_range(end, end))
 
 
+def _flat_body(body: tuple) -> list[str] | None:
+    """An option's items on one line, or None when one of them is a block of several lines
+    (a published block, or a block holding a stage or a published protocol)."""
+    out = []
+    for i in body:
+        if isinstance(i, syntax.Use):
+            out.append(f"use {i.group} = {i.option}")
+        elif isinstance(i, (syntax.Assign, syntax.Sweep)):
+            out.append(
+                ("sweep " if isinstance(i, syntax.Sweep) else "") + f"{'.'.join(i.path)} = {i.value.text}"
+            )
+        elif isinstance(i, syntax.Block):
+            header = i.kind + (f" {i.name}" if i.name else "")
+            inner = ", ".join(_flat(x) for x in i.items)
+            out.append(f"{header} {{ {inner} }}" if inner else f"{header} {{ }}")
+        else:
+            return None
+    return out
+
+
 def _pub_children(s: syntax.Published) -> tuple:
     """A published block's values and its protocol block, in source order."""
     kids: list = list(s.entries)
@@ -144,6 +170,12 @@ def _span(s: object) -> tuple[int, int]:
         return s.pos.line, s.end_line or s.pos.line
     if isinstance(s, syntax.Experiment):
         return s.pos.line, s.end_line or s.pos.line
+    if isinstance(s, syntax.Use):
+        return s.pos.line, s.option_pos.line
+    if isinstance(s, syntax.Option):
+        return s.pos.line, s.end_line or s.pos.line
+    if isinstance(s, syntax.Group):
+        return s.keyword_line or s.pos.line, s.end_line or s.pos.line
     if isinstance(s, syntax.Import):
         return s.pos.line, s.pos.line
     raise TypeError(s)  # pragma: no cover
@@ -162,6 +194,17 @@ def format_module(mod: syntax.Module) -> str:
         if isinstance(item, syntax.Import):
             p.lead(0, start, prev_end)
             p.emit(0, f"import {_quote(item.path)}", p.take_range(start, end))
+        elif isinstance(item, syntax.Group):
+            if p.out and p.out[-1].strip() and prev_kind is not None:
+                p.out.append("")  # groups are separated by a blank line, as experiments
+            p.lead(0, start, prev_end)
+            p.emit(0, f"group {item.name} {{", p.take_range(start, start))
+            prev = start
+            for o in item.options:
+                prev = p.stmt(o, 1, prev)
+            for c in p.take_before(end):
+                p.emit(1, c.text.rstrip())
+            p.emit(0, "}", p.take_range(end, end))
         else:
             if p.out and p.out[-1].strip() and prev_kind is not None:
                 p.out.append("")  # experiments are separated by a blank line

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import attrs
 
-from dsl.ast import Assign, Block, Experiment, Module, Pos, Stage, Sweep, Value
+from dsl.ast import Assign, Block, Experiment, Group, Module, Pos, Stage, Sweep, Value
 from dsl.errors import Diagnostic, DiagnosticError
 from dsl.numbers import number_too_large
 from dsl.parser import parse_file
@@ -24,6 +24,7 @@ class Program:
     experiments: dict[str, tuple[Experiment, Module]]
     root_names: list[str]
     sources: dict[str, str]
+    groups: dict[str, Group] = attrs.Factory(dict)  # config groups, visible across imports
 
 
 # ----------------------------------------------------------------------------- loading
@@ -32,6 +33,7 @@ def load(path: str | Path) -> Program:
     experiments: dict[str, tuple[Experiment, Module]] = {}
     sources: dict[str, str] = {}
     loaded: set[Path] = set()
+    groups: dict[str, Group] = {}
 
     def visit(p: Path, display: str, stack: list[Path], at: Pos | None) -> Module | None:
         problem = unreadable(p)
@@ -78,6 +80,17 @@ def load(path: str | Path) -> Program:
                 )
                 continue
             experiments[exp.name] = (exp, mod)
+        for grp in mod.groups:
+            if grp.name in groups:
+                diags.append(
+                    Diagnostic(
+                        grp.pos,
+                        f"group '{grp.name}' is defined twice",
+                        (f"first defined at {groups[grp.name].pos}",),
+                    )
+                )
+                continue
+            groups[grp.name] = grp
         return mod
 
     root = Path(path)
@@ -85,15 +98,16 @@ def load(path: str | Path) -> Program:
     if diags:
         raise DiagnosticError(diags)
     assert mod is not None
-    return Program(str(path), experiments, [e.name for e in mod.experiments], sources)
+    return Program(str(path), experiments, [e.name for e in mod.experiments], sources, groups)
 
 
 def _large_numbers(mod: Module) -> list[Diagnostic]:
     """Constant expressions the parser left unfolded because their value is beyond a
     float64 (`9 ** 9 ** 9` is never computed): one error at each."""
     values: list[Value] = []
-    for exp in mod.experiments:
-        for item in exp.body:
+    bodies = [exp.body for exp in mod.experiments] + [o.body for g in mod.groups for o in g.options]
+    for body in bodies:
+        for item in body:
             if isinstance(item, (Assign, Sweep)):
                 values.append(item.value)
             elif isinstance(item, Block):

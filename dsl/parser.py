@@ -13,14 +13,17 @@ from dsl.ast import (
     Block,
     Comment,
     Experiment,
+    Group,
     Import,
     Module,
+    Option,
     Pos,
     PubEntry,
     Published,
     PubProtocol,
     Stage,
     Sweep,
+    Use,
     Value,
 )
 from dsl.errors import Diagnostic, DiagnosticError, error
@@ -225,6 +228,30 @@ class _Builder:
             return -v, "-" + str(tok)
         return v, str(tok)
 
+    def use(self, t: Tree) -> Use:
+        g, o = t.children
+        return Use(str(g), str(o), _pos_tree(self.file, t), self.pos(g), self.pos(o))
+
+    def group(self, t: Tree) -> Group:
+        name_tok = t.children[0]
+        options: list[Option] = []
+        seen: dict[str, Pos] = {}
+        for c in t.children[1:]:
+            if c is None:
+                continue
+            otok = c.children[0]
+            opos = self.pos(otok)
+            if str(otok) in seen:
+                raise error(
+                    opos,
+                    f"option '{otok}' is defined twice in group '{name_tok}'",
+                    f"first defined at {seen[str(otok)]}",
+                )
+            seen[str(otok)] = opos
+            body = tuple(getattr(self, b.data)(b) for b in c.children[1:] if b is not None)
+            options.append(Option(str(otok), body, opos, c.meta.end_line))
+        return Group(str(name_tok), tuple(options), self.pos(name_tok), t.meta.end_line, t.meta.line)
+
     def experiment(self, t: Tree) -> Experiment:
         name_tok, ext_tok = t.children[0], t.children[1]
         body = []
@@ -264,19 +291,24 @@ def parse_text(text: str, file: str = "<string>") -> Module:
     b = _Builder(file)
     imports: list[Import] = []
     experiments: list[Experiment] = []
-    order: list[Import | Experiment] = []
+    order: list[Import | Experiment | Group] = []
+    groups: list[Group] = []
     for item in tree.children:
         if item.data == "import_stmt":
             tok = item.children[0]
             imp = Import(_unescape(str(tok)), pos_tok(file, tok))
             imports.append(imp)
             order.append(imp)
+        elif item.data == "group":
+            grp = b.group(item)
+            groups.append(grp)
+            order.append(grp)
         else:
             exp = b.experiment(item)
             experiments.append(exp)
             order.append(exp)
     cmts = tuple(Comment(c.line, c.column, str(c)) for c in comments)
-    return Module(file, text, tuple(imports), tuple(experiments), cmts, tuple(order))
+    return Module(file, text, tuple(imports), tuple(experiments), cmts, tuple(order), tuple(groups))
 
 
 def _parse_with_comments(text: str, sink: list[Token]) -> Tree:

@@ -18,12 +18,12 @@ from typing import Any
 
 import attrs
 
-from dsl.ast import Assign, Block, Experiment, Pos, Published, Stage, Sweep, Value
+from dsl.ast import Assign, Block, Experiment, Group, Option, Pos, Published, Stage, Sweep, Use, Value
 from dsl.errors import Diagnostic, DiagnosticError
 from dsl.load import MAX_IMPORT_DEPTH, Program, load  # noqa: F401 - re-exported
 from dsl.refs import MAX_REF_DEPTH, resolve_refs  # noqa: F401 - re-exported
 from dsl.resolved import Entry, RBlock, Resolved, RStage  # noqa: F401 - re-exported
-from dsl.sets import parse_set  # noqa: F401 - re-exported
+from dsl.sets import USE_PREFIX, parse_set, parse_use, split_uses  # noqa: F401 - re-exported
 from ncsn_core import schema
 from ncsn_core.params import did_you_mean
 from ncsn_core.values import Call, Ident, value_text
@@ -44,14 +44,22 @@ class _Resolver:
         self.diags: list[Diagnostic] = []
         self.cache: dict[str, Resolved] = {}
         self.depth: dict[str, int] = {}  # length of the extends chain above an experiment
+        # `--use GROUP=OPTION` now applied: group -> (option, origin note)
+        self.forced: dict[str, tuple[str, str]] = {}
 
     def err(self, pos: Pos | None, msg: str, *notes: str) -> None:
         self.diags.append(Diagnostic(pos, msg, tuple(n for n in notes if n)))
 
-    def resolve(self, name: str, chain: tuple[str, ...] = ()) -> Resolved | None:
-        if name in self.cache:
-            return copy.deepcopy(self.cache[name])
+    def resolve(
+        self, name: str, chain: tuple[str, ...] = (), below: frozenset[str] = frozenset()
+    ) -> Resolved | None:
+        """``below``: the groups an experiment extending this one chooses with its own ``use``
+        (this one's ``use`` of them is replaced by theirs, so it is skipped)."""
+        key = f"{name}\0{sorted(below)}\0{sorted(self.forced.items())}" if below or self.forced else name
+        if key in self.cache:
+            return copy.deepcopy(self.cache[key])
         exp, mod = self.program.experiments[name]
+        mine = frozenset(u.group for u in exp.body if isinstance(u, Use))
         if exp.extends is not None:
             if len(chain) >= MAX_EXTENDS_DEPTH:
                 self.err(
@@ -70,7 +78,7 @@ class _Resolver:
                     'import the file that defines it: import "path.exp"',
                 )
                 return None
-            parent = self.resolve(exp.extends, chain + (name,))
+            parent = self.resolve(exp.extends, chain + (name,), below | mine)
             if parent is None:
                 return None
             self.depth[name] = self.depth.get(exp.extends, 0) + 1
@@ -83,21 +91,49 @@ class _Resolver:
             res = _inherit(parent, name, exp.pos, mod.file)
         else:
             res = Resolved(name, exp.pos, mod.file)
-        self.apply_body(res, exp)
-        self.cache[name] = copy.deepcopy(res)
+        self.apply_body(res, exp, below)
+        self.cache[key] = copy.deepcopy(res)
         return res
 
     # ---- body
-    def apply_body(self, res: Resolved, exp: Experiment) -> None:
-        seen: dict[tuple[str, ...], Pos] = {}
+    def apply_body(self, res: Resolved, exp: Experiment, below: frozenset[str] = frozenset()) -> None:
         inherited = res.published
         if any(isinstance(i, Published) for i in exp.body):
             # An experiment that states published numbers states all of them: the parent's
             # numbers describe the parent's settings, not the child's.
             res.published = []
+        used: dict[str, Pos] = {}
+        items = []
         for item in exp.body:
-            if isinstance(item, Block):
-                self.apply_block(res, item)
+            if isinstance(item, Use):
+                if item.group in used:
+                    self.err(
+                        item.group_pos,
+                        f"group '{item.group}' is used twice in experiment '{exp.name}'",
+                        f"first used at {used[item.group]}",
+                    )
+                    continue
+                used[item.group] = item.group_pos
+            items.append(item)
+        self.apply_items(res, items, inherited, below)
+
+    def apply_items(
+        self,
+        res: Resolved,
+        items: Sequence[Any],
+        inherited: list[Published],
+        below: frozenset[str] = frozenset(),
+        origin: str = "",
+    ) -> None:
+        seen: dict[tuple[str, ...], Pos] = {}
+        for item in items:
+            if isinstance(item, Use):
+                if item.group in below:  # an experiment extending this one chooses instead
+                    self.find_option(item)  # (still checked)
+                else:
+                    self.apply_option(res, item, inherited)
+            elif isinstance(item, Block):
+                self.apply_block(res, item, origin)
             elif isinstance(item, Assign):
                 if item.path in seen:
                     self.err(
@@ -105,14 +141,49 @@ class _Resolver:
                     )
                     continue
                 seen[item.path] = item.pos
-                self.apply_assign(res, item.path, _entry(item.value, item.pos), item.pos)
+                self.apply_assign(res, item.path, _entry(item.value, item.pos, origin), item.pos)
             elif isinstance(item, Sweep):
-                self.apply_sweep(res, item)
+                self.apply_sweep(res, item, origin)
             elif isinstance(item, Published):
                 item = _with_protocol(item, inherited)
                 res.published = [p for p in res.published if p.label != item.label] + [item]
 
-    def apply_block(self, res: Resolved, b: Block) -> None:
+    def find_option(self, use: Use) -> tuple[Group, Option] | None:
+        """The group and option a ``use`` names (``--use`` replacing the option), or None after
+        reporting what is unknown."""
+        grp = self.program.groups.get(use.group)
+        if grp is None:
+            self.err(
+                use.group_pos,
+                f"unknown group '{use.group}'{did_you_mean(use.group, self.program.groups)}",
+                "groups are: "
+                + (", ".join(self.program.groups) or "none (define one: group NAME { OPTION { ... } })"),
+            )
+            return None
+        names = [o.name for o in grp.options]
+        if use.option not in names:
+            self.err(
+                use.option_pos,
+                f"group '{grp.name}' has no option '{use.option}'{did_you_mean(use.option, names)}",
+                f"options of {grp.name} (defined at {grp.pos}): {', '.join(names) or 'none'}",
+            )
+            return None
+        forced = self.forced.get(use.group)
+        opt = forced[0] if forced else use.option
+        return grp, next(o for o in grp.options if o.name == opt)
+
+    def apply_option(self, res: Resolved, use: Use, inherited: list[Published]) -> None:
+        """``use GROUP = OPTION``: the option's items, as if written at the ``use``."""
+        found = self.find_option(use)
+        if found is None:
+            return
+        grp, opt = found
+        forced = self.forced.get(use.group)
+        how = forced[1] if forced else f"used at {use.pos}"
+        origin = f"from option {opt.name} of group {grp.name} ({opt.pos}), {how}"
+        self.apply_items(res, opt.body, inherited, origin=origin)
+
+    def apply_block(self, res: Resolved, b: Block, origin: str = "") -> None:
         if b.kind not in BLOCK_KINDS:
             hint = did_you_mean(b.kind, BLOCK_KINDS)
             self.err(b.pos, f"unknown block '{b.kind}'{hint}", f"blocks are: {', '.join(BLOCK_KINDS)}")
@@ -125,11 +196,11 @@ class _Resolver:
             return
         cur = res.blocks.get(b.kind)
         if cur is None or cur.name != b.name:
-            cur = RBlock(b.kind, b.name, b.name_pos or b.pos)
+            cur = RBlock(b.kind, b.name, b.name_pos or b.pos, origin=origin)
             res.blocks[b.kind] = cur
         else:
             cur.pos = b.name_pos or b.pos
-            cur.origin = ""
+            cur.origin = origin
         seen: dict[tuple[str, ...], Pos] = {}
         new_stages: list[RStage] = []
         for it in b.items:
@@ -148,14 +219,14 @@ class _Resolver:
                             a.pos, f"duplicate key '{a.path[0]}'", f"first set at {params[a.path[0]].key_pos}"
                         )
                         continue
-                    params[a.path[0]] = _entry(a.value, a.pos)
-                new_stages.append(RStage(it.name, it.name_pos, params))
+                    params[a.path[0]] = _entry(a.value, a.pos, origin)
+                new_stages.append(RStage(it.name, it.name_pos, params, origin))
                 continue
             if it.path in seen:
                 self.err(it.pos, f"duplicate key '{'.'.join(it.path)}'", f"first set at {seen[it.path]}")
                 continue
             seen[it.path] = it.pos
-            self.set_param(cur, it.path, _entry(it.value, it.pos), it.pos)
+            self.set_param(cur, it.path, _entry(it.value, it.pos, origin), it.pos)
         if new_stages:
             cur.stages = new_stages
 
@@ -243,7 +314,7 @@ class _Resolver:
             blk = res.blocks[head] = RBlock(head, None, pos)
         self.set_param(blk, path[1:], e, pos)
 
-    def apply_sweep(self, res: Resolved, s: Sweep) -> None:
+    def apply_sweep(self, res: Resolved, s: Sweep, origin: str = "") -> None:
         items = s.value.items
         if not items:
             self.err(s.value.pos, "a sweep needs at least one value")
@@ -251,11 +322,11 @@ class _Resolver:
         if any(p == s.path for p, _, _ in res.sweeps):
             self.err(s.pos, f"'{'.'.join(s.path)}' is swept twice")
             return
-        res.sweeps.append((s.path, [_entry(v, s.pos) for v in items], s.pos))
+        res.sweeps.append((s.path, [_entry(v, s.pos, origin) for v in items], s.pos))
 
 
-def _entry(v: Value, key_pos: Pos) -> Entry:
-    return Entry(v.value, v.text, v.pos, key_pos)
+def _entry(v: Value, key_pos: Pos, origin: str = "") -> Entry:
+    return Entry(v.value, v.text, v.pos, key_pos, origin)
 
 
 def _call_text(name: str, kw: dict[str, Any], key: str, e: Entry) -> str:
@@ -315,6 +386,7 @@ def resolve(
     wanted = list(names) if names else list(program.root_names)
     if not wanted:
         raise DiagnosticError([Diagnostic(Pos(program.root, 1, 1, 1, 2), "the file defines no experiment")])
+    uses, sets = split_uses(sets)
     parsed_sets = []
     set_errors: list[Diagnostic] = []
     for i, s in enumerate(sets):
@@ -322,25 +394,104 @@ def resolve(
             parsed_sets.append((s, *parse_set(s, i)))
         except DiagnosticError as e:
             set_errors.extend(e.diagnostics)
+    parsed_uses = _parse_uses(program, uses, set_errors)
     out: list[Resolved] = []
     for n in wanted:
         if n not in program.experiments:
             r.err(None, f"no experiment '{n}' in {program.root}{did_you_mean(n, program.experiments)}")
             continue
-        res = r.resolve(n)
-        if res is None:
+        chain_uses = _chain_uses(program, n)
+        missing = [(g, gpos) for g, gpos, _, _ in parsed_uses if g not in chain_uses]
+        for g, gpos in missing:
+            r.err(
+                gpos,
+                f"experiment {n} does not use group '{g}'; --use replaces the option of a `use {g} = ...`",
+                f"add `use {g} = OPTION` to experiment {n}, or choose other experiments with --experiment",
+            )
+        if missing:
             continue
-        for raw, path, vs, kpos in parsed_sets:
-            _apply_set(r, res, raw, path, vs, kpos)
-        n_runs = math.prod(len(entries) for _, entries, _ in res.sweeps)
-        if res.sweeps and len(out) + n_runs > limit:
-            _too_many_runs(res, r, n_runs, len(out), limit)
-            continue
-        out.extend(resolve_refs(p, r) for p in _expand(res, r))
+        axes = [[(g, o, raw) for o in opts] for g, _, opts, raw in parsed_uses]
+        n_combos = math.prod(len(a) for a in axes)
+        for combo in itertools.product(*axes):
+            r.forced = {g: (o, f"chosen by --use {raw}") for g, o, raw in combo}
+            res = r.resolve(n)
+            r.forced = {}
+            if res is None:
+                break
+            for (g, o, _), (_, _, opts, _) in zip(combo, parsed_uses):
+                if len(opts) > 1:
+                    res.sweep_point[g] = o
+            for raw, path, vs, kpos in parsed_sets:
+                _apply_set(r, res, raw, path, vs, kpos)
+            n_runs = math.prod(len(entries) for _, entries, _ in res.sweeps)
+            if (res.sweeps or n_combos > 1) and len(out) + n_runs > limit:
+                _too_many_runs(res, r, n_runs, len(out), limit)
+                break
+            out.extend(resolve_refs(p, r) for p in _expand(res, r))
     diags = set_errors + r.diags
     if diags:
         raise DiagnosticError(_dedupe(diags))
     return out
+
+
+def _parse_uses(
+    program: Program, uses: Sequence[str], errors: list[Diagnostic]
+) -> list[tuple[str, Pos, list[str], str]]:
+    """Each ``--use GROUP=OPTION[,OPTION...]``: (group, its position, options, as typed),
+    unknown groups and options reported in ``errors`` (did-you-mean, `<--use #N>` positions)."""
+    out = []
+    seen: dict[str, Pos] = {}
+    for i, raw in enumerate(uses):
+        try:
+            group, gpos, options = parse_use(raw, i)
+        except DiagnosticError as e:
+            errors.extend(e.diagnostics)
+            continue
+        grp = program.groups.get(group)
+        if grp is None:
+            errors.append(
+                Diagnostic(
+                    gpos,
+                    f"--use: unknown group '{group}'{did_you_mean(group, program.groups)}",
+                    (
+                        "groups are: "
+                        + (", ".join(program.groups) or "none; define one: group NAME { OPTION { ... } }"),
+                    ),
+                )
+            )
+            continue
+        if group in seen:
+            errors.append(Diagnostic(gpos, f"--use {group} given twice", (f"first given at {seen[group]}",)))
+            continue
+        seen[group] = gpos
+        names = [o.name for o in grp.options]
+        bad = [(o, p) for o, p in options if o not in names]
+        for o, p in bad:
+            errors.append(
+                Diagnostic(
+                    p,
+                    f"--use: group '{group}' has no option '{o}'{did_you_mean(o, names)}",
+                    (f"options of {group} (defined at {grp.pos}): {', '.join(names) or 'none'}",),
+                )
+            )
+        if not bad:
+            out.append((group, gpos, [o for o, _ in options], raw.strip()))
+    return out
+
+
+def _chain_uses(program: Program, name: str) -> set[str]:
+    """The groups an experiment or one it extends chooses with ``use`` (the resolver reports
+    unknown parents and cycles)."""
+    groups: set[str] = set()
+    seen: set[str] = set()
+    while name in program.experiments and name not in seen and len(seen) <= MAX_EXTENDS_DEPTH:
+        seen.add(name)
+        exp = program.experiments[name][0]
+        groups |= {u.group for u in exp.body if isinstance(u, Use)}
+        if exp.extends is None:
+            break
+        name = exp.extends
+    return groups
 
 
 def _too_many_runs(res: Resolved, r: _Resolver, n: int, before: int, limit: int) -> None:

@@ -64,6 +64,60 @@ def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], list[Value], Pos]:
     return path, values, kpos
 
 
+USE_PREFIX = "use:"  # `--use data=digits` travels among the --set values as `use:data=digits`
+
+
+def split_uses(sets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The ``--use`` entries (without their prefix) and the ``--set`` entries of ``sets``."""
+    uses = [s[len(USE_PREFIX) :] for s in sets if s.startswith(USE_PREFIX)]
+    return uses, [s for s in sets if not s.startswith(USE_PREFIX)]
+
+
+def with_uses(uses: Sequence[str] | None, sets: Sequence[str] | None) -> list[str]:
+    """``--use`` and ``--set`` values as the one override sequence every command records
+    (overrides.json, labels, `repro ls`/`report`/`diff` recompiling a run)."""
+    return [USE_PREFIX + u.strip() for u in uses or ()] + list(sets or ())
+
+
+def parse_use(arg: str, index: int) -> tuple[str, Pos, list[tuple[str, Pos]]]:
+    """``data=digits`` → ("data", its position, [("digits", position)]) in the pseudo-file
+    ``<--use #N>``; ``data=digits,fashion`` (with --multirun) gives several options."""
+    fname = f"<--use #{index + 1}>"
+    register_source(fname, arg)
+    if "=" not in arg:
+        raise DiagnosticError(
+            [
+                Diagnostic(
+                    Pos(fname, 1, 1, 1, len(arg) + 1), "--use needs GROUP=OPTION, e.g. --use data=digits"
+                )
+            ]
+        )
+    key, _, val = arg.partition("=")
+    group = key.strip()
+    lead = len(key) - len(key.lstrip())
+    gpos = Pos(fname, 1, lead + 1, 1, lead + len(group) + 1)
+    if not group.isidentifier():
+        raise DiagnosticError([Diagnostic(gpos, f"--use: '{group}' is not a group name")])
+    options = []
+    col = len(key) + 1
+    for piece in val.split(","):
+        name = piece.strip()
+        start = col + (len(piece) - len(piece.lstrip()))
+        opos = Pos(fname, 1, start + 1, 1, start + max(1, len(name)) + 1)
+        if not name.isidentifier():
+            what = f"'{name}' is not an option name" if name else "missing option name"
+            raise DiagnosticError(
+                [
+                    Diagnostic(
+                        opos, f"--use {group}: {what}", ("several options (with -m) are separated by commas",)
+                    )
+                ]
+            )
+        options.append((name, opos))
+        col += len(piece) + 1
+    return group, gpos, options
+
+
 def require_multirun(sets: Sequence[str], multirun: bool) -> None:
     """Without ``--multirun`` (``-m``), a ``--set`` with several values is an error that says
     so (as Hydra: a comma outside brackets is a sweep only when a multirun is asked for).
@@ -71,6 +125,21 @@ def require_multirun(sets: Sequence[str], multirun: bool) -> None:
     if multirun:
         return
     diags = []
+    uses, sets = split_uses(sets)
+    for i, arg in enumerate(uses):
+        try:
+            group, _, options = parse_use(arg, i)
+        except DiagnosticError:
+            continue
+        if len(options) > 1:
+            at = options[1][1]
+            diags.append(
+                Diagnostic(
+                    Pos(at.file, 1, max(1, at.col - 1), 1, at.col),
+                    f"--use {group}: several options ({len(options)}) make a sweep, which needs --multirun",
+                    (f"run one per option with --multirun (-m): repro run FILE -m --use {arg}",),
+                )
+            )
     for i, arg in enumerate(sets):
         try:
             path, values, _ = parse_set(arg, i)

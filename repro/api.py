@@ -293,13 +293,18 @@ def short_value(text: str, width: int = LABEL_VALUE_WIDTH) -> str:
 
 def point_label(experiment: str, sweep: Any = (), sets: Sequence[str] = ()) -> str:
     """`name[key=value,…]`: an experiment and its sweep point (``sweep``: (key, value text)
-    pairs) and the single-valued ``--set`` values it was made with, short values, long ones
+    pairs) and the single-valued ``--set`` values it was made with (``--use data=digits``,
+    recorded as ``use:data=digits``, shows as `data=digits`), short values, long ones
     abbreviated; just `name` without either. The same label in `run`, `compile`, `ls`, `diff`."""
     items = [(str(k), str(v)) for k, v in (sweep.items() if isinstance(sweep, dict) else sweep)]
     swept = {k for k, _ in items}
     for raw in sets:
         k, eq, v = str(raw).partition("=")
         k = k.strip()
+        if k.startswith("use:"):  # `--use data=digits` (dsl.sets.USE_PREFIX): `data=digits`
+            k = k[len("use:") :].strip()
+            if "," in v:  # several options: each run's option is in its sweep point
+                continue
         if eq and k not in swept:
             items.append((k, v.strip()))
             swept.add(k)

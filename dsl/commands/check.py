@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import typer
 
-from dsl.commands.common import DEFAULT_MAX_RUNS, ExpOpt, Files, MaxRunsOpt, SetOpt, guard, warn
+from dsl.commands.common import (
+    DEFAULT_MAX_RUNS,
+    ExpOpt,
+    Files,
+    MaxRunsOpt,
+    SetOpt,
+    UseOpt,
+    guard,
+    warn,
+    with_uses,
+)
 
 
 @guard
 def check(
-    files: Files, set_: SetOpt = None, experiment: ExpOpt = None, max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS
+    files: Files,
+    set_: SetOpt = None,
+    use: UseOpt = None,
+    experiment: ExpOpt = None,
+    max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
 ) -> None:
     """Validate .exp files (syntax, names, types, ranges) without running anything."""
     from repro import api
@@ -17,7 +31,7 @@ def check(
     warnings: list = []
     try:
         specs = api.check(
-            files, sets=set_ or (), experiments=experiment, max_runs=max_runs_, warnings=warnings
+            files, sets=with_uses(use, set_), experiments=experiment, max_runs=max_runs_, warnings=warnings
         )
     finally:
         warn(warnings)

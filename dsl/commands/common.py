@@ -25,6 +25,32 @@ SetOpt = Annotated[
         "value: --set evaluate.metrics=[fid,kid]",
     ),
 ]
+UseOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--use",
+        "-u",
+        help="choose a config group's option: --use data=digits replaces the option of the "
+        "experiments' `use data = ...` (repeatable); several options sweep with --multirun: -m --use data=a,b",
+    ),
+]
+USE_PREFIX = "use:"  # dsl.sets.USE_PREFIX: --use values travel among the --set values as use:GROUP=OPTION
+
+
+def with_uses(use: list[str] | None, sets: list[str] | None) -> list[str]:
+    """``--use`` and ``--set`` values as the one override sequence every command passes on
+    and records (dsl.sets.with_uses, without importing the parser)."""
+    return [USE_PREFIX + u.strip() for u in use or ()] + list(sets or ())
+
+
+def as_args(sets: list[str]) -> list[str]:
+    """The override sequence as command-line arguments again (--use / --set)."""
+    out: list[str] = []
+    for v in sets:
+        out += ["--use", v[len(USE_PREFIX) :]] if v.startswith(USE_PREFIX) else ["--set", v]
+    return out
+
+
 MaxRunsOpt = Annotated[
     int,
     typer.Option("--max-runs", min=1, help="refuse files whose sweeps make more runs than this"),

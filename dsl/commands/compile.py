@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from dsl.commands.common import DEFAULT_MAX_RUNS, ExpOpt, File, MaxRunsOpt, SetOpt, guard, warn
+from dsl.commands.common import (
+    DEFAULT_MAX_RUNS,
+    ExpOpt,
+    File,
+    MaxRunsOpt,
+    SetOpt,
+    UseOpt,
+    guard,
+    warn,
+    with_uses,
+)
 from dsl.errors import DiagnosticError
 
 # fp32 tensors per parameter an optimizer keeps in a checkpoint (Adam: both moments; AMSGrad:
@@ -20,9 +30,14 @@ _OPTIMIZER_STATE = {"adam": 2, "rmsprop": 1, "sgd": 1}
 def compile_(
     file: File,
     set_: SetOpt = None,
+    use: UseOpt = None,
     multirun: Annotated[
         bool,
-        typer.Option("--multirun", "-m", help="one run per value of a --set with several values (a sweep)"),
+        typer.Option(
+            "--multirun",
+            "-m",
+            help="one run per value of a --set (or option of a --use) with several (a sweep)",
+        ),
     ] = False,
     experiment: ExpOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print canonical JSON")] = False,
@@ -38,6 +53,7 @@ def compile_(
     """Print the resolved experiment(s): canonical values, hashes, what each `auto` became."""
     from repro import api
 
+    set_ = with_uses(use, set_)
     warnings: list = []
     failed: DiagnosticError | None = None
     try:

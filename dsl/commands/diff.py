@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dsl.commands.common import guard
+from dsl.commands.common import UseOpt, guard, with_uses
 
 
 @guard
@@ -21,6 +21,7 @@ def diff(
     sets: Annotated[
         Optional[list[str]], typer.Option("--set", "-s", help="override a value of both files")
     ] = None,  # noqa: UP045
+    use: UseOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """The settings that differ between two runs or experiments, where each value came from,
@@ -28,7 +29,7 @@ def diff(
     from repro import api
 
     runs: list = []
-    doc = api.diff(a, b, runs_dir=runs_dir, sets=sets or (), runs=runs)
+    doc = api.diff(a, b, runs_dir=runs_dir, sets=with_uses(use, sets), runs=runs)
     if as_json:
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from dsl.commands.common import UseOpt, with_uses
+
 
 def _positions(path: Path) -> dict[str, object]:
     """experiment name -> its position in the file (the line a plan error names)."""
@@ -25,6 +27,7 @@ def plan_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
     experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
+    use: UseOpt = None,
 ) -> None:
     """Plan every experiment at its declared size on fake tensors: parameters, peak memory per
     device, the micro-batch that fits 80/40/24 GB, FLOPs and hours."""
@@ -35,7 +38,7 @@ def plan_command(
 
     try:
         mem = parse_memory(memory) if memory else None
-        specs = compile_file(file, experiments=experiment, compute_auto=True)
+        specs = compile_file(file, experiments=experiment, sets=with_uses(use, None), compute_auto=True)
         result = plan_specs(specs, mem, file=str(file))
         if result.errors:
             pos = _positions(file)

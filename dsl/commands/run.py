@@ -8,16 +8,32 @@ from typing import Annotated, Optional
 
 import typer
 
-from dsl.commands.common import DEFAULT_MAX_RUNS, ExpOpt, File, MaxRunsOpt, SetOpt, guard, warn
+from dsl.commands.common import (
+    DEFAULT_MAX_RUNS,
+    ExpOpt,
+    File,
+    MaxRunsOpt,
+    SetOpt,
+    UseOpt,
+    as_args,
+    guard,
+    warn,
+    with_uses,
+)
 
 
 @guard
 def run(
     file: File,
     set_: SetOpt = None,
+    use: UseOpt = None,
     multirun: Annotated[
         bool,
-        typer.Option("--multirun", "-m", help="one run per value of a --set with several values (a sweep)"),
+        typer.Option(
+            "--multirun",
+            "-m",
+            help="one run per value of a --set (or option of a --use) with several (a sweep)",
+        ),
     ] = False,
     experiment: ExpOpt = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = "",
@@ -82,6 +98,7 @@ def run(
     from repro import api
 
     api.check_until(until)
+    set_ = with_uses(use, set_)
     warnings: list = []
     specs = api.compile(
         file,
@@ -124,8 +141,7 @@ def run(
 
     source = read_source(file)
     base = ["run", str(file), "--runs", str(runs_dir), "--until", until, "--max-runs", str(max_runs_)]
-    for v in set_ or ():
-        base += ["--set", v]
+    base += as_args(set_)
     for v in experiment or ():
         base += ["--experiment", v]
     if no_wait:

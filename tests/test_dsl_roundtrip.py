@@ -17,7 +17,19 @@ from dsl.fmt import format_text
 from dsl.parser import parse_text
 from tests.strategies import expressions
 
-KEYWORDS = {"import", "experiment", "extends", "stage", "sweep", "published", "true", "false", "auto"}
+KEYWORDS = {
+    "import",
+    "experiment",
+    "extends",
+    "stage",
+    "sweep",
+    "published",
+    "true",
+    "false",
+    "auto",
+    "use",
+    "group",
+}
 names = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(lambda s: s not in KEYWORDS)
 numbers = st.one_of(
     st.integers(0, 10**6).map(str),

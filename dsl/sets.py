@@ -10,6 +10,7 @@ from dsl.ast import Pos, Value
 from dsl.errors import Diagnostic, DiagnosticError, register_source
 from dsl.numbers import number_too_large
 from dsl.parser import parse_value
+from ncsn_core import layout
 
 
 def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], list[Value], Pos]:
@@ -64,7 +65,7 @@ def parse_set(arg: str, index: int) -> tuple[tuple[str, ...], list[Value], Pos]:
     return path, values, kpos
 
 
-USE_PREFIX = "use:"  # `--use data=digits` travels among the --set values as `use:data=digits`
+USE_PREFIX = layout.USE_PREFIX  # `--use data=digits` travels among the --set values as `use:data=digits`
 
 
 def split_uses(sets: Sequence[str]) -> tuple[list[str], list[str]]:

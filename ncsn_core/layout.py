@@ -44,6 +44,17 @@ from ncsn_core.errors import UserError
 SPEC = "spec.json"
 SOURCE = "source.exp"
 OVERRIDES = "overrides.json"  # the --set values the run was made with (a JSON list; none: no file)
+USE_PREFIX = "use:"  # a `--use data=digits` among them is recorded as `use:data=digits`
+
+
+def override_args(overrides: tuple[str, ...] | list[str]) -> str:
+    """A run's recorded overrides as command-line text: `--set k=v` and `--use group=option`."""
+    return " ".join(
+        f"--use {v[len(USE_PREFIX) :].strip()}" if v.startswith(USE_PREFIX) else f"--set {v}"
+        for v in overrides
+    )
+
+
 ENV = "env.json"
 STAGE = "stage.json"
 RESULTS = "results.json"

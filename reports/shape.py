@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ncsn_core import layout
 from ncsn_core.registry import lower_is_better
 from reports import settings, stats
 from reports.groups import _metric_cell, best_point, method_groups, sweep_points, sweep_table  # noqa: F401
@@ -336,7 +337,7 @@ def ran_doc(records: list[RunRecord], tolerance: float = DEFAULT_TOLERANCE) -> l
             for i, m in enumerate(metrics):
                 row: dict[str, Any] = {
                     "run": r.label if i == 0 else "",
-                    "set": " ".join(f"--set {v}" for v in r.overrides) if i == 0 else "",
+                    "set": layout.override_args(r.overrides) if i == 0 else "",
                     "status": r.state_summary() if i == 0 else "",
                     "metric": f"{m} {_arrow(m)}" if m else "–",
                     "value": _metric_cell(r, m)["text"] if m else "–",

@@ -471,6 +471,7 @@ def ls(
     ``papers``: where a run's source.exp is looked up (default ./papers). Files that do not
     compile now are noted to ``log``."""
     from dsl.errors import DiagnosticError, error
+    from ncsn_core.layout import override_args
     from reports.reporter import collect
     from reports.runs import STATUSES, find_source, ls_rows
 
@@ -506,7 +507,7 @@ def ls(
                 compiled.setdefault(key, []).append(spec)
         except DiagnosticError as e:
             if log is not None:
-                with_sets = f" with --set {' '.join(sets)}" if sets else ""
+                with_sets = f" with {override_args(sets)}" if sets else ""
                 log(f"note: {f}{with_sets} does not compile now ({e.diagnostics[0].message})")
     rows = ls_rows(runs_dir, compiled, files)
     _point_labels(rows, {str(r.path): r.spec.get("sweep") for r in runs})

@@ -287,6 +287,9 @@ def test_multirun_use_runs_ls_report_diff(write, tmp_path: Path) -> None:  # typ
     rows = api.ls(runs, file=f)
     assert sorted(r["label"] for r in rows) == ["toy[size=big]", "toy[size=small]"]
     assert {r["status"] for r in rows} == {"done"}  # recompiled with the run's --use: not stale
+    listed = runner.invoke(app, ["ls", str(runs), "--file", str(f)])
+    flat = " ".join(listed.output.split())  # wrapped at 100 columns
+    assert listed.exit_code == 0 and "--use size=small,big" in flat and "use:" not in flat, flat
     text = api.report(runs, format="text", papers=tmp_path / "none")
     assert "size = small" in text and "size = big" in text
     doc = api.diff(str(folders[0]), str(folders[1]), runs_dir=runs)

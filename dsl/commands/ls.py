@@ -46,6 +46,7 @@ def _text(rows: list[dict]) -> str:
     """The rows as text, wrapped at 100 columns."""
     import textwrap
 
+    from ncsn_core.layout import override_args
     from reports.runs import age_text, metric_text
 
     lines = []
@@ -53,7 +54,7 @@ def _text(rows: list[dict]) -> str:
         st = r["status"] if r["status"] == "done" else f"{r['status']}: {r['detail']}"
         lines.append(f"{r['label']}  [{r['hash']}]  {age_text(r['age_seconds'])} ago")
         lines.append(f"    status: {st}")
-        sets = "".join(f" --set {v}" for v in r["set"])
+        sets = (" " + override_args(r["set"])) if r["set"] else ""
         if r["file"]:
             lines.append(f"    file: {r['file']}{sets}")
         elif sets:  # the file is unknown (not under --papers, no invocation record): the values still are

@@ -10,7 +10,6 @@ dsl/refs.py (references between values), dsl/resolved.py (the result's classes).
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Sequence
@@ -57,7 +56,7 @@ class _Resolver:
         (this one's ``use`` of them is replaced by theirs, so it is skipped)."""
         key = f"{name}\0{sorted(below)}\0{sorted(self.forced.items())}" if below or self.forced else name
         if key in self.cache:
-            return copy.deepcopy(self.cache[key])
+            return self.cache[key].clone()
         exp, mod = self.program.experiments[name]
         mine = frozenset(u.group for u in exp.body if isinstance(u, Use))
         if exp.extends is not None:
@@ -92,7 +91,7 @@ class _Resolver:
         else:
             res = Resolved(name, exp.pos, mod.file)
         self.apply_body(res, exp, below)
-        self.cache[key] = copy.deepcopy(res)
+        self.cache[key] = res.clone()
         return res
 
     # ---- body
@@ -351,7 +350,7 @@ def _with_protocol(p: Published, inherited: list[Published]) -> Published:
 
 
 def _inherit(parent: Resolved, name: str, pos: Pos, file: str) -> Resolved:
-    res = copy.deepcopy(parent)
+    res = parent.clone()
     res.name, res.pos, res.file, res.parent = name, pos, file, parent.name
 
     def mark(e: Entry) -> None:
@@ -512,7 +511,7 @@ def _expand(res: Resolved, r: _Resolver) -> list[Resolved]:
     out = []
     template = attrs.evolve(res, sweeps=[])  # copy points without the sweep lists themselves
     for combo in itertools.product(*axes):
-        point = copy.deepcopy(template)
+        point = template.clone()
         for path, e, spos in combo:
             e2 = attrs.evolve(e, origin=e.origin or f"swept at {spos}")
             r.apply_assign(point, path, e2, spos)

@@ -409,12 +409,16 @@ def report(
     log: Callable[[str], None] | None = None,
 ) -> str:
     """Reproduced numbers beside the published ones (md, html, tex, json or text), also written
-    to ``out`` when given. ``papers``: a folder of .exp files whose published numbers are
+    to ``out`` when given (atomically; a regular file there is replaced, a folder, FIFO or
+    device refused before anything is read). ``papers``: a folder of .exp files whose published numbers are
     listed even if not run (default ./papers); ``tolerance``: the verdict's relative
     tolerance when a paper gives none."""
+    from ncsn_core.io import safe_export_target
     from reports.reporter import report as render_report
 
     format = report_format(format, out)
+    if out is not None:  # a report is regenerated: a regular file is replaced, anything else refused
+        out = safe_export_target(out, force=True)
     expected = papers_specs(papers, log)
     return render_report(
         Path(runs_dir),

@@ -241,3 +241,20 @@ def test_a_fifo_named_like_a_checkpoint_is_skipped_not_read(tmp_path: Path) -> N
     link.symlink_to("/dev/zero")
     with pytest.raises(CheckpointError, match="not a regular file"):
         ckpt.load(link)
+
+
+# ----------------------------------------------------------------------------- report --out
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_report_out_refuses_a_fifo_device_or_folder_and_replaces_a_file(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    good_run(runs)
+    fifo = tmp_path / "report.md"
+    os.mkfifo(fifo)
+    for target, what in ((fifo, "FIFO"), (Path(os.devnull), "device"), (tmp_path, "directory")):
+        r = repro("report", runs, "--out", target, "--papers", tmp_path / "none")
+        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    old = tmp_path / "old.md"
+    old.write_text("an earlier report")
+    r = repro("report", runs, "--out", old, "--papers", tmp_path / "none")
+    assert r.returncode == 0 and old.read_text().startswith("# Reproduction report"), r.stderr

@@ -531,6 +531,55 @@ def check_fits(plan: ExperimentPlan, free_bytes: int) -> None:
     )
 
 
+# train.micro_batch = auto on CUDA: the share of the device's free memory (torch.cuda.mem_get_info,
+# read when the train stage starts) the planned step may take. The plan counts live tensor
+# storages exactly (tests/test_plan.py: planned = real step on the CPU); the remaining 15 % is
+# for what it does not see: the caching allocator's rounding and fragmentation, cuDNN/cuBLAS
+# workspaces, and the layout/compile settings it does not model.
+AUTO_FREE_FRACTION = 0.85
+
+
+@dataclass
+class AutoMicroBatch:
+    micro_batch: int | None  # None: the whole batch; 0: nothing fits
+    batch: int
+    planned_bytes: int  # the planned peak of the chosen step (micro-batched: with the batch's inputs)
+    free_bytes: int
+
+    def line(self) -> str:
+        chosen = "none fits" if self.micro_batch == 0 else f"{self.micro_batch or self.batch} of {self.batch}"
+        return (
+            f"micro_batch auto: {chosen} (planned peak {fmt_bytes(self.planned_bytes)} of "
+            f"{fmt_bytes(self.free_bytes)} free, {AUTO_FREE_FRACTION:.0%} usable)"
+        )
+
+
+def auto_micro_batch(spec: Any, free_bytes: int) -> AutoMicroBatch:
+    """``train.micro_batch = auto``: the largest micro-batch of ``spec``'s batch whose planned
+    step (the plan's fake-tensor step, as ``repro plan``) fits ``AUTO_FREE_FRACTION`` of
+    ``free_bytes``. The whole batch when it fits; ``micro_batch = 0`` when not even one example
+    does (the parameters, gradients and optimizer state alone)."""
+    budget = int(free_bytes * AUTO_FREE_FRACTION)
+    batch = int(spec.train.kwargs()["batch_size"])
+    # the run's global random state is left as it was (the plan seeds and draws: fork_rng)
+    with torch.random.fork_rng(devices=[]):
+        return _auto(spec, batch, budget, free_bytes)
+
+
+def _auto(spec: Any, batch: int, budget: int, free_bytes: int) -> AutoMicroBatch:
+    noise = real_noise(spec)  # real tensors (its ladder is computed in Python)
+    with fake_mode():
+        torch.manual_seed(0)
+        m = _Measured(spec, batch, target_settings(spec.train.kwargs()), noise)
+        p_full, fixed = m.steady_peak(batch)
+        k = _largest_fitting(m, batch, budget, p_full, fixed)
+        if k is None:
+            return AutoMicroBatch(0, batch, fixed, free_bytes)
+        if k >= batch:
+            return AutoMicroBatch(None, batch, p_full, free_bytes)
+        return AutoMicroBatch(k, batch, m.step_peak(k, None) + m.input_bytes * (batch - k), free_bytes)
+
+
 def markdown(result: PlanResult) -> str:
     """The plan as a markdown table (docs/scale.md is made of these)."""
     devs = list(result.devices)

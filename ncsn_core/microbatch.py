@@ -35,14 +35,26 @@ def slices(rows: slice, micro: int) -> list[slice]:
     return [slice(a, min(a + micro, rows.stop)) for a in range(rows.start, rows.stop, micro)]
 
 
+def on_cuda(device: torch.device) -> bool:
+    """Whether ``auto`` plans for ``device`` (a function, so a CPU test can say yes)."""
+    return device.type == "cuda"
+
+
+def free_memory(device: torch.device) -> int:
+    """The device's free memory in bytes (``torch.cuda.mem_get_info``; patched in CPU tests)."""
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
 def resolve(setting: Any, batch: int, device: torch.device, free_fit: Any = None) -> int | None:
     """The micro-batch a run uses: None (the whole batch) for unset, ``auto`` on the CPU, or a
-    value not below the batch; ``auto`` on CUDA asks ``free_fit(batch)`` (the plan's largest
-    micro-batch that fits the free memory; None: the whole batch)."""
+    value not below the batch; ``auto`` on CUDA asks ``free_fit(batch)`` (the train stage passes
+    the plan's largest micro-batch that fits the free memory, ncsn_core.plan.auto_micro_batch;
+    None: the whole batch)."""
     if setting is None:
         return None
     if setting == "auto":
-        if device.type != "cuda" or free_fit is None:
+        if not on_cuda(device) or free_fit is None:
             return None
         m = free_fit(batch)
         return None if m is None or m >= batch else int(m)

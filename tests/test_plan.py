@@ -37,30 +37,57 @@ def app() -> typer.Typer:
     return a
 
 
-def test_the_planned_peak_is_the_real_steps_peak(tmp_path: Path) -> None:
-    """The plan (fake tensors, bf16/fp32 as declared: here fp32) against the same Trainer's
-    real CPU step at the same batch, its peak measured by torch's own MemTracker (an independent
-    accounting of every live storage), at the second step (optimizer state present)."""
+# The quickstart's shape (papers/quickstart_digits.exp): an MLP whose parameters, gradients and
+# Adam state outweigh its activations, so the step's peak is at the optimizer step.
+QUICK = BASE.replace(
+    "network ncsn { ngf = 8 }",
+    "network mlp { hidden = 512, layers = 4, act = elu, conditional = true, scale_by_sigma = true }",
+).replace("batch_size = 8 }", "batch_size = 128 }")
+# A conv network (NCSN's RefineNet, small): its peak is in the backward pass (activations).
+CONV = BASE.replace("batch_size = 8 }", "batch_size = 16, ema = 0.9 }")
+
+
+def _real_peak(spec, batch: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """The same Trainer's real CPU step's peak, measured by torch's own MemTracker (an
+    independent accounting of every live storage), at the second step (optimizer state present)."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    f = tmp_path / "e.exp"
-    f.write_text(MLP, encoding="utf-8")
-    (spec,) = compile_file(f)
-    planned = plan.plan_spec(spec)
     torch.manual_seed(0)
-    m = plan._Measured(spec, 512, plan.target_settings(spec.train.kwargs()), plan.real_noise(spec))
+    m = plan._Measured(spec, batch, plan.target_settings(spec.train.kwargs()), plan.real_noise(spec))
     tr = m.trainer
-    tr.train_step(512)  # creates the optimizer state
+    tr.train_step(batch)  # creates the optimizer state
     tr.opt.zero_grad(set_to_none=True)
     mt = MemTracker()
-    mt.track_external(tr.model, tr.opt)
+    # the EMA's shadow is a dict of tensors (not a module): named, or MemTracker leaves it out
+    # (the "9.6 %" this test once measured for the MLP was that shadow, not the plan)
+    mt.track_external(tr.model, tr.opt, *(tr.ema.shadow.values() if tr.ema is not None else ()))
     with mt:
-        tr.train_step(512)
-    real = max(v[k] for v in mt.get_tracker_snapshot("peak").values() for k in v if str(k).endswith("Total"))
-    rel = abs(planned.train_peak_bytes - real) / real
-    print(f"planned {planned.train_peak_bytes:,} B, real CPU step {real:,} B: {rel:.1%}")
-    assert rel < 0.15
-    assert planned.parameters == sum(p.numel() for p in tr.model.parameters())
+        tr.train_step(batch)
+    assert tr.opt.state
+    peak = max(v[k] for v in mt.get_tracker_snapshot("peak").values() for k in v if str(k).endswith("Total"))
+    return peak, sum(p.numel() for p in tr.model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "batch"), [("mlp", MLP, 512), ("quickstart-mlp", QUICK, 128), ("conv", CONV, 16)]
+)
+def test_the_planned_peak_is_the_real_steps_peak(tmp_path: Path, monkeypatch, name, text, batch) -> None:  # type: ignore[no-untyped-def]
+    """The plan (fake tensors, bf16/fp32 as declared) against the same Trainer's real CPU step
+    at the same batch. Measured (the plan's optimizer state created before its measured step):
+    planned/real 1.000 for all three (before, when the state was added to the first step's
+    peak: 1.37 for the quickstart, whose peak is at the optimizer step, where the state was
+    already counted). The tolerance leaves room for the allocator-free accounting's few bytes."""
+    monkeypatch.setattr(plan, "_MEMO", {})
+    f = tmp_path / "e.exp"
+    f.write_text(text, encoding="utf-8")
+    (spec,) = compile_file(f)
+    planned = plan.plan_spec(spec)
+    assert planned.batch_size == batch
+    real, parameters = _real_peak(spec, batch)
+    ratio = planned.train_peak_bytes / real
+    print(f"{name}: planned {planned.train_peak_bytes:,} B, real CPU step {real:,} B: ratio {ratio:.3f}")
+    assert abs(ratio - 1) < 0.02
+    assert planned.parameters == parameters
 
 
 def test_a_shape_error_at_paper_size_names_the_experiment_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -114,6 +114,8 @@ class Train(Stage):
         torch.manual_seed(ctx.spec.seed)  # network initialisation
         assert ctx.spec.train is not None and ctx.spec.loss is not None
         s = ctx.spec.train.kwargs()
+        if s.get("micro_batch") == "auto":  # on CUDA: the plan's largest fitting micro-batch
+            s["micro_batch_fit"] = lambda batch: _auto_fit(ctx)
         model = ctx.network()
         init_hash = weights_digest(model)  # seeded: the same on resume; pairs seeds across arms
         trainer = Trainer(
@@ -144,6 +146,31 @@ class Train(Stage):
         if dist.active():
             result["world_size"] = dist.world()
         return Outputs({layout.RESULTS: result})
+
+
+def _auto_fit(ctx: Context) -> int | None:
+    """``train.micro_batch = auto`` on CUDA (asked by the Trainer through microbatch.resolve):
+    the plan's largest micro-batch whose step fits the device's free memory now
+    (:func:`ncsn_core.plan.auto_micro_batch`, fake tensors, about a second), logged in one line;
+    None: the whole batch. Data-parallel runs are not planned (the plan's step is one
+    process's): the whole batch. Not hashed: a run trains the same numbers at any micro-batch."""
+    from ncsn_core import microbatch
+    from ncsn_core import plan as planmod
+
+    if dist.active():
+        ctx.log(f"micro_batch auto: the whole batch ({dist.world()} processes: not planned data-parallel)")
+        return None
+    free = microbatch.free_memory(ctx.device)
+    choice = planmod.auto_micro_batch(ctx.spec, free)
+    ctx.log(choice.line())
+    if choice.micro_batch == 0:
+        raise UserError(
+            f"experiment {ctx.spec.experiment}: train.micro_batch = auto: not even one example's step "
+            f"fits: the parameters, gradients and optimizer state alone are planned at "
+            f"{planmod.fmt_bytes(choice.planned_bytes)}, {planmod.fmt_bytes(free)} of device memory is "
+            f"free ({planmod.AUTO_FREE_FRACTION:.0%} usable; repro plan)"
+        )
+    return choice.micro_batch
 
 
 STAGE = Train()

@@ -297,7 +297,10 @@ class Param:
     def check(self, value: Any) -> Any:
         if value is AUTO:
             if self.auto is None:
-                raise ParamError(f"'{self.name}' cannot be auto")
+                try:  # a choice named "auto" (train.micro_batch, data_on_device...): bare auto is it
+                    return self.type.check("auto")
+                except ParamError:
+                    raise ParamError(f"'{self.name}' cannot be auto") from None
             return AUTO
         return self.type.check(value)
 

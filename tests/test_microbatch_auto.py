@@ -102,3 +102,26 @@ def test_auto_whole_batch_none_fits_and_the_cpu(tmp_path: Path, monkeypatch) -> 
     seen = _record(monkeypatch)
     run_spec(spec, runs_dir=tmp_path / "c", device="cpu", until="train", quiet=True)
     assert seen["auto"] == [] and seen["micro"] == [None]
+
+
+def test_bare_auto_is_the_auto_choice_and_hashes_as_the_string(write) -> None:  # type: ignore[no-untyped-def]
+    """`micro_batch = auto` (the language's auto) means the declared choice "auto" where a
+    parameter has no computed auto; where it has neither, auto is still an error."""
+    import pytest
+
+    from dsl.compiler import compile_file
+    from dsl.errors import DiagnosticError
+
+    body = "data mixture2d { }\n noise geometric { sigma_max = 1.0, sigma_min = 0.1, levels = 3 }\n loss dsm { }\n network mlp { hidden = 8, layers = 2 }\n train { iterations = 2, batch_size = 8, micro_batch = {v} }"
+    (bare,) = compile_file(write("a.exp", "experiment t {\n " + body.replace("{v}", "auto") + "\n}\n"))
+    (quoted,) = compile_file(write("b.exp", "experiment t {\n " + body.replace("{v}", '"auto"') + "\n}\n"))
+    assert bare.train.get("micro_batch") == "auto" and bare.hash() == quoted.hash()
+    with pytest.raises(DiagnosticError, match="cannot be auto"):
+        compile_file(
+            write(
+                "c.exp",
+                "experiment t {\n "
+                + body.replace("{v}", "4").replace("iterations = 2", "iterations = auto")
+                + "\n}\n",
+            )
+        )

@@ -306,8 +306,8 @@ def _check_memory(specs: list, device: str) -> None:
     dev = torch.device(device or "cuda")
     free, _total = torch.cuda.mem_get_info(dev)
     for s in specs:
-        if s.network is None or s.train is None or s.train.get("micro_batch") not in (None, "auto"):
-            continue  # a declared micro-batch: the run's own choice
+        if s.network is None or s.train is None or s.train.get("micro_batch") is not None:
+            continue  # a declared micro-batch, or "auto" (the train stage plans it on the device)
         try:
             plan = plan_spec(s)
         except Exception:  # noqa: BLE001 - a plan failure is the run's to report, with its position

@@ -95,3 +95,20 @@ def test_env_differences_names_fields_not_time_or_physical_devices() -> None:
     assert env_differences(a, c) == ["blas", "gpu", "threads"]  # a field only one has counts
     del c["cpu"]
     assert env_differences(c, a) == ["blas", "cpu", "gpu", "threads"]
+
+
+def test_the_commit_is_read_once_per_process(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A commit made while a long sweep runs is not recorded for the stages the process ran with
+    the code it imported at its start."""
+    from ncsn_core.stages import env as stage_env
+
+    heads = iter(["aaaa", "", "bbbb", " M x"])
+    monkeypatch.setattr(stage_env, "_git", lambda *a: next(heads))
+    stage_env.code_version.cache_clear()
+    try:
+        first = stage_env.environment(torch.device("cpu"))
+        later = stage_env.environment(torch.device("cpu"))
+        assert first["git_commit"] == later["git_commit"] == "aaaa"
+        assert first["git_dirty"] is later["git_dirty"] is False
+    finally:
+        stage_env.code_version.cache_clear()

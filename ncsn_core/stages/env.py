@@ -9,6 +9,7 @@ setting, deterministic algorithms, the float32 matmul precision; and the process
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -31,6 +32,14 @@ def _git(*args: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The checkout's commit and whether it had changes, read once per process: the code this
+    process imported when it started, not what HEAD is when a later stage ends (a commit made
+    while a long sweep runs would otherwise be recorded for stages it did not run)."""
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain"))}
 
 
 def cpu_model() -> str:
@@ -121,7 +130,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "devices": devices(device),
         **cpu_math(),
         **cuda_math(device),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain")),
+        **code_version(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -95,6 +95,19 @@ def fmt_p(p: float | None) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``ps`` (family-wise error at the stated level over all of
+    them): the k-th smallest p times (m − k + 1), made monotone, capped at 1; same order as given."""
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    out = [1.0] * m
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * ps[i]))
+        out[i] = running
+    return out
+
+
 def _finite(xs: Sequence[float]) -> list[float]:
     return [float(x) for x in xs if x is not None and math.isfinite(x)]
 

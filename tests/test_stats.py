@@ -201,7 +201,7 @@ def test_results_table_prints_p_values_and_n() -> None:
     cols = {key: title for key, title, _ in results_table.METRICS}
     entries = []
     for name in ("compare_fashion_ncsn_seeds", "compare_fashion_ncsnv2_seeds", "compare_fashion_ansn_seeds"):
-        per_metric = {k: three_seeds(*t[name][title]) for k, title in cols.items()}
+        per_metric = {k: three_seeds(*t[name][title]) for k, title in cols.items() if title in t[name]}
         entries.append(entry(name, [{"metrics": {k: v[i] for k, v in per_metric.items()}} for i in range(3)]))
     text = results_table.significance(entries)
     assert "each tested at the 0.05 level; independent seeds (no initial-weight hash recorded)" in text
@@ -230,3 +230,28 @@ def test_bootstrap_z_test_p_value_by_hand() -> None:
     assert s.text == "significant at 0.05 (p = 0.003, bootstrap z-test, n = 64 vs 64 samples)"
     assert stats.z_test(1.0, 0.0, 1.0, 0.0).p == 1.0  # no spread, no difference
     assert stats.z_test(1.0, float("nan"), 2.0, 1.0).test == ""  # no sd: not judged
+
+
+def test_holm_adjustment_matches_the_step_down_by_hand() -> None:
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → monotone 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == [1.0, 1.0] and stats.holm([]) == []
+
+
+def test_results_table_calls_significant_only_after_holm() -> None:
+    """Seven metrics, each p = 0.0426 (Welch, 5 vs 5): every test alone is below 0.05, the
+    family of seven is not (Holm p = 7 × 0.0426 = 0.298)."""
+    a, b = [10, 11, 12, 13, 14], [12.5, 13.2, 14.9, 15.1, 16.8]
+    keys = [k for k, _, _ in results_table.METRICS]
+    entries = [
+        {"experiment": name, "seeds": [{"metrics": dict.fromkeys(keys, v)} for v in vals]}
+        for name, vals in (("base", a), ("other", b))
+    ]
+    text = results_table.significance(entries)
+    assert f"over all {len(keys)} tests" in text and " (significant)" not in text
+    assert text.count("p = 0.043, Holm p = 0.298") == len(keys)
+    one = [
+        {**e, "seeds": [{"metrics": {"fid_domain": s["metrics"]["fid_domain"]}} for s in e["seeds"]]}
+        for e in entries
+    ]
+    assert "FID (domain) +2.50 (significant), p = 0.043, Holm p = 0.043" in results_table.significance(one)

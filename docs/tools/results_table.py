@@ -39,6 +39,8 @@ METRICS = (
     ("precision_domain", "precision ↑", "{:.3f}"),
     ("recall_domain", "recall ↑", "{:.3f}"),
     ("is_domain", "IS (domain) ↑", "{:.2f}"),
+    ("fid_pixel_pca", "FID (pixel PCA) ↓", "{:.3f}"),
+    ("class_coverage", "class coverage ↑", "{:.2f}"),
 )
 
 
@@ -61,6 +63,20 @@ def _with_stages(seed_dir: Path, others: list[Path]) -> Path:
     return seed_dir
 
 
+def _linked_train(seed_dir: Path) -> Path | None:
+    """The training a sample stage of this seed used (its stage.json's ``train``, recorded
+    relative to the run folder) when the seed folder has none of its own."""
+    for sample in sorted(seed_dir.glob("sample-*")):
+        info = sample / "stage.json"
+        if info.exists():
+            rel = _json(info).get("train")
+            if rel:
+                t = (seed_dir.parent / rel).resolve()
+                if (t / "results.json").exists():
+                    return t
+    return None
+
+
 def read_seed(seed_dir: Path, others: list[Path] | None = None) -> dict[str, Any]:
     """Everything the table needs from one seed folder (missing stages are left out);
     ``others``: the same run hash and seed under other experiments, where reused stages live."""
@@ -70,6 +86,8 @@ def read_seed(seed_dir: Path, others: list[Path] | None = None) -> dict[str, Any
     if env.exists():
         row["env"] = _json(env)
     train = seed_dir / "train"
+    if not train.is_dir():  # reused from another run (another arm of the same training)
+        train = _linked_train(seed_dir) or train
     if (train / "results.json").exists():
         t = _json(train / "results.json")
         row["train_s"] = float(t["seconds"])
@@ -164,12 +182,19 @@ def table(entries: list[dict[str, Any]]) -> str:
             p = s.get("protocol", {})
             floor = floor or p.get("domain_floor")
             classifier = classifier or p.get("domain_classifier")
-    if floor:
+    drawn = _recorded_floors(entries)
+    if floor or drawn:
         cells = ["floor: real images", "", "", "", "", "", "", ""]
-        cells += [_floor(floor.get(k), fmt) for k, _, fmt in METRICS]
+        cells += [drawn.get(k) or _floor((floor or {}).get(k), fmt) for k, _, fmt in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
-    if floor:
+    if drawn:
+        n = next(iter(drawn.values())).split("(")[-1].rstrip(")")
+        notes.append(
+            f"Floor: the same metrics for as many real images as samples, against the same reference, "
+            f"mean ± sd over {n} (recorded by the evaluation)."
+        )
+    elif floor:
         notes.append(f"Floor: {floor['what']} (the same metrics, the same reference).")
     if classifier:
         notes.append(
@@ -183,11 +208,30 @@ def table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
 
 
-def significance(entries: list[dict[str, Any]], alpha: float = stats.ALPHA) -> str:
+def _recorded_floors(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """Per metric, the floor the evaluation recorded as ``<metric>_floor_mean/_sd/_n`` (real
+    images at the run's sample count, several draws), from the first seed that has one."""
+    out: dict[str, str] = {}
+    for key, _, fmt in METRICS:
+        for e in entries:
+            for s in e["seeds"]:
+                m = s.get("metrics", {})
+                if f"{key}_floor_mean" in m and key not in out:
+                    sd, n = m.get(f"{key}_floor_sd"), int(m.get(f"{key}_floor_n", 1))
+                    out[key] = fmt.format(m[f"{key}_floor_mean"]) + (
+                        f" ± {fmt.format(sd)} ({n} draws)" if sd is not None and n > 1 else ""
+                    )
+    return out
+
+
+def significance(
+    entries: list[dict[str, Any]], alpha: float = stats.ALPHA, pairs: list[tuple[str, str]] | None = None
+) -> str:
     """With several seeds: each method against the first row, per metric, tested as the report
     tests it (reports/stats.py): Welch's t-test over seeds taken as independent, the paired
     t-test where both record the same initial weights per seed (``init_hash``); the p-value and
-    n shown, "significant" only at p < ``alpha``."""
+    n shown, "significant" only at p < ``alpha``. ``pairs``: (base, other) experiment names to
+    compare instead of every row against the first."""
 
     def seeds(e: dict[str, Any], key: str) -> tuple[list[float], list[str | None]]:
         have = [s for s in e["seeds"] if key in s.get("metrics", {})]
@@ -195,27 +239,44 @@ def significance(entries: list[dict[str, Any]], alpha: float = stats.ALPHA) -> s
 
     if len(entries) < 2 or any(len(seeds(e, METRICS[0][0])[0]) < 2 for e in entries):
         return ""
-    base = entries[0]
-    lines, pairings = [], set()
-    for e in entries[1:]:
-        parts, how = [], ""
+    by_name = {e["experiment"]: e for e in entries}
+    if pairs:
+        unknown = sorted({n for pair in pairs for n in pair} - set(by_name))
+        if unknown:
+            raise SystemExit(f"--pairs names experiments not in the table: {', '.join(unknown)}")
+        todo = [(by_name[a], by_name[b]) for a, b in pairs]
+    else:
+        todo = [(entries[0], e) for e in entries[1:]]
+    found: list[tuple[dict[str, Any], dict[str, Any], str, str, str, Any, float]] = []
+    pairings = set()
+    for base, e in todo:
         for key, title, fmt in METRICS:
             (a, ai), (b, bi) = seeds(base, key), seeds(e, key)
             c = stats.seed_test(a, b, alpha, ai, bi)
-            if not c.test:
-                continue
-            pairings.add(c.pairing)
+            if c.test and c.p is not None and math.isfinite(c.p):
+                pairings.add(c.pairing)
+                found.append((base, e, title, fmt, key, c, statistics.fmean(b) - statistics.fmean(a)))
+    adjusted = stats.holm([f[5].p for f in found])
+    lines, by_pair = [], {}
+    for (base, e, title, fmt, _key, c, d), hp in zip(found, adjusted, strict=True):
+        by_pair.setdefault((base["experiment"], e["experiment"]), []).append((title, fmt, c, d, hp))
+    for (bname, ename), items in by_pair.items():
+        parts, how = [], ""
+        for title, fmt, c, d, hp in items:
             this = f"{c.test}, n = {c.n[0]} vs {c.n[1]}"
             how = how or this
-            d = statistics.fmean(b) - statistics.fmean(a)
+            verdict = "significant" if hp < alpha else "not significant"
             parts.append(
-                f"{title.rstrip(' ↑↓')} {'+' if d >= 0 else '−'}{fmt.format(abs(d))} ({c.verdict}), "
-                f"p {stats.fmt_p(c.p)}" + (f" ({this})" if this != how else "")
+                f"{title.rstrip(' ↑↓')} {'+' if d >= 0 else '−'}{fmt.format(abs(d))} ({verdict}), "
+                f"p {stats.fmt_p(c.p)}, Holm p {stats.fmt_p(hp)}" + (f" ({this})" if this != how else "")
             )
-        lines.append(f"- `{e['experiment']}` vs `{base['experiment']}`: " + "; ".join(parts) + f" ({how})")
+        lines.append(f"- `{ename}` vs `{bname}`: " + "; ".join(parts) + f" ({how})")
     return (
         f"\nDifferences of the means over seeds, each tested at the {alpha:g} level; "
-        f"{'; '.join(sorted(pairings))}:\n\n" + "\n".join(lines) + "\n"
+        f'{"; ".join(sorted(pairings))}. "Significant" after Holm\'s adjustment over all '
+        f"{len(found)} tests below (family-wise error {alpha:g}); p is each test's own:\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 
@@ -320,9 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="with --write: the markers results-table:BLOCK:begin/end (several tables in one file)",
     )
+    ap.add_argument(
+        "--pairs",
+        default="",
+        help="comma-separated BASE:OTHER experiment pairs to test (default: every row against the first)",
+    )
     a = ap.parse_args(argv)
     entries = read_runs(a.runs, [x for x in a.experiments.split(",") if x] or None)
-    text = header(entries) + "\n" + table(entries) + significance(entries)
+    pairs = [tuple(p.split(":", 1)) for p in a.pairs.split(",") if p]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit("--pairs: BASE:OTHER,BASE:OTHER")
+    text = header(entries) + "\n" + table(entries) + significance(entries, pairs=pairs or None)  # type: ignore[arg-type]
     if a.write is None:
         sys.stdout.write(text)
     else:

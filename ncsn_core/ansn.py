@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core import distributed as dist
 from ncsn_core.ansn_covariance import (
     Covariance,
     RunningCovariance,
@@ -31,7 +32,6 @@ from ncsn_core.ansn_covariance import (
     floor_full,
     floor_lowrank,
 )
-from ncsn_core import distributed as dist
 from ncsn_core.ansn_sampling import (
     AnnealedLangevinAlg1,
     PreconditionedLangevin,

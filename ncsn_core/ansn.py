@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import torch
 
+from ncsn_core import distributed as dist
 from ncsn_core.ansn_covariance import (
     Covariance,
     RunningCovariance,
@@ -118,6 +119,12 @@ class AdaptiveNoise(NoiseSchedule):
         self.batches = 0  # t: clean batches seen
         self.residual_batches = 0
         self._gen: torch.Generator | None = None  # estimate_on = perturbed: its own, checkpointed stream
+        # estimate_on = score / residual: the rows the loss reports for batch t, held until this
+        # rank's whole part of the batch is in (``_expect`` rows; micro-batches report slices),
+        # then gathered from every rank in rank order and merged once, as one process merges
+        # the whole batch (so Ĉ is the one-process Ĉ for any process count or micro-batch).
+        self._pending: list[tuple[torch.Tensor, str]] = []
+        self._expect: int | None = None
         # Ĉ (with its Cholesky factor for form = full) from the running moments of n points: the
         # factorisation runs once per covariance update, on the noise's device, and is reused
         # until new points join (a refresh without new points costs nothing).
@@ -167,6 +174,10 @@ class AdaptiveNoise(NoiseSchedule):
         """Called with clean batch t before it is perturbed: Ĉ_t from batches 0 … t−1, then
         batch t (clean or perturbed with Ĉ_t, per ``estimate_on``) joins the estimate."""
         on = self.cfg.estimate_on
+        if self._pending:  # fewer rows than the batch's were reported: merge what came
+            self._flush()
+        # The rows this rank's loss evaluates of batch t (x is the global batch, docs/scale.md).
+        self._expect = x.shape[0] // dist.world()
         if on in ("residual", "score") and self.batches >= 1 and self.residual_batches == 0:
             what = "residuals" if on == "residual" else "score estimates"
             raise ReproError(
@@ -199,6 +210,24 @@ class AdaptiveNoise(NoiseSchedule):
             )
         self.stats.update(x)
 
+    def _report(self, rows: torch.Tensor, what: str) -> None:
+        """Hold a slice of batch t's rows [b, D] (detached); once this rank's part of the batch
+        is in, merge the rows of every rank (in rank order: the global batch's order) at once."""
+        self._pending.append((rows.detach(), what))
+        held = sum(int(r.shape[0]) for r, _ in self._pending)
+        if self._expect is None or held >= self._expect:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Merge the held rows: gathered from every rank (a collective: every rank flushes at
+        the same point of the step, its part of the batch being the same size), then one
+        guarded update of the running moments."""
+        what = self._pending[0][1]
+        rows = torch.cat([r for r, _ in self._pending], 0)
+        self._pending = []
+        self._guarded_update(dist.all_gather_rows(rows), what, self.batches)
+        self.residual_batches += 1
+
     def update_residual(self, r: torch.Tensor, idx: torch.Tensor | None = None) -> None:
         """Optional hook (loss ansn_dsm calls it after perturbing batch t): with
         estimate_on = residual, the score residuals r = s − target join the estimate, scaled to
@@ -208,20 +237,20 @@ class AdaptiveNoise(NoiseSchedule):
         r = self.score_residual(r.detach(), idx).reshape(r.shape[0], -1)
         if idx is not None:
             r = r * self.scale(idx).to(r.dtype)[:, None]
-        self._guarded_update(r, "score residual", self.batches)
-        self.residual_batches += 1
+        self._report(r, "score residual")
 
     def update_score(self, out: torch.Tensor, idx: torch.Tensor) -> None:
         """Hook (loss ansn_dsm calls it with the network's output on perturbed batch t): with
         estimate_on = score (§2.2, the default), the model's score estimates in NCSN's level-free
         scale, σ_i·ŝ(x̃) with ŝ the score read off the output (``score_of``), join the estimate,
-        so Ĉ_{t+1} = s_d·cov(every score estimate so far) + s_d·ε·I. A no-op otherwise."""
+        so Ĉ_{t+1} = s_d·cov(every score estimate so far) + s_d·ε·I. A no-op otherwise. The
+        rows of micro-batches and of every data-parallel rank are merged as the one-process
+        batch (``_report``)."""
         if self.cfg.estimate_on != "score":
             return
         flat = out.detach().reshape(out.shape[0], -1)
         s = self._score_flat(flat, idx)
-        self._guarded_update(s * self.scale(idx).to(s.dtype)[:, None], "score estimate", self.batches)
-        self.residual_batches += 1
+        self._report(s * self.scale(idx).to(s.dtype)[:, None], "score estimate")
 
     # ---- what the network outputs
     @property

@@ -150,6 +150,20 @@ def all_reduce_sum_(tensors: list[torch.Tensor]) -> None:
         torch.distributed.all_reduce(t)
 
 
+def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The rows [b, ...] of every rank concatenated in rank order, detached (the identity for
+    one process). With each rank holding its slice of the global batch (:func:`part`), the
+    result is the global batch's rows in the one-process order. Every rank must call it, with
+    the same shape (the per-rank batch is the same on every rank)."""
+    rows = rows.detach()
+    if not active():
+        return rows
+    rows = rows.contiguous()
+    out = [torch.empty_like(rows) for _ in range(world())]
+    torch.distributed.all_gather(out, rows)
+    return torch.cat(out, 0)
+
+
 def batch_seed(seed: int, offset: int, k: int) -> int:
     """The sampling generator's seed for batch ``k``: batch 0 keeps the single-generator seed
     of one-batch stages (``seed·104729 + offset``); later batches a hash of (seed, offset, k)."""

@@ -245,4 +245,36 @@ def metric_text(metrics: dict[str, Any]) -> str:
     return "; ".join(f"{m} {c['text']}" for m, c in metrics.items()) or "–"
 
 
-__all__ = ["STATUSES", "age_text", "diff_doc", "find_run", "find_source", "fmt_num", "ls_rows", "provenance"]
+def damaged_rows(runs_dir: Path) -> list[dict]:
+    """The run folders that cannot be read safely (ncsn_core.layout.damaged_runs), with why."""
+    empty = dict.fromkeys(("file", "train_hash", "sample_hash", "eval_hash"), "")
+    return [
+        {
+            **empty,
+            "experiment": d.parent.name,
+            "label": f"{d.parent.name}/{d.name}",
+            "path": str(d),
+            "status": "damaged",
+            "detail": why,
+            "set": [],
+            "hash": d.name,
+            "settings": {},
+            "metrics": {},
+            "seeds": [],
+            "age_seconds": None,
+        }  # fmt: skip
+        for d, why in layout.damaged_runs(runs_dir)
+    ]
+
+
+__all__ = [
+    "STATUSES",
+    "age_text",
+    "damaged_rows",
+    "diff_doc",
+    "find_run",
+    "find_source",
+    "fmt_num",
+    "ls_rows",
+    "provenance",
+]

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from repro.prerequisites import preflight, prerequisites  # noqa: F401 - the API's names
+
 DEFAULT_MAX_RUNS = 1000  # dsl.resolve.DEFAULT_MAX_RUNS (not imported here: keeps start-up light)
 UNTIL = ("train", "select", "sample", "evaluate")
 REPORT_FORMATS = ("md", "html", "tex", "json", "text")
@@ -160,125 +162,6 @@ def run(
         wait=wait,
         sets=sets,
         log=log,
-    )
-
-
-def preflight(specs: Sequence[Any], until: str = "evaluate") -> None:
-    """Before any run: every missing prerequisite of ``specs`` (:func:`prerequisites`) in one
-    error, each with how to get it. Exit code 2 (a UserError) when a dataset or a released
-    checkpoint is missing, 1 (a RunError) when only the Inception weights are."""
-    missing = prerequisites(specs, until)
-    if not missing:
-        return
-    from ncsn_core.errors import RunError, UserError
-
-    user = any(m["kind"] != "weights" for m in missing)
-    lines = [f"{len(missing)} prerequisite(s) missing; nothing was run:"]
-    lines += [f"  - {m['kind']}: {m['message']} (needed by {', '.join(m['experiments'])})" for m in missing]
-    raise (UserError if user else RunError)("\n".join(lines))
-
-
-# The local folder each downloadable dataset is read from, when its files are there
-# (ncsn_core/data_files.py, data_images.py); absent → missing, or downloaded now when allowed.
-_DATA_FOLDERS = {
-    "mnist": lambda r, kw: _data_files()._mnist_folder(r),
-    "cifar10": lambda r, kw: _data_files()._cifar_folder(r),
-    "celeba": lambda r, kw: _data_files()._celeba_folder(r),
-    "fashion_mnist": lambda r, kw: r if _data_files()._idx_files(r) else None,
-    "lsun": lambda r, kw: _data_images()._lmdb_folder(r, kw["category"], "train"),
-}
-
-
-def _data_files() -> Any:
-    from ncsn_core import data_files
-
-    return data_files
-
-
-def _data_images() -> Any:
-    from ncsn_core import data_images
-
-    return data_images
-
-
-def prerequisites(specs: Sequence[Any], until: str = "evaluate") -> list[dict]:
-    """Every dataset, Inception weights file and released checkpoint ``specs`` need (up to the
-    stage ``until``) that is not here and cannot be fetched now, each once: dicts with
-    ``kind`` (data, weights, checkpoint), ``message`` (what is missing and how to get it) and
-    ``experiments``. A dataset with ``download = true`` is downloaded now (unless
-    ``REPRO_OFFLINE`` is set), the Inception weights too, so a failed download is listed
-    with the rest instead of stopping a run hours later."""
-    import os
-
-    from ncsn_core.errors import ReproError
-
-    found: dict[tuple[str, str], dict] = {}
-
-    def add(kind: str, key: str, message: str, exp: str) -> None:
-        m = found.setdefault((kind, key), {"kind": kind, "message": message, "experiments": []})
-        if exp not in m["experiments"]:
-            m["experiments"].append(exp)
-
-    done: dict[tuple, str | None] = {}  # each dataset / metric check once
-    for spec in specs:
-        w = spec.weights()
-        if w is not None:
-            from ncsn_core import released_files as released
-
-            if released.file_sha256(released.file_path(w)) is None:
-                add("checkpoint", str(w.kwargs()["path"]), released.missing_message(w), spec.experiment)
-        if spec.data is not None and spec.data.name in _DATA_FOLDERS:
-            kw = spec.data.kwargs()
-            key = ("data", spec.data.name, repr(sorted(kw.items(), key=lambda kv: kv[0])))
-            if key not in done:
-                done[key] = _data_problem(spec, kw, bool(os.environ.get("REPRO_OFFLINE")))
-            if done[key]:
-                add("data", str(key[1:]), done[key], spec.experiment)
-        calls = []
-        if spec.evaluate is not None and until == "evaluate":
-            calls.append((tuple(spec.evaluate.get("metrics") or ()), spec.evaluate.kwargs()))
-        if spec.select is not None and spec.trains and until != "train":
-            e = spec.evaluate.kwargs() if spec.evaluate is not None else {}
-            calls.append(((spec.select.get("metric"),), {k: v for k, v in e.items() if k != "samples"}))
-        for metrics, settings in calls:
-            setting = str(settings.get("inception_weights", "") or "")
-            key = ("weights", tuple(map(str, metrics)), setting)
-            if key not in done:
-                from ncsn_core import evaluation
-
-                try:
-                    evaluation.preflight(metrics, settings)
-                    done[key] = None
-                except ReproError as e:
-                    done[key] = str(e)
-            if done[key]:
-                add("weights", setting or "inception", str(done[key]), spec.experiment)
-    return list(found.values())
-
-
-def _data_problem(spec: Any, kw: dict, offline: bool) -> str | None:
-    """Why ``spec``'s dataset cannot be read (None: it can); a download is tried when allowed."""
-    from ncsn_core.errors import ReproError
-
-    root = Path(str(kw.get("root", ""))).expanduser()
-    if _DATA_FOLDERS[spec.data.name](root, kw) is not None:
-        return None
-    if kw.get("download") and not offline:
-        from ncsn_core import registry
-
-        try:
-            registry.lookup("data", spec.data.name).build(**kw)
-            return None
-        except ReproError as e:
-            return str(e)
-    why = "REPRO_OFFLINE is set, so no download was tried" if kw.get("download") else "download = false"
-    how = (
-        "set download = true (or run once on a machine with internet)"
-        if "download" in kw
-        else "get the files as docs/ncsn.md says"
-    )
-    return (
-        f'data {spec.data.name}: no files under {root} ({why}); {how}, or pass root = "..." pointing at them'
     )
 
 
@@ -477,7 +360,7 @@ def ls(
     from dsl.errors import DiagnosticError, error
     from ncsn_core.layout import override_args
     from reports.reporter import collect
-    from reports.runs import STATUSES, find_source, ls_rows
+    from reports.runs import STATUSES, damaged_rows, find_source, ls_rows
 
     runs_dir = Path(runs_dir)
     file = None if file is None else Path(file)
@@ -486,7 +369,7 @@ def ls(
     if file is not None and not file.is_file():
         raise error(None, f"--file {file}: no such file")
     if status == "damaged":
-        return _damaged_rows(runs_dir) if file is None else []
+        return damaged_rows(runs_dir) if file is None else []
     folders = [file] if file is not None else [Path(papers) if papers else Path("papers")]
     files: dict[str, str] = {}
     needed: set[tuple[Path, tuple[str, ...]]] = set()  # (file, the --set values of a run made from it)
@@ -523,32 +406,8 @@ def ls(
     if status is not None:
         rows = [r for r in rows if r["status"] == status]
     elif file is None:
-        rows += _damaged_rows(runs_dir)
+        rows += damaged_rows(runs_dir)
     return rows
-
-
-def _damaged_rows(runs_dir: Path) -> list[dict]:
-    """The run folders that cannot be read safely (ncsn_core.layout.damaged_runs), with why."""
-    from ncsn_core.layout import damaged_runs
-
-    empty = dict.fromkeys(("file", "train_hash", "sample_hash", "eval_hash"), "")
-    return [
-        {
-            **empty,
-            "experiment": d.parent.name,
-            "label": f"{d.parent.name}/{d.name}",
-            "path": str(d),
-            "status": "damaged",
-            "detail": why,
-            "set": [],
-            "hash": d.name,
-            "settings": {},
-            "metrics": {},
-            "seeds": [],
-            "age_seconds": None,
-        }  # fmt: skip
-        for d, why in damaged_runs(runs_dir)
-    ]
 
 
 def _invoked_file(r: Any, runs_dir: Path, invoked: dict[str, str]) -> Path | None:

@@ -95,6 +95,11 @@ def read_seed(seed_dir: Path, others: list[Path] | None = None) -> dict[str, Any
         if isinstance(t.get("init_hash"), str):
             row["init_hash"] = t["init_hash"]
     sample = _one(seed_dir, "sample-*")
+    ev_dir = _one(seed_dir, "eval-*")
+    # what computed each stage (the seed folder's env.json is rewritten whenever a run restarts)
+    row["stage_envs"] = [
+        _json(d / "env.json") for d in (train, sample, ev_dir) if d is not None and (d / "env.json").exists()
+    ]
     if sample is not None:
         s = _json(sample / "results.json")
         row.update(sample_s=float(s["seconds"]), nfe=int(s["nfe_per_sample"]), samples=int(s["samples"]))
@@ -281,7 +286,8 @@ def significance(
 
 
 def header(entries: list[dict[str, Any]]) -> str:
-    envs = [s["env"] for e in entries for s in e["seeds"] if "env" in s]
+    envs = [v for e in entries for s in e["seeds"] for v in s.get("stage_envs", [])]
+    envs = envs or [s["env"] for e in entries for s in e["seeds"] if "env" in s]
     if not envs:
         return ""
     first = min(envs, key=lambda v: v.get("time", ""))
@@ -291,8 +297,9 @@ def header(entries: list[dict[str, Any]]) -> str:
         start = datetime.fromisoformat(first["time"]).timestamp()
         end = datetime.fromtimestamp(max(ends), tz=timezone.utc)
         span = (
-            f" Wall time of the whole comparison, from the first run's start to the last evaluation's "
-            f"end ({end.strftime('%Y-%m-%dT%H:%M:%S%z')}): {(max(ends) - start) / 60:.1f} min."
+            f" Wall time of the whole comparison, from the first stage's start to the last evaluation's "
+            f"end ({end.strftime('%Y-%m-%dT%H:%M:%S%z')}, pauses and restarts included): "
+            f"{(max(ends) - start) / 60:.1f} min."
         )
     commits = sorted(
         {(v.get("git_commit") or "?")[:10] + (" (dirty)" if v.get("git_dirty") else "") for v in envs}

@@ -9,6 +9,8 @@ kept where they were (own-line or trailing). Idempotent: fmt(parse(fmt(x))) == f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dsl.ast as syntax
 from dsl.parser import parse_text
 
@@ -198,25 +200,13 @@ def format_module(mod: syntax.Module) -> str:
             if p.out and p.out[-1].strip() and prev_kind is not None:
                 p.out.append("")  # groups are separated by a blank line, as experiments
             p.lead(0, start, prev_end)
-            p.emit(0, f"group {item.name} {{", p.take_range(start, start))
-            prev = start
-            for o in item.options:
-                prev = p.stmt(o, 1, prev)
-            for c in p.take_before(end):
-                p.emit(1, c.text.rstrip())
-            p.emit(0, "}", p.take_range(end, end))
+            _braced(p, f"group {item.name}", item.options, start, end)
         else:
             if p.out and p.out[-1].strip() and prev_kind is not None:
                 p.out.append("")  # experiments are separated by a blank line
             p.lead(0, start, prev_end)
             ext = f" extends {item.extends}" if item.extends else ""
-            p.emit(0, f"experiment {item.name}{ext} {{", p.take_range(start, start))
-            prev = start
-            for s in item.body:
-                prev = p.stmt(s, 1, prev)
-            for c in p.take_before(end):
-                p.emit(1, c.text.rstrip())
-            p.emit(0, "}", p.take_range(end, end))
+            _braced(p, f"experiment {item.name}{ext}", item.body, start, end)
         prev_end, prev_kind = end, type(item)
     for c in p.comments:
         p.emit(0, c.text.rstrip())
@@ -226,3 +216,15 @@ def format_module(mod: syntax.Module) -> str:
 
 def format_text(text: str, file: str = "<string>") -> str:
     return format_module(parse_text(text, file))
+
+
+def _braced(p: _Printer, head: str, items: Sequence[object], start: int, end: int) -> None:
+    """A top-level ``head { … }`` (an experiment or a group): its items one level in, the
+    comments inside it kept in place."""
+    p.emit(0, f"{head} {{", p.take_range(start, start))
+    prev = start
+    for it in items:
+        prev = p.stmt(it, 1, prev)
+    for c in p.take_before(end):
+        p.emit(1, c.text.rstrip())
+    p.emit(0, "}", p.take_range(end, end))

@@ -83,16 +83,21 @@ def _show(specs: list, no_auto: bool, sets=(), runs_dir: Path | None = None) -> 
 
     sweep_cost: list[dict] = []
     for s in specs:
+        # The first line (name, run hash, seed) does not depend on the notes: printed before the
+        # parameter count imports torch (the first line of output within half a second).
+        head = f"experiment {s.experiment}"
+        first = show_spec(s, {}).split("\n", 1)[0]
+        if first.startswith(head):  # the sweep point's label: name[key=value,…]
+            first = f"experiment {point_label(s.experiment, s.sweep, sets)}" + first[len(head) :]
+        typer.echo(first)
         notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
         if s.weights() is not None:
             r = s.canonical()["released"]
             sha = r["sha256"] if r["sha256"] == "checkpoint not present" else "sha256 " + r["sha256"]
             notes["train"] = f"released checkpoint, {sha}"
-        text = show_spec(s, notes)
-        head = f"experiment {s.experiment}"
-        if text.startswith(head):  # the sweep point's label: name[key=value,…]
-            text = f"experiment {point_label(s.experiment, s.sweep, sets)}" + text[len(head) :]
-        typer.echo(text)
+        rest = show_spec(s, notes).split("\n", 1)
+        if len(rest) > 1:
+            typer.echo(rest[1])
         if not no_auto and s.network is not None:
             typer.echo(f"# cost: {_cost_note(s, sweep_cost)}")
             disk = _checkpoint_note(s)

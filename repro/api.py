@@ -220,18 +220,21 @@ def iter_runs(
     log: Callable[[str], None] | None = None,
     deterministic: bool | None = None,
     threads: int | None = None,
+    keep_going: bool = False,
 ) -> Iterator[tuple[Any, Any]]:
     """:func:`run_specs` one run at a time: yields (RunSpec, result) as each run finishes.
     ``deterministic`` (None: on for the CPU, off for CUDA) and ``threads`` as in
-    :func:`ncsn_core.determinism.apply` (docs/reproducibility.md)."""
+    :func:`ncsn_core.determinism.apply` (docs/reproducibility.md). ``keep_going``: a run that
+    fails (a run error, exit code 1: a diverging loss, a non-positive-definite Ĉ…) is yielded
+    as (RunSpec, the error) and the next run starts; input mistakes still stop at once."""
+    from ncsn_core.errors import ReproError
     from ncsn_core.runner import run_spec
 
     for k, s in enumerate(specs):
         if len(specs) > 1 and log is not None:
             log(f"[{k + 1}/{len(specs)}] {run_label(s)}")
-        yield (
-            s,
-            run_spec(
+        try:
+            out: Any = run_spec(
                 s,
                 runs_dir=Path(runs_dir),
                 device=device or None,
@@ -241,8 +244,12 @@ def iter_runs(
                 overrides=tuple(sets),
                 deterministic=deterministic,
                 threads=threads,
-            ),
-        )
+            )
+        except ReproError as e:
+            if not keep_going or e.exit_code != 1:
+                raise
+            out = e
+        yield s, out
 
 
 def report_format(format: str = "", out: str | Path | None = None, tty: bool = False) -> str:  # noqa: A002

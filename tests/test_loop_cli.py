@@ -135,3 +135,33 @@ def test_run_lists_every_missing_prerequisite_before_any_work(tmp_path: Path, mo
     assert [
         m["kind"] for m in api.prerequisites(api.compile(QUICK, sets=["evaluate.metrics=[fid]"]), "train")
     ] == []
+
+
+KEEP_GOING = """\
+experiment bad {
+    data mixture2d { }
+    noise none { }
+    network mlp { hidden = 16, layers = 2, act = softplus }
+    loss ssm_vr { }
+    train { optimizer = sgd(lr = 1e30), batch_size = 32, iterations = 30, checkpoint_every = 10 }
+    sample { samples = 64, init = uniform(low = -8, high = 8), stage langevin { steps = 5, step_size = 0.1 } }
+    evaluate { metrics = [mode_weights], samples = 64 }
+}
+experiment good extends bad {
+    train.optimizer = adam(lr = 1e-3)
+}
+"""
+
+
+def test_keep_going_runs_the_rest_of_a_file_after_a_failing_run(tmp_path: Path) -> None:
+    """Without --keep-going the file stops at the diverging run; with it the next run completes,
+    the failure is named, and the exit code is 1."""
+    f = tmp_path / "kg.exp"
+    f.write_text(KEEP_GOING)
+    runs = tmp_path / "runs"
+    code, out = cli("run", str(f), "--device", "cpu", "--runs", str(runs))
+    assert code == 1 and "loss became nan" in out and not list(runs.glob("good/*/seed-0/eval-*/DONE"))
+    code, out = cli("run", str(f), "--device", "cpu", "--runs", str(runs), "--keep-going")
+    assert code == 1 and "bad: failed: the training loss became nan" in out
+    assert "1 of 2 runs failed" in out and "Traceback" not in out
+    assert len(list(runs.glob("good/*/seed-0/eval-*/DONE"))) == 1

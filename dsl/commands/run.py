@@ -48,6 +48,14 @@ def run(
         bool,
         typer.Option("--no-wait", help="stop with an error when another process is computing a stage"),
     ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            "-k",
+            help="a run that fails (diverging loss, …) is reported and the next one starts; exit 1 at the end",
+        ),
+    ] = False,
     max_runs_: MaxRunsOpt = DEFAULT_MAX_RUNS,
     gpus: Annotated[
         Optional[str],  # noqa: UP045
@@ -230,6 +238,7 @@ def run(
             device = f"cuda:{gpu_ids[0]}"
     if not memory_checked:  # a batch that cannot fit: exit 2 before the run
         _check_memory([s for _, s in indexed], device)
+    failed: list[str] = []
     for s, out in api.iter_runs(
         [s for _, s in indexed],
         source_text=source,
@@ -241,9 +250,19 @@ def run(
         log=typer.echo,
         deterministic=deterministic,
         threads=threads,
+        keep_going=keep_going,
     ):
-        typer.echo(f"{api.point_label(s.experiment, s.sweep, set_ or ())}: {out}")
-    typer.echo(f"done in {time.time() - t0:.1f}s")
+        lab = api.point_label(s.experiment, s.sweep, set_ or ())
+        if isinstance(out, Exception):
+            failed.append(f"{lab} seed {s.seed}")
+            typer.echo(f"{lab}: failed: {out}", err=True)
+            continue
+        typer.echo(f"{lab}: {out}")
+    typer.echo(f"done in {time.time() - t0:.1f}s" + (f"; {len(failed)} failed" if failed else ""))
+    if failed:
+        raise launch.WorkerFailed(
+            f"{len(failed)} of {len(indexed)} runs failed (each said why above): {'; '.join(failed)}"
+        )
 
 
 def _record_invocation(runs_dir: Path, argv: list, file: Path, sets, multirun: bool, specs: list) -> None:  # type: ignore[no-untyped-def]

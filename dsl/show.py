@@ -16,11 +16,16 @@ def _comp(head: str, c: ComponentSpec, indent: str = "    ") -> str:
     return f"{indent}{head} {{ {body} }}" if body else f"{indent}{head} {{ }}"
 
 
+def show_head(spec: RunSpec) -> str:
+    """The spec's first line: its experiment, run hash and seed."""
+    return f"experiment {spec.experiment}  # run {spec.hash()}  seed {spec.seed}"
+
+
 def show_spec(spec: RunSpec, notes: dict[str, str] | None = None) -> str:
     """The spec as `.exp`-like text; ``notes`` adds a trailing comment to a block's line
     (``{"network": "30,117,635 parameters"}``)."""
     notes = notes or {}
-    lines = [f"experiment {spec.experiment}  # run {spec.hash()}  seed {spec.seed}"]
+    lines = [show_head(spec)]
     select = f"select {spec.select_hash()}, " if spec.select is not None else ""
     lines.append(
         f"    # stages: train {spec.train_hash()}, {select}sample {spec.sample_hash()}, "

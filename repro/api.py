@@ -179,13 +179,15 @@ def point_label(experiment: str, sweep: Any = (), sets: Sequence[str] = ()) -> s
     pairs) and the single-valued ``--set`` values it was made with (``--use data=digits``,
     recorded as ``use:data=digits``, shows as `data=digits`), short values, long ones
     abbreviated; just `name` without either. The same label in `run`, `compile`, `ls`, `diff`."""
+    from ncsn_core.layout import USE_PREFIX
+
     items = [(str(k), str(v)) for k, v in (sweep.items() if isinstance(sweep, dict) else sweep)]
     swept = {k for k, _ in items}
     for raw in sets:
         k, eq, v = str(raw).partition("=")
         k = k.strip()
-        if k.startswith("use:"):  # `--use data=digits` (dsl.sets.USE_PREFIX): `data=digits`
-            k = k[len("use:") :].strip()
+        if k.startswith(USE_PREFIX):  # `--use data=digits`: `data=digits`
+            k = k[len(USE_PREFIX) :].strip()
             if "," in v:  # several options: each run's option is in its sweep point
                 continue
         if eq and k not in swept:

@@ -151,9 +151,12 @@ def _floor(v: Any, fmt: str) -> str:
     if v is None:
         return "–"
     st = stats.mean_sd(v if isinstance(v, list) else [v])
-    if st is None:
-        return "–"
-    return fmt.format(st[0]) + (f" ± {fmt.format(st[1])} ({st[2]} draws)" if st[1] is not None else "")
+    return "–" if st is None else _floor_text(*st, fmt)
+
+
+def _floor_text(mean: float, sd: float | None, n: int, fmt: str) -> str:
+    """``mean ± sd (n draws)``, or the mean alone for one draw."""
+    return fmt.format(mean) + (f" ± {fmt.format(sd)} ({n} draws)" if sd is not None and n > 1 else "")
 
 
 def table(entries: list[dict[str, Any]]) -> str:
@@ -190,14 +193,17 @@ def table(entries: list[dict[str, Any]]) -> str:
     drawn = _recorded_floors(entries)
     if floor or drawn:
         cells = ["floor: real images", "", "", "", "", "", "", ""]
-        cells += [drawn.get(k) or _floor((floor or {}).get(k), fmt) for k, _, fmt in METRICS]
+        cells += [
+            _floor_text(*drawn[k], fmt) if k in drawn else _floor((floor or {}).get(k), fmt)
+            for k, _, fmt in METRICS
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
     if drawn:
-        n = next(iter(drawn.values())).split("(")[-1].rstrip(")")
+        n = next(iter(drawn.values()))[2]
         notes.append(
             f"Floor: the same metrics for as many real images as samples, against the same reference, "
-            f"mean ± sd over {n} (recorded by the evaluation)."
+            f"mean ± sd over {n} draws (recorded by the evaluation)."
         )
     elif floor:
         notes.append(f"Floor: {floor['what']} (the same metrics, the same reference).")
@@ -213,18 +219,19 @@ def table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
 
 
-def _recorded_floors(entries: list[dict[str, Any]]) -> dict[str, str]:
+def _recorded_floors(entries: list[dict[str, Any]]) -> dict[str, tuple[float, float | None, int]]:
     """Per metric, the floor the evaluation recorded as ``<metric>_floor_mean/_sd/_n`` (real
     images at the run's sample count, several draws), from the first seed that has one."""
-    out: dict[str, str] = {}
-    for key, _, fmt in METRICS:
+    out: dict[str, tuple[float, float | None, int]] = {}
+    for key, _, _ in METRICS:
         for e in entries:
             for s in e["seeds"]:
                 m = s.get("metrics", {})
                 if f"{key}_floor_mean" in m and key not in out:
-                    sd, n = m.get(f"{key}_floor_sd"), int(m.get(f"{key}_floor_n", 1))
-                    out[key] = fmt.format(m[f"{key}_floor_mean"]) + (
-                        f" ± {fmt.format(sd)} ({n} draws)" if sd is not None and n > 1 else ""
+                    out[key] = (
+                        m[f"{key}_floor_mean"],
+                        m.get(f"{key}_floor_sd"),
+                        int(m.get(f"{key}_floor_n", 1)),
                     )
     return out
 

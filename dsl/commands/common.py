@@ -55,6 +55,15 @@ MaxRunsOpt = Annotated[
     int,
     typer.Option("--max-runs", min=1, help="refuse files whose sweeps make more runs than this"),
 ]
+MultirunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--multirun",
+        "-m",
+        help="one run per value of a --set (or option of a --use) with several (a sweep)",
+    ),
+]
+
 ExpOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option("--experiment", "-e", help="only these experiments of the file (repeatable)"),

@@ -13,6 +13,7 @@ from dsl.commands.common import (
     ExpOpt,
     File,
     MaxRunsOpt,
+    MultirunOpt,
     SetOpt,
     UseOpt,
     guard,
@@ -31,14 +32,7 @@ def compile_(
     file: File,
     set_: SetOpt = None,
     use: UseOpt = None,
-    multirun: Annotated[
-        bool,
-        typer.Option(
-            "--multirun",
-            "-m",
-            help="one run per value of a --set (or option of a --use) with several (a sweep)",
-        ),
-    ] = False,
+    multirun: MultirunOpt = False,
     experiment: ExpOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print canonical JSON")] = False,
     no_auto: Annotated[
@@ -78,7 +72,7 @@ def compile_(
 
 
 def _show(specs: list, no_auto: bool, sets=(), runs_dir: Path | None = None) -> None:  # type: ignore[no-untyped-def]
-    from dsl.show import show_spec
+    from dsl.show import show_head, show_spec
     from repro.api import point_label
 
     sweep_cost: list[dict] = []
@@ -86,10 +80,8 @@ def _show(specs: list, no_auto: bool, sets=(), runs_dir: Path | None = None) -> 
         # The first line (name, run hash, seed) does not depend on the notes: printed before the
         # parameter count imports torch (the first line of output within half a second).
         head = f"experiment {s.experiment}"
-        first = show_spec(s, {}).split("\n", 1)[0]
-        if first.startswith(head):  # the sweep point's label: name[key=value,…]
-            first = f"experiment {point_label(s.experiment, s.sweep, sets)}" + first[len(head) :]
-        typer.echo(first)
+        first = show_head(s)  # the sweep point's label: name[key=value,…]
+        typer.echo(f"experiment {point_label(s.experiment, s.sweep, sets)}" + first[len(head) :])
         notes = {} if no_auto or s.network is None else {"network": _parameter_note(s)}
         if s.weights() is not None:
             r = s.canonical()["released"]

@@ -13,6 +13,7 @@ from dsl.commands.common import (
     ExpOpt,
     File,
     MaxRunsOpt,
+    MultirunOpt,
     SetOpt,
     UseOpt,
     as_args,
@@ -27,14 +28,7 @@ def run(
     file: File,
     set_: SetOpt = None,
     use: UseOpt = None,
-    multirun: Annotated[
-        bool,
-        typer.Option(
-            "--multirun",
-            "-m",
-            help="one run per value of a --set (or option of a --use) with several (a sweep)",
-        ),
-    ] = False,
+    multirun: MultirunOpt = False,
     experiment: ExpOpt = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = "",
     runs_dir: Annotated[Path, typer.Option("--runs", help="where runs are written")] = Path("runs"),
